@@ -1,0 +1,10 @@
+//! Pure domain rules: the marketplace table and connection validation.
+//!
+//! Nothing here imports Kubernetes types; the API layer, the CLI and the webhook convert their
+//! inputs into these plain types, so every rule can be tested without a cluster.
+
+pub mod marketplace;
+pub mod validation;
+
+pub use marketplace::{Environment, Marketplace, Region};
+pub use validation::{FieldError, SpecView};
