@@ -1,0 +1,216 @@
+//! The offline subcommands. Each returns the process exit code; `main` only parses flags and
+//! calls [`run`].
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::api::{self, manifest};
+use crate::config::{Cli, Command, OutputFormat};
+use crate::domain::{Environment, marketplace};
+
+/// Runs one subcommand, writing its output to `out` and diagnostics to `err`.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let result = match cli.command {
+        Command::Crd { output_dir } => match output_dir {
+            Some(dir) => write_crds(&dir),
+            None => print_crds(out),
+        },
+        Command::Marketplaces { output } => print_marketplaces(output, out),
+        Command::Validate { filename } => return validate(&filename, out, err),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Failures of the offline subcommands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Writing the output failed (for example a closed pipe).
+    #[error("failed to write output: {0}")]
+    Write(#[from] io::Error),
+    /// A generated object could not be rendered.
+    #[error("failed to render {what}: {message}")]
+    Render {
+        /// What was being rendered.
+        what: &'static str,
+        /// The serializer's message.
+        message: String,
+    },
+}
+
+fn print_crds(out: &mut dyn Write) -> Result<(), CliError> {
+    for (_, yaml) in render_crds()? {
+        out.write_all(yaml.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn write_crds(dir: &Path) -> Result<(), CliError> {
+    for (file, yaml) in render_crds()? {
+        std::fs::write(dir.join(file), yaml)?;
+    }
+    Ok(())
+}
+
+/// Every CRD as a YAML document starting with `---`, with the file name it has under `crds/`.
+pub fn render_crds() -> Result<Vec<(String, String)>, CliError> {
+    api::crds()
+        .into_iter()
+        .map(|crd| {
+            let file = format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("crd"));
+            let yaml = serde_saphyr::to_string(&crd).map_err(|e| CliError::Render {
+                what: "CustomResourceDefinition",
+                message: e.to_string(),
+            })?;
+            Ok((file, format!("---\n{yaml}")))
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MarketplaceRow {
+    code: &'static str,
+    aliases: Vec<&'static str>,
+    name: &'static str,
+    marketplace_id: &'static str,
+    region: &'static str,
+    endpoint: &'static str,
+    sandbox_endpoint: &'static str,
+}
+
+fn marketplace_rows() -> Vec<MarketplaceRow> {
+    marketplace::MARKETPLACES
+        .iter()
+        .map(|m| MarketplaceRow {
+            code: m.code,
+            aliases: marketplace::aliases_of(m.code),
+            name: m.name,
+            marketplace_id: m.marketplace_id,
+            region: m.region.code(),
+            endpoint: m.endpoint(Environment::Production),
+            sandbox_endpoint: m.endpoint(Environment::Sandbox),
+        })
+        .collect()
+}
+
+fn print_marketplaces(format: OutputFormat, out: &mut dyn Write) -> Result<(), CliError> {
+    let rows = marketplace_rows();
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &rows).map_err(|e| CliError::Render {
+                what: "marketplace table",
+                message: e.to_string(),
+            })?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => {
+            let code = |r: &MarketplaceRow| {
+                std::iter::once(r.code)
+                    .chain(r.aliases.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let width = |f: &dyn Fn(&MarketplaceRow) -> usize, header: &str| {
+                rows.iter().map(f).max().unwrap_or(0).max(header.len())
+            };
+            let (wc, wn, wi) = (
+                width(&|r| code(r).len(), "CODE"),
+                width(&|r| r.name.len(), "NAME"),
+                width(&|r| r.marketplace_id.len(), "MARKETPLACE ID"),
+            );
+            let we = width(&|r| r.endpoint.len(), "ENDPOINT");
+            writeln!(
+                out,
+                "{:wc$}  {:wn$}  {:wi$}  REGION  {:we$}  SANDBOX ENDPOINT",
+                "CODE", "NAME", "MARKETPLACE ID", "ENDPOINT"
+            )?;
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{:wc$}  {:wn$}  {:wi$}  {:6}  {:we$}  {}",
+                    code(r),
+                    r.name,
+                    r.marketplace_id,
+                    r.region,
+                    r.endpoint,
+                    r.sandbox_endpoint
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let source = path.display().to_string();
+    let mut input = String::new();
+    let read = if source == "-" {
+        io::stdin().read_to_string(&mut input).map(|_| ())
+    } else {
+        std::fs::read_to_string(path).map(|text| input = text)
+    };
+    if let Err(e) = read {
+        let _ = writeln!(err, "error: failed to read {source}: {e}");
+        return ExitCode::FAILURE;
+    }
+    match validate_text(&source, &input, out) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            let _ = writeln!(err, "error: {source}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks `input` and prints a line per document and per problem; true when all pass.
+pub fn validate_text(
+    source: &str,
+    input: &str,
+    out: &mut dyn Write,
+) -> Result<bool, ValidateError> {
+    let reports = manifest::validate_manifests(input)?;
+    if reports.is_empty() {
+        return Err(ValidateError::Empty);
+    }
+    let mut all_valid = true;
+    for report in &reports {
+        let at = format!("{source}: document {} ({})", report.index, report.subject);
+        match &report.outcome {
+            manifest::Outcome::Valid => writeln!(out, "{at}: valid")?,
+            manifest::Outcome::Skipped => {
+                writeln!(out, "{at}: skipped, not an AmazonSellerConnection")?
+            }
+            manifest::Outcome::Invalid(problems) => {
+                all_valid = false;
+                for problem in problems {
+                    writeln!(out, "{at}: {problem}")?;
+                }
+            }
+        }
+    }
+    Ok(all_valid)
+}
+
+/// Input that could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    /// Not YAML.
+    #[error(transparent)]
+    Parse(#[from] manifest::ParseError),
+    /// No document in the input.
+    #[error("no YAML document found")]
+    Empty,
+    /// Writing the report failed.
+    #[error("failed to write output: {0}")]
+    Write(#[from] io::Error),
+}

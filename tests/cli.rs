@@ -1,0 +1,200 @@
+//! Tier 1 (no cluster): the CLI as a user runs it, through the built binary.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use support::repo_path;
+
+fn aso(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+        .args(args)
+        .current_dir(repo_path(""))
+        .output()
+        .expect("binary runs")
+}
+
+fn aso_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin piped")
+        .write_all(input.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("binary finishes")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 stdout")
+}
+
+#[test]
+fn committed_crds_match_the_generator() {
+    let output = aso(&["crd"]);
+    assert!(output.status.success());
+    let generated = stdout(&output);
+    let mut files: Vec<_> = std::fs::read_dir(repo_path("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let committed: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(
+        generated == committed,
+        "crds/ has drifted from `amazon-seller-operator crd`: run `make crds` and commit the result"
+    );
+}
+
+#[test]
+fn marketplaces_json_lists_all_23_with_derived_values() {
+    let output = aso(&["marketplaces", "--output", "json"]);
+    assert!(output.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(rows.len(), 23);
+    let by_code = |code: &str| rows.iter().find(|r| r["code"] == code).unwrap().clone();
+    let de = by_code("DE");
+    assert_eq!(de["marketplaceId"], "A1PA6795UKMFR9");
+    assert_eq!(de["region"], "EU");
+    assert_eq!(de["endpoint"], "https://sellingpartnerapi-eu.amazon.com");
+    assert_eq!(
+        de["sandboxEndpoint"],
+        "https://sandbox.sellingpartnerapi-eu.amazon.com"
+    );
+    let uk = by_code("UK");
+    assert_eq!(uk["aliases"], serde_json::json!(["GB"]));
+    assert_eq!(
+        by_code("JP")["endpoint"],
+        "https://sellingpartnerapi-fe.amazon.com"
+    );
+    assert_eq!(by_code("BR")["marketplaceId"], "A2Q3Y263D00KWC");
+}
+
+#[test]
+fn marketplaces_table_has_a_header_and_a_row_per_marketplace() {
+    let output = aso(&["marketplaces"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 24);
+    assert!(lines[0].starts_with("CODE"));
+    assert!(text.contains("UK,GB"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("US ") && l.contains("ATVPDKIKX0DER"))
+    );
+}
+
+#[test]
+fn valid_examples_pass_validate() {
+    for example in ["examples/connection.yaml", "examples/team-namespace.yaml"] {
+        let output = aso(&["validate", "-f", example]);
+        assert!(output.status.success(), "{example}: {}", stdout(&output));
+    }
+}
+
+/// Every `examples/invalid-*.yaml` names, in an `# expect:` header line, the field whose
+/// rule it breaks; `validate` must fail and report exactly that field.
+#[test]
+fn each_invalid_example_fails_validate_with_its_field_path() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo_path("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("invalid-") {
+            continue;
+        }
+        let expected = expected_field(&path);
+        let output = aso(&["validate", "-f", path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{name} should fail validate");
+        let text = stdout(&output);
+        let problems: Vec<&str> = text.lines().collect();
+        assert_eq!(problems.len(), 1, "{name}: {text}");
+        assert!(
+            problems[0].contains(&format!("): {expected}: ")),
+            "{name}: expected a problem at {expected}, got {text}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 4,
+        "expected at least four invalid examples, found {checked}"
+    );
+}
+
+/// The field path an invalid example's `# expect:` header names.
+pub fn expected_field(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn validate_reads_standard_input_and_reports_each_document() {
+    let connection = std::fs::read_to_string(repo_path("examples/connection.yaml")).unwrap();
+    let input = format!(
+        "{}---\n{connection}---\n{}",
+        std::fs::read_to_string(repo_path("examples/team-namespace.yaml")).unwrap(),
+        connection.replace("marketplace: US", "marketplace: XX")
+    );
+    let output = aso_stdin(&["validate", "-f", "-"], &input);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        "-: document 1 (Namespace team-acme): skipped, not an AmazonSellerConnection"
+    );
+    assert_eq!(
+        lines[1],
+        "-: document 2 (AmazonSellerConnection team-acme/acme-us): valid"
+    );
+    assert!(lines[2].starts_with(
+        "-: document 3 (AmazonSellerConnection team-acme/acme-us): spec.marketplace: unknown marketplace \"XX\" (valid: AE, AU,"
+    ));
+}
+
+#[test]
+fn validate_rejects_unparseable_input_with_a_clear_error() {
+    for input in ["spec: [unclosed\n", "\u{0}\u{1}binary", "a: b\n c: d\n"] {
+        let output = aso_stdin(&["validate", "-f", "-"], input);
+        assert_eq!(output.status.code(), Some(1), "{input:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("error: -: "), "{input:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn validate_of_a_missing_file_names_the_file() {
+    let output = aso(&["validate", "-f", "does-not-exist.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: failed to read does-not-exist.yaml:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_of_empty_input_is_an_error_not_a_pass() {
+    let output = aso_stdin(&["validate", "-f", "-"], "# only a comment\n");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no YAML document found"));
+}
