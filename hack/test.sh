@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need when it is missing, starts a real control
+# plane on loopback (unless ASO_TEST_KUBECONFIG already names a cluster), runs every tier, and
+# stops what it started.
+#
+#   make test                         # or: hack/test.sh
+#   ASO_TEST_KUBECONFIG=~/.kube/config make test   # against an existing cluster instead
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+  echo "error: '$*' needs root; run it once as root, then re-run make test" >&2; exit 1; fi; }
+apt_updated=false
+need_apt() { # need_apt COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2 (provides $1)" >&2
+  if [[ $apt_updated == false ]]; then as_root apt-get update -qq; apt_updated=true; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+need_apt openssl openssl
+need_apt curl curl
+
+state=""
+cleanup() { if [[ -n "$state" ]]; then hack/control-plane/stop.sh "$state"; rm -rf "$state"; fi; }
+trap cleanup EXIT
+
+if [[ -z "${ASO_TEST_KUBECONFIG:-}" ]]; then
+  need_apt etcd etcd-server
+  state="$(mktemp -d -t aso-control-plane.XXXXXX)"
+  echo "starting the test control plane (etcd + kube-apiserver) in $state" >&2
+  ASO_TEST_KUBECONFIG="$(hack/control-plane/start.sh "$state")"
+  export ASO_TEST_KUBECONFIG
+fi
+
+cargo test --all-targets --locked
