@@ -1,0 +1,36 @@
+//! Names other components depend on: labels, Secret types and data keys, the field manager.
+//! They are contracts (design §2): the chart, the alerts and users' manifests use them.
+
+/// Namespace label binding a namespace to a Team.
+pub const TEAM_LABEL: &str = "connectors.openteam.io/team";
+/// Pod label naming the gateway a pod belongs to.
+pub const GATEWAY_LABEL: &str = "connectors.openteam.io/gateway";
+/// Label on managed Secrets naming their connection.
+pub const CONNECTION_LABEL: &str = "connectors.openteam.io/connection";
+/// Label on managed Secrets saying what they hold.
+pub const SECRET_ROLE_LABEL: &str = "connectors.openteam.io/secret-role";
+/// `SECRET_ROLE_LABEL` value of sealed LWA credentials Secrets.
+pub const ROLE_LWA_CREDENTIALS: &str = "lwa-credentials";
+/// `SECRET_ROLE_LABEL` value of runtime token Secrets.
+pub const ROLE_RUNTIME_TOKEN: &str = "runtime-token";
+/// `SECRET_ROLE_LABEL` value of the operator's key Secret.
+pub const ROLE_OPERATOR_KEYS: &str = "operator-keys";
+
+/// Type of a sealed credentials Secret.
+pub const LWA_CREDENTIALS_SECRET_TYPE: &str = "connectors.openteam.io/lwa-credentials";
+/// Data key holding the sealed envelope.
+pub const SEALED_KEY: &str = "sealed";
+/// Type of a runtime Secret.
+pub const RUNTIME_SECRET_TYPE: &str = "connectors.openteam.io/sp-api-token";
+
+/// Default name of the Secret holding the operator's keyring.
+pub const DEFAULT_KEY_SECRET: &str = "amazon-seller-operator-keys";
+/// Data key of the keyring in the key Secret.
+pub const KEYRING_KEY: &str = "keyring.json";
+/// ConfigMap publishing the active public key.
+pub const PUBLIC_KEY_CONFIGMAP: &str = "amazon-seller-operator-public-key";
+/// Data key of the public key document in that ConfigMap.
+pub const PUBLIC_KEY_KEY: &str = "public-key.json";
+
+/// Field manager for every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "amazon-seller-operator";
