@@ -1,0 +1,1199 @@
+//! The security audit log: one JSON line per security-relevant event, linked into a SHA-256
+//! hash chain so that modified, deleted, inserted or reordered records are detectable
+//! (`amazon-seller-operator audit verify`). docs/audit-log.md is the user-facing description.
+//!
+//! # Record
+//!
+//! ```json
+//! {"log_type":"audit","time":"2026-05-16T10:00:00.123Z","seq":7,"category":"credential_access",
+//!  "action":"mount_runtime_secret","outcome":"denied","actor":"system:serviceaccount:team-acme:web",
+//!  "team":"acme","namespace":"team-acme","connection":"acme-us","gateway":null,
+//!  "reason":"gateway_not_listed","prev_hash":"<64 hex>","hash":"<64 hex>"}
+//! ```
+//!
+//! # What is hashed
+//!
+//! `hash` is the lowercase hex SHA-256 of the record's *canonical form*: the JSON object with
+//! every field except `hash`, in exactly the order above, without whitespace, absent values as
+//! `null`. The written line is that canonical form with `,"hash":"…"` inserted before the
+//! closing brace. Every value is ASCII without quotes, backslashes or control characters (the
+//! writer enforces it), so the canonical form is unambiguous and any JSON library can rebuild
+//! it from a parsed record.
+//!
+//! # Segments
+//!
+//! Each process start opens a new chain segment with a `service` record, action
+//! [`SEGMENT_START_ACTION`], `seq` 0 and `prev_hash` [`GENESIS_HASH`]; every later record of the
+//! process has `seq` one higher than the previous one and `prev_hash` equal to its `hash`. So a
+//! verifier accepts a `seq` 0 record as a legitimate restart, and any other discontinuity is a
+//! break. What a chain cannot show from the log alone (a truncated tail, a whole deleted
+//! segment, a rewrite of the chain from some record onwards) is covered by shipping the log to
+//! append-only storage and recording the verified head in each review (docs/audit-log.md).
+//!
+//! # No secrets
+//!
+//! An [`AuditEvent`] carries only identifiers and bounded words: `action` and `reason` are
+//! `&'static str` constants; `category` and `outcome` are enums; actor, team, namespace,
+//! connection and gateway are names that must have the shape of a Kubernetes name or user name
+//! (see [`identifier`]). A value of the wrong shape, or one that looks like an LWA token or
+//! client secret, is written as [`REDACTED`] (identifiers) or [`UNCLASSIFIED`] (words) and the
+//! record is still written, so that the event itself is never lost. There is no field for
+//! free text, request bodies or credential material.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::metrics::{Metrics, is_category};
+
+/// The `log_type` value that marks a line as an audit record.
+pub const LOG_TYPE: &str = "audit";
+
+/// `prev_hash` of the first record of every chain segment.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// `action` of the `service` record that opens a chain segment at process start.
+pub const SEGMENT_START_ACTION: &str = "audit_log_started";
+
+/// Written in place of an identifier that does not have the shape of a name.
+pub const REDACTED: &str = "<redacted>";
+
+/// Written in place of an action or reason that is not a bounded word.
+pub const UNCLASSIFIED: &str = "unclassified";
+
+/// Prefixes of LWA credential material; a value starting with one is never written.
+const SECRET_PREFIXES: &[&str] = &["Atza|", "Atzr|", "Atzc|", "amzn1.oa2-cs."];
+
+/// The policy's log categories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Who called the operator or the webhook and whether they were recognised.
+    Authentication,
+    /// Creating, changing, suspending or deleting connections and their sealed credentials.
+    ConnectorSetup,
+    /// Access to runtime credentials: token refreshes, runtime Secret mounts.
+    CredentialAccess,
+    /// Errors from Amazon (LWA) and from the Kubernetes API.
+    ApiError,
+    /// What gateway pods do with connections: admitted, refused, ephemeral containers.
+    GatewayActivity,
+    /// The operator's own lifecycle: start, stop, leadership, key rotation.
+    Service,
+}
+
+impl Category {
+    /// Every category, in log order.
+    pub const ALL: [Category; 6] = [
+        Self::Authentication,
+        Self::ConnectorSetup,
+        Self::CredentialAccess,
+        Self::ApiError,
+        Self::GatewayActivity,
+        Self::Service,
+    ];
+
+    /// The value written to the log and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authentication => "authentication",
+            Self::ConnectorSetup => "connector_setup",
+            Self::CredentialAccess => "credential_access",
+            Self::ApiError => "api_error",
+            Self::GatewayActivity => "gateway_activity",
+            Self::Service => "service",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the recorded action ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The action was carried out.
+    Success,
+    /// The action was attempted and failed.
+    Failure,
+    /// An access decision let the request through.
+    Allowed,
+    /// An access decision refused the request.
+    Denied,
+}
+
+impl Outcome {
+    /// The value written to the log and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// What a component reports. Build with [`AuditEvent::new`] and the setters, then pass to
+/// [`AuditLog::record`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    category: Category,
+    action: &'static str,
+    outcome: Outcome,
+    actor: Option<String>,
+    team: Option<String>,
+    namespace: Option<String>,
+    connection: Option<String>,
+    gateway: Option<String>,
+    reason: Option<&'static str>,
+}
+
+impl AuditEvent {
+    /// An event of `category`: `action` is a bounded verb such as `"refresh_token"`.
+    pub fn new(category: Category, action: &'static str, outcome: Outcome) -> Self {
+        Self {
+            category,
+            action,
+            outcome,
+            actor: None,
+            team: None,
+            namespace: None,
+            connection: None,
+            gateway: None,
+            reason: None,
+        }
+    }
+
+    /// Who acted: a Kubernetes user or ServiceAccount name, or the operator itself.
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = Some(actor.to_owned());
+        self
+    }
+
+    /// The Team concerned.
+    pub fn team(mut self, team: &str) -> Self {
+        self.team = Some(team.to_owned());
+        self
+    }
+
+    /// The namespace concerned.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// The AmazonSellerConnection concerned.
+    pub fn connection(mut self, connection: &str) -> Self {
+        self.connection = Some(connection.to_owned());
+        self
+    }
+
+    /// The gateway id concerned.
+    pub fn gateway(mut self, gateway: &str) -> Self {
+        self.gateway = Some(gateway.to_owned());
+        self
+    }
+
+    /// Why: a bounded word such as an error `category()` or a rule name.
+    pub fn reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+}
+
+/// One audit line as written, and as `verify` reads it back.
+///
+/// Field order is the canonical order (see the module docs). Unknown fields are refused when
+/// reading, so a field added to a stored line is detected as tampering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Always [`LOG_TYPE`].
+    pub log_type: String,
+    /// When the record was written, RFC 3339 in UTC with milliseconds.
+    pub time: String,
+    /// Position in the chain segment, from 0.
+    pub seq: u64,
+    /// The policy category.
+    pub category: Category,
+    /// What happened, a bounded verb.
+    pub action: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Who acted.
+    pub actor: Option<String>,
+    /// The Team concerned.
+    pub team: Option<String>,
+    /// The namespace concerned.
+    pub namespace: Option<String>,
+    /// The connection concerned.
+    pub connection: Option<String>,
+    /// The gateway concerned.
+    pub gateway: Option<String>,
+    /// Why, a bounded word.
+    pub reason: Option<String>,
+    /// `hash` of the previous record in the segment, or [`GENESIS_HASH`].
+    pub prev_hash: String,
+    /// SHA-256 of the canonical form, lowercase hex.
+    pub hash: String,
+}
+
+/// The canonical form: every field but `hash`, in order. Serialized compactly by serde_json.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    log_type: &'a str,
+    time: &'a str,
+    seq: u64,
+    category: Category,
+    action: &'a str,
+    outcome: Outcome,
+    actor: Option<&'a str>,
+    team: Option<&'a str>,
+    namespace: Option<&'a str>,
+    connection: Option<&'a str>,
+    gateway: Option<&'a str>,
+    reason: Option<&'a str>,
+    prev_hash: &'a str,
+}
+
+impl AuditRecord {
+    fn canonical(&self) -> Canonical<'_> {
+        Canonical {
+            log_type: &self.log_type,
+            time: &self.time,
+            seq: self.seq,
+            category: self.category,
+            action: &self.action,
+            outcome: self.outcome,
+            actor: self.actor.as_deref(),
+            team: self.team.as_deref(),
+            namespace: self.namespace.as_deref(),
+            connection: self.connection.as_deref(),
+            gateway: self.gateway.as_deref(),
+            reason: self.reason.as_deref(),
+            prev_hash: &self.prev_hash,
+        }
+    }
+
+    /// The canonical form's bytes: what [`AuditRecord::hash`] covers.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, AuditError> {
+        serde_json::to_vec(&self.canonical()).map_err(AuditError::Serialize)
+    }
+
+    /// The hash this record should carry, computed from its other fields.
+    pub fn compute_hash(&self) -> Result<String, AuditError> {
+        Ok(hex(&Sha256::digest(self.canonical_bytes()?)))
+    }
+
+    /// Whether this record opens a chain segment.
+    pub fn is_segment_start(&self) -> bool {
+        self.seq == 0
+            && self.prev_hash == GENESIS_HASH
+            && self.category == Category::Service
+            && self.action == SEGMENT_START_ACTION
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Failures of the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The record could not be written to the log's output.
+    #[error("failed to write audit record: {0}")]
+    Write(#[source] io::Error),
+    /// The record could not be serialized (not expected: every field is a plain value).
+    #[error("failed to serialize audit record: {0}")]
+    Serialize(#[source] serde_json::Error),
+}
+
+impl AuditError {
+    /// A bounded category for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Write(_) => "audit_write",
+            Self::Serialize(_) => "audit_serialize",
+        }
+    }
+}
+
+/// The shared audit log. Clones write to the same chain; safe to use from many tasks.
+#[derive(Clone)]
+pub struct AuditLog {
+    chain: Arc<Mutex<Chain>>,
+    metrics: Metrics,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+struct Chain {
+    out: Box<dyn Write + Send>,
+    next_seq: u64,
+    prev_hash: String,
+}
+
+impl AuditLog {
+    /// Opens a new chain segment on standard output. `instance` names this process (the pod
+    /// name) and becomes the actor of the segment's first record.
+    pub fn stdout(metrics: Metrics, instance: &str) -> Result<Self, AuditError> {
+        Self::to_writer(io::stdout(), metrics, instance)
+    }
+
+    /// Opens a new chain segment on `out`: writes the segment's `service` record at once.
+    ///
+    /// Each record is written with one `write_all` and flushed, so lines never interleave
+    /// with other writers of the same stream (standard output locks per call).
+    pub fn to_writer(
+        out: impl Write + Send + 'static,
+        metrics: Metrics,
+        instance: &str,
+    ) -> Result<Self, AuditError> {
+        let log = Self {
+            chain: Arc::new(Mutex::new(Chain {
+                out: Box::new(out),
+                next_seq: 0,
+                prev_hash: GENESIS_HASH.to_owned(),
+            })),
+            metrics,
+        };
+        log.record(
+            AuditEvent::new(Category::Service, SEGMENT_START_ACTION, Outcome::Success)
+                .actor(instance)
+                .reason("process_start"),
+        )?;
+        Ok(log)
+    }
+
+    /// Appends one record and counts it in `amazon_seller_audit_events_total`. Returns its
+    /// `seq`. On a write failure the chain does not advance, so the next record links to the
+    /// last one actually written.
+    pub fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        // A panic elsewhere while holding the lock leaves the chain state consistent (it is
+        // only updated after a successful write), so a poisoned lock is still usable.
+        let mut chain = self
+            .chain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut record = AuditRecord {
+            log_type: LOG_TYPE.to_owned(),
+            time: format!("{:.3}", jiff::Timestamp::now()),
+            seq: chain.next_seq,
+            category: event.category,
+            action: word(event.action).to_owned(),
+            outcome: event.outcome,
+            actor: event.actor.as_deref().map(|v| identifier(v).to_owned()),
+            team: event.team.as_deref().map(|v| identifier(v).to_owned()),
+            namespace: event.namespace.as_deref().map(|v| identifier(v).to_owned()),
+            connection: event
+                .connection
+                .as_deref()
+                .map(|v| identifier(v).to_owned()),
+            gateway: event.gateway.as_deref().map(|v| identifier(v).to_owned()),
+            reason: event.reason.map(|v| word(v).to_owned()),
+            prev_hash: chain.prev_hash.clone(),
+            hash: String::new(),
+        };
+        let mut line = record.canonical_bytes()?;
+        record.hash = hex(&Sha256::digest(&line));
+        // Insert `,"hash":"…"` before the closing brace: the line is the canonical form plus
+        // the hash, byte for byte.
+        line.pop();
+        line.extend_from_slice(br#","hash":""#);
+        line.extend_from_slice(record.hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        chain
+            .out
+            .write_all(&line)
+            .and_then(|()| chain.out.flush())
+            .map_err(AuditError::Write)?;
+        chain.next_seq += 1;
+        chain.prev_hash = record.hash;
+        drop(chain);
+        self.metrics
+            .record_audit_event(event.category.as_str(), event.outcome.as_str());
+        Ok(record.seq)
+    }
+}
+
+/// The value written for an identifier (actor, team, namespace, connection, gateway): kept
+/// when it is 1-256 ASCII characters from letters, digits and `-._:@/+=`, starts and ends with a
+/// letter or digit, and does not start like LWA credential material; otherwise [`REDACTED`].
+pub fn identifier(value: &str) -> &str {
+    let bytes = value.as_bytes();
+    let edge_ok = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    let shape = (1..=256).contains(&bytes.len())
+        && edge_ok(bytes.first())
+        && edge_ok(bytes.last())
+        && bytes.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b':' | b'@' | b'/' | b'+' | b'=')
+        });
+    let secret = SECRET_PREFIXES.iter().any(|p| value.starts_with(p));
+    if shape && !secret { value } else { REDACTED }
+}
+
+/// The value written for an action or reason: a bounded word, otherwise [`UNCLASSIFIED`].
+fn word(value: &'static str) -> &'static str {
+    if is_category(value) {
+        value
+    } else {
+        UNCLASSIFIED
+    }
+}
+
+/// Where and why a log's chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// 1-based line number in the input.
+    pub line: u64,
+    /// The record's `seq`, when it could be read.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// The kinds of chain break.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// A line marked as an audit record is not a well-formed record (edited, truncated or
+    /// with an added field).
+    Malformed(String),
+    /// The record's fields no longer match its hash: it was modified.
+    Modified,
+    /// `seq` skips ahead: records before this one were deleted (or moved after it).
+    Gap {
+        /// The `seq` that should have come next.
+        expected: u64,
+    },
+    /// `seq` is not higher than the previous record's: records were inserted, duplicated or
+    /// reordered.
+    OutOfOrder {
+        /// The `seq` that should have come next.
+        expected: u64,
+    },
+    /// `seq` is right but `prev_hash` is not the previous record's hash: a record was
+    /// replaced, or the previous one was modified and re-hashed.
+    Unlinked,
+    /// A `seq` 0 record that is not a proper segment start (`service`/`audit_log_started`
+    /// with the genesis `prev_hash`).
+    BadSegmentStart,
+    /// The first record is not a segment start, so earlier records are missing (allowed with
+    /// `--allow-partial-start` for a rotated log file).
+    NoSegmentStart,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(why) => write!(f, "not a well-formed audit record ({why})"),
+            Self::Modified => f.write_str("hash does not match the record: it was modified"),
+            Self::Gap { expected } => write!(
+                f,
+                "expected seq {expected}: records before this one were deleted or reordered"
+            ),
+            Self::OutOfOrder { expected } => write!(
+                f,
+                "expected seq {expected}: records were inserted, duplicated or reordered"
+            ),
+            Self::Unlinked => f.write_str(
+                "prev_hash does not match the previous record: a record was replaced or inserted",
+            ),
+            Self::BadSegmentStart => f.write_str(
+                "seq 0 without a proper segment start (service/audit_log_started, genesis prev_hash)",
+            ),
+            Self::NoSegmentStart => f.write_str(
+                "the log does not begin with a segment start: earlier records are missing",
+            ),
+        }
+    }
+}
+
+/// The last verified record: reviewers note it so that a later verification can show the
+/// log was not truncated or rewritten before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// 1-based line number.
+    pub line: u64,
+    /// Its `seq`.
+    pub seq: u64,
+    /// Its `hash`.
+    pub hash: String,
+    /// Its `time`.
+    pub time: String,
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Audit records verified (up to the break, if any).
+    pub records: u64,
+    /// Chain segments (process starts) seen.
+    pub segments: u64,
+    /// Lines that are not audit records (ordinary logs), skipped.
+    pub ignored_lines: u64,
+    /// Verified records per category.
+    pub by_category: BTreeMap<Category, u64>,
+    /// The last verified record.
+    pub head: Option<Head>,
+    /// The first break, if the chain is broken.
+    pub broken: Option<ChainBreak>,
+}
+
+impl VerifyReport {
+    /// True when there are records and no break.
+    pub fn is_intact(&self) -> bool {
+        self.broken.is_none() && self.records > 0
+    }
+}
+
+/// How [`verify`] treats the start of the input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Accept a first record that is not a segment start (a log file rotated mid-segment).
+    /// The chain is then checked from that record on.
+    pub allow_partial_start: bool,
+}
+
+/// Reads a log (audit lines mixed with any other lines, which are skipped) and checks the
+/// chain. Stops at the first break. Fails only when the input cannot be read.
+///
+/// A line is an audit record when it is a JSON object with `"log_type":"audit"`, optionally
+/// after a collector prefix: an RFC 3339 timestamp (`kubectl logs --timestamps`), or a CRI log
+/// prefix (`<time> stdout F `).
+pub fn verify(mut input: impl BufRead, options: VerifyOptions) -> io::Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let mut previous: Option<(u64, String)> = None;
+    let mut buffer = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buffer.clear();
+        if input.read_until(b'\n', &mut buffer)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = String::from_utf8_lossy(&buffer);
+        let record = match parse_line(text.trim_end_matches(['\n', '\r'])) {
+            Parsed::Other => {
+                report.ignored_lines += 1;
+                continue;
+            }
+            Parsed::Malformed(why) => Err(ChainBreak {
+                line: line_no,
+                seq: None,
+                problem: Problem::Malformed(why),
+            }),
+            Parsed::Record(record) => {
+                check(&record, line_no, previous.as_ref(), options).map(|()| record)
+            }
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(broken) => {
+                report.broken = Some(broken);
+                return Ok(report);
+            }
+        };
+        if record.is_segment_start() {
+            report.segments += 1;
+        }
+        report.records += 1;
+        *report.by_category.entry(record.category).or_default() += 1;
+        report.head = Some(Head {
+            line: line_no,
+            seq: record.seq,
+            hash: record.hash.clone(),
+            time: record.time.clone(),
+        });
+        previous = Some((record.seq, record.hash));
+    }
+    Ok(report)
+}
+
+/// Checks one record against its own hash and the previous record.
+fn check(
+    record: &AuditRecord,
+    line: u64,
+    previous: Option<&(u64, String)>,
+    options: VerifyOptions,
+) -> Result<(), ChainBreak> {
+    let broken = |problem| ChainBreak {
+        line,
+        seq: Some(record.seq),
+        problem,
+    };
+    let expected = record
+        .compute_hash()
+        .map_err(|e| broken(Problem::Malformed(e.to_string())))?;
+    if expected != record.hash {
+        return Err(broken(Problem::Modified));
+    }
+    if record.seq == 0 || record.prev_hash == GENESIS_HASH {
+        return if record.is_segment_start() {
+            Ok(())
+        } else {
+            Err(broken(Problem::BadSegmentStart))
+        };
+    }
+    let Some((prev_seq, prev_hash)) = previous else {
+        return if options.allow_partial_start {
+            Ok(())
+        } else {
+            Err(broken(Problem::NoSegmentStart))
+        };
+    };
+    let next = prev_seq + 1;
+    if record.seq > next {
+        Err(broken(Problem::Gap { expected: next }))
+    } else if record.seq < next {
+        Err(broken(Problem::OutOfOrder { expected: next }))
+    } else if &record.prev_hash != prev_hash {
+        Err(broken(Problem::Unlinked))
+    } else {
+        Ok(())
+    }
+}
+
+enum Parsed {
+    Other,
+    Malformed(String),
+    // Boxed: a record is ten times the size of the other variants.
+    Record(Box<AuditRecord>),
+}
+
+fn parse_line(line: &str) -> Parsed {
+    let Some(json) = strip_collector_prefix(line) else {
+        return marked_but_unparsed(line);
+    };
+    let value: serde_json::Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(_) => return marked_but_unparsed(line),
+    };
+    if value.get("log_type").and_then(serde_json::Value::as_str) != Some(LOG_TYPE) {
+        return Parsed::Other;
+    }
+    match serde_json::from_value::<AuditRecord>(value) {
+        Ok(record) => Parsed::Record(Box::new(record)),
+        Err(e) => Parsed::Malformed(e.to_string()),
+    }
+}
+
+/// A line that is not JSON but carries the audit marker was an audit record once (cut or
+/// edited); anything else is an ordinary log line.
+fn marked_but_unparsed(line: &str) -> Parsed {
+    if line.contains(r#""log_type":"audit""#) {
+        Parsed::Malformed("not valid JSON".to_owned())
+    } else {
+        Parsed::Other
+    }
+}
+
+/// The JSON part of a line, after an optional collector prefix.
+fn strip_collector_prefix(line: &str) -> Option<&str> {
+    if line.starts_with('{') {
+        return Some(line);
+    }
+    let (stamp, rest) = line.split_once(' ')?;
+    stamp.parse::<jiff::Timestamp>().ok()?;
+    let rest = ["stdout F ", "stderr F "]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))
+        .unwrap_or(rest);
+    rest.starts_with('{').then_some(rest)
+}
+
+/// `audit verify`: verifies `path` (`-` for standard input) and prints the result. Exit code 0
+/// when the chain is intact, 1 when it is broken or holds no record, 2 when the input cannot
+/// be read.
+pub fn verify_command(
+    path: &std::path::Path,
+    options: VerifyOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let source = path.display().to_string();
+    let result = if source == "-" {
+        verify(io::stdin().lock(), options)
+    } else {
+        std::fs::File::open(path).and_then(|f| verify(io::BufReader::new(f), options))
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = writeln!(err, "error: failed to read {source}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let written = print_report(&source, &report, out);
+    if let Err(e) = written {
+        let _ = writeln!(err, "error: failed to write output: {e}");
+        return ExitCode::from(2);
+    }
+    if report.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_report(source: &str, report: &VerifyReport, out: &mut dyn Write) -> io::Result<()> {
+    if let Some(b) = &report.broken {
+        let seq = b.seq.map_or_else(|| "?".to_owned(), |s| s.to_string());
+        writeln!(
+            out,
+            "{source}: BROKEN at line {} (seq {seq}): {}",
+            b.line, b.problem
+        )?;
+        writeln!(
+            out,
+            "{source}: {} records verified before the break",
+            report.records
+        )?;
+        return Ok(());
+    }
+    if report.records == 0 {
+        writeln!(
+            out,
+            "{source}: no audit records found ({} other lines)",
+            report.ignored_lines
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{source}: OK: {} audit records in {} segments, {} other lines ignored",
+        report.records, report.segments, report.ignored_lines
+    )?;
+    let counts: Vec<String> = Category::ALL
+        .iter()
+        .map(|c| format!("{c}={}", report.by_category.get(c).copied().unwrap_or(0)))
+        .collect();
+    writeln!(out, "{source}: by category: {}", counts.join(" "))?;
+    if let Some(head) = &report.head {
+        writeln!(
+            out,
+            "{source}: head: line {} seq {} time {} hash {}",
+            head.line, head.seq, head.time, head.hash
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose bytes the test can read back while the log still holds it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    fn log() -> (AuditLog, Shared, Metrics) {
+        let out = Shared::default();
+        let metrics = Metrics::new().unwrap();
+        let log = AuditLog::to_writer(out.clone(), metrics.clone(), "operator-0").unwrap();
+        (log, out, metrics)
+    }
+
+    /// A log of one segment with `n` records after the segment start.
+    fn sample(n: usize) -> Vec<String> {
+        let (log, out, _) = log();
+        for i in 0..n {
+            let event = if i % 2 == 0 {
+                AuditEvent::new(
+                    Category::CredentialAccess,
+                    "refresh_token",
+                    Outcome::Success,
+                )
+                .actor("amazon-seller-operator")
+                .team("acme")
+                .namespace("team-acme")
+                .connection("acme-us")
+            } else {
+                AuditEvent::new(
+                    Category::GatewayActivity,
+                    "mount_runtime_secret",
+                    Outcome::Denied,
+                )
+                .actor("system:serviceaccount:team-acme:web")
+                .team("acme")
+                .namespace("team-acme")
+                .connection("acme-us")
+                .gateway("gw-main")
+                .reason("gateway_not_listed")
+            };
+            log.record(event).unwrap();
+        }
+        out.lines()
+    }
+
+    fn run(lines: &[String]) -> VerifyReport {
+        let text = lines.join("\n") + "\n";
+        verify(text.as_bytes(), VerifyOptions::default()).unwrap()
+    }
+
+    fn break_of(lines: &[String]) -> ChainBreak {
+        run(lines).broken.expect("chain must be broken")
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_with_counts_and_head() {
+        let lines = sample(4);
+        let report = run(&lines);
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 5);
+        assert_eq!(report.segments, 1);
+        assert_eq!(report.by_category[&Category::Service], 1);
+        assert_eq!(report.by_category[&Category::CredentialAccess], 2);
+        assert_eq!(report.head.as_ref().unwrap().seq, 4);
+    }
+
+    #[test]
+    fn the_written_line_is_the_canonical_form_plus_its_hash() {
+        let lines = sample(1);
+        let record: AuditRecord = serde_json::from_str(&lines[1]).unwrap();
+        let canonical = String::from_utf8(record.canonical_bytes().unwrap()).unwrap();
+        let expected = format!(
+            "{},\"hash\":\"{}\"}}",
+            canonical.strip_suffix('}').unwrap(),
+            record.hash
+        );
+        assert_eq!(lines[1], expected);
+        // Independently: SHA-256 over exactly the line without its hash field.
+        let without_hash = lines[1].replace(&format!(",\"hash\":\"{}\"", record.hash), "");
+        assert_eq!(hex(&Sha256::digest(without_hash.as_bytes())), record.hash);
+        assert!(lines[1].starts_with(r#"{"log_type":"audit","time":""#));
+        assert_eq!(record.prev_hash.len(), 64);
+    }
+
+    #[test]
+    fn first_record_opens_a_segment_from_genesis() {
+        let lines = sample(0);
+        let first: AuditRecord = serde_json::from_str(&lines[0]).unwrap();
+        assert!(first.is_segment_start());
+        assert_eq!(first.seq, 0);
+        assert_eq!(first.prev_hash, GENESIS_HASH);
+        assert_eq!(first.actor.as_deref(), Some("operator-0"));
+    }
+
+    #[test]
+    fn a_modified_field_is_detected_at_its_line() {
+        let mut lines = sample(4);
+        lines[2] = lines[2].replace(r#""outcome":"denied""#, r#""outcome":"allowed""#);
+        let b = break_of(&lines);
+        assert_eq!((b.line, b.seq, b.problem), (3, Some(2), Problem::Modified));
+    }
+
+    #[test]
+    fn a_modified_and_rehashed_record_is_detected_at_the_next_line() {
+        let mut lines = sample(4);
+        let mut record: AuditRecord = serde_json::from_str(&lines[2]).unwrap();
+        record.outcome = Outcome::Allowed;
+        record.hash = record.compute_hash().unwrap();
+        lines[2] = serde_json::to_string(&record).unwrap();
+        let b = break_of(&lines);
+        assert_eq!((b.line, b.seq, b.problem), (4, Some(3), Problem::Unlinked));
+    }
+
+    #[test]
+    fn a_deleted_record_is_detected() {
+        let mut lines = sample(4);
+        lines.remove(2);
+        let b = break_of(&lines);
+        assert_eq!(
+            (b.line, b.seq, b.problem),
+            (3, Some(3), Problem::Gap { expected: 2 })
+        );
+    }
+
+    #[test]
+    fn an_inserted_copy_of_a_record_is_detected() {
+        let mut lines = sample(4);
+        let copy = lines[1].clone();
+        lines.insert(3, copy);
+        let b = break_of(&lines);
+        assert_eq!(
+            (b.line, b.seq, b.problem),
+            (4, Some(1), Problem::OutOfOrder { expected: 3 })
+        );
+    }
+
+    #[test]
+    fn an_inserted_forged_record_is_detected() {
+        let mut lines = sample(4);
+        // A forger who knows the format builds a record that links correctly to line 3…
+        let before: AuditRecord = serde_json::from_str(&lines[2]).unwrap();
+        let mut forged: AuditRecord = serde_json::from_str(&lines[3]).unwrap();
+        forged.prev_hash = before.hash.clone();
+        forged.seq = before.seq + 1;
+        forged.outcome = Outcome::Allowed;
+        forged.hash = forged.compute_hash().unwrap();
+        lines.insert(3, serde_json::to_string(&forged).unwrap());
+        // …but the genuine record after it no longer fits.
+        let b = break_of(&lines);
+        assert_eq!(
+            (b.line, b.seq, b.problem),
+            (5, Some(3), Problem::OutOfOrder { expected: 4 })
+        );
+    }
+
+    #[test]
+    fn reordered_records_are_detected() {
+        let mut lines = sample(4);
+        lines.swap(2, 3);
+        let b = break_of(&lines);
+        assert_eq!(
+            (b.line, b.seq, b.problem),
+            (3, Some(3), Problem::Gap { expected: 2 })
+        );
+    }
+
+    #[test]
+    fn an_added_field_is_detected() {
+        let mut lines = sample(2);
+        lines[1] = lines[1].replacen('{', r#"{"note":"approved","#, 1);
+        let b = break_of(&lines);
+        assert!(matches!(b.problem, Problem::Malformed(_)), "{b:?}");
+        assert_eq!(b.line, 2);
+    }
+
+    #[test]
+    fn a_cut_record_is_detected() {
+        let mut lines = sample(2);
+        let half = lines[1].len() / 2;
+        lines[1].truncate(half);
+        let b = break_of(&lines);
+        assert_eq!(b.line, 2);
+        assert!(matches!(b.problem, Problem::Malformed(_)), "{b:?}");
+    }
+
+    #[test]
+    fn a_truncated_tail_still_verifies_and_the_head_shows_where_it_ends() {
+        let lines = sample(4);
+        let report = run(&lines[..3]);
+        assert!(report.is_intact());
+        assert_eq!(report.head.unwrap().seq, 2);
+    }
+
+    #[test]
+    fn deleting_the_segment_start_is_detected_unless_partial_start_is_allowed() {
+        let lines = sample(3);
+        let b = break_of(&lines[1..]);
+        assert_eq!((b.line, b.problem), (1, Problem::NoSegmentStart));
+        let text = lines[1..].join("\n");
+        let report = verify(
+            text.as_bytes(),
+            VerifyOptions {
+                allow_partial_start: true,
+            },
+        )
+        .unwrap();
+        assert!(report.is_intact());
+        assert_eq!(report.segments, 0);
+    }
+
+    #[test]
+    fn a_restart_opens_a_legitimate_new_segment() {
+        let mut lines = sample(2);
+        lines.extend(sample(3));
+        let report = run(&lines);
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.segments, 2);
+        assert_eq!(report.records, 7);
+    }
+
+    #[test]
+    fn a_forged_segment_start_is_detected() {
+        let mut lines = sample(3);
+        let mut record: AuditRecord = serde_json::from_str(&lines[2]).unwrap();
+        record.seq = 0;
+        record.prev_hash = GENESIS_HASH.to_owned();
+        record.hash = record.compute_hash().unwrap();
+        lines[2] = serde_json::to_string(&record).unwrap();
+        let b = break_of(&lines);
+        assert_eq!((b.line, b.problem), (3, Problem::BadSegmentStart));
+    }
+
+    #[test]
+    fn ordinary_log_lines_and_collector_prefixes_are_handled() {
+        let lines = sample(2);
+        let mixed = vec![
+            "2026-05-16T10:00:00Z INFO amazon_seller_operator: started".to_owned(),
+            format!("2026-05-16T10:00:00.1Z stdout F {}", lines[0]),
+            r#"{"timestamp":"2026-05-16T10:00:00Z","level":"INFO","fields":{"message":"hi","log_type":"audit"}}"#.to_owned(),
+            format!("2026-05-16T10:00:00.2Z {}", lines[1]),
+            String::new(),
+            lines[2].clone(),
+        ];
+        let report = run(&mixed);
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!((report.records, report.ignored_lines), (3, 3));
+    }
+
+    #[test]
+    fn an_empty_log_is_not_reported_as_intact() {
+        let report = run(&["just a line".to_owned()]);
+        assert!(!report.is_intact());
+        assert!(report.broken.is_none());
+    }
+
+    #[test]
+    fn every_record_is_counted_by_category_and_outcome() {
+        let (log, _, metrics) = log();
+        log.record(AuditEvent::new(
+            Category::Authentication,
+            "token_review",
+            Outcome::Denied,
+        ))
+        .unwrap();
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(
+            "amazon_seller_audit_events_total{category=\"authentication\",outcome=\"denied\"} 1"
+        ));
+        assert!(text.contains(
+            "amazon_seller_audit_events_total{category=\"service\",outcome=\"success\"} 1"
+        ));
+    }
+
+    #[test]
+    fn concurrent_writers_produce_one_unbroken_chain() {
+        let (log, out, _) = log();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                let log = log.clone();
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        log.record(AuditEvent::new(
+                            Category::CredentialAccess,
+                            "refresh_token",
+                            Outcome::Success,
+                        ))
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let report = run(&out.lines());
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 401);
+    }
+
+    #[test]
+    fn a_record_has_only_identifier_and_bounded_fields() {
+        let lines = sample(2);
+        let value: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = vec![
+            "log_type",
+            "time",
+            "seq",
+            "category",
+            "action",
+            "outcome",
+            "actor",
+            "team",
+            "namespace",
+            "connection",
+            "gateway",
+            "reason",
+            "prev_hash",
+            "hash",
+        ];
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(sorted, expected);
+    }
+
+    #[test]
+    fn secret_looking_values_are_never_written() {
+        let (log, out, _) = log();
+        let leaked_reason: &'static str = "Atza|IwEBIAccessTokenValue";
+        log.record(
+            AuditEvent::new(
+                Category::CredentialAccess,
+                "refresh_token",
+                Outcome::Failure,
+            )
+            .actor("Atzr|IwEBIRefreshTokenValue")
+            .team("amzn1.oa2-cs.v1.0123456789abcdef")
+            .namespace("team acme\"},{\"x\":\"")
+            .connection(&"c".repeat(300))
+            .gateway("gw-main")
+            .reason(leaked_reason),
+        )
+        .unwrap();
+        let lines = out.lines();
+        let written = &lines[1];
+        for secret in ["Atza", "Atzr", "amzn1", "team acme", "ccccc"] {
+            assert!(!written.contains(secret), "{secret} written: {written}");
+        }
+        let record: AuditRecord = serde_json::from_str(written).unwrap();
+        assert_eq!(record.actor.as_deref(), Some(REDACTED));
+        assert_eq!(record.team.as_deref(), Some(REDACTED));
+        assert_eq!(record.namespace.as_deref(), Some(REDACTED));
+        assert_eq!(record.gateway.as_deref(), Some("gw-main"));
+        assert_eq!(record.reason.as_deref(), Some(UNCLASSIFIED));
+        // The redacted record is still part of an intact chain.
+        assert!(run(&lines).is_intact());
+    }
+
+    #[test]
+    fn identifiers_keep_kubernetes_and_user_names() {
+        for name in [
+            "acme",
+            "team-acme",
+            "system:serviceaccount:team-acme:gateway",
+            "alice@example.com",
+            "system:node:ip-10-0-0-1.ec2.internal",
+        ] {
+            assert_eq!(identifier(name), name);
+        }
+        for bad in ["", " acme", "a b", "a\"b", "a\\b", "é", "Atza|x", "x\n"] {
+            assert_eq!(identifier(bad), REDACTED, "{bad:?}");
+        }
+    }
+}
