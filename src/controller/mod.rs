@@ -1,0 +1,278 @@
+//! The `AmazonSellerConnection` controller: turns connections into runtime Secrets and status.
+//!
+//! Watches, all narrowed by label selectors so memory does not grow with unrelated Secrets:
+//! connections; runtime Secrets it owns (`secret-role=runtime-token`), so a deleted or edited
+//! runtime Secret is repaired at once; and sealed credentials Secrets
+//! (`secret-role=lwa-credentials`), mapped to the connections that name them.
+
+pub mod reconcile;
+pub mod runtime_secret;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::api::AmazonSellerConnection;
+use crate::api::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL};
+use crate::api::review::{SecurityLogReview, latest_review_time};
+use crate::crypto::Keyring;
+use crate::lwa::{Clock, LwaClient, RefreshEngine};
+use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
+use crate::observability::metrics::Metrics;
+
+/// The finalizer that makes deletion remove the runtime Secret first.
+pub const FINALIZER: &str = "connectors.openteam.io/runtime-secret";
+
+/// Everything a reconcile needs, shared by all of them.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The LWA refresh engine (single flight, rate limit, backoff, breaker).
+    pub engine: Arc<RefreshEngine<LwaClient>>,
+    /// The operator's keys; replaced when the key Secret changes.
+    pub keyring: Arc<RwLock<Keyring>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Wall clock (virtual in tests).
+    pub clock: Arc<dyn Clock>,
+    /// This instance's name, the actor of its audit records.
+    pub identity: String,
+}
+
+impl Context {
+    /// Publishes an Event, logging (never failing the reconcile) when that fails.
+    pub async fn publish(&self, event: &Event, reference: &ObjectReference) {
+        if let Err(err) = self.recorder.publish(event, reference).await {
+            tracing::warn!(reason = %event.reason, "failed to publish event: {err}");
+        }
+    }
+
+    /// The Event recorder for this operator.
+    pub fn recorder(client: Client, identity: &str) -> Recorder {
+        Recorder::new(
+            client,
+            Reporter {
+                controller: crate::api::names::FIELD_MANAGER.to_owned(),
+                instance: Some(identity.to_owned()),
+            },
+        )
+    }
+}
+
+/// Reconcile failures. Messages never carry secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("failed to {action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The finalizer machinery failed.
+    #[error("failed to run the finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Error::Kube { action, source }
+    }
+
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube_api",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+async fn reconcile(
+    connection: Arc<AmazonSellerConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = connection.namespace().unwrap_or_default();
+    let api: Api<AmazonSellerConnection> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, connection, |event| async {
+        match event {
+            FinalizerEvent::Apply(c) => reconcile::apply(c, ctx.clone()).await,
+            FinalizerEvent::Cleanup(c) => reconcile::cleanup(c, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    let label = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.record_reconcile(label, started.elapsed());
+    result
+}
+
+fn error_policy(
+    connection: Arc<AmazonSellerConnection>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(
+        connection = %format!("{}/{}", connection.namespace().unwrap_or_default(), connection.name_any()),
+        reason = error.category(),
+        "reconcile failed: {error}"
+    );
+    let _ = ctx;
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// How often the per-team connection gauge is recomputed from the controller's cache.
+const COUNT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Keeps `amazon_seller_connections{team,ready}` current from the controller's cache.
+async fn count_connections(store: Store<AmazonSellerConnection>, metrics: Metrics) {
+    let mut tick = tokio::time::interval(COUNT_INTERVAL);
+    loop {
+        tick.tick().await;
+        let mut counts: BTreeMap<(String, bool), i64> = BTreeMap::new();
+        for connection in store.state() {
+            let ready = connection
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == crate::domain::conditions::READY)
+                })
+                .is_some_and(|c| c.status == "True");
+            *counts
+                .entry((connection.spec.team_id.clone(), ready))
+                .or_insert(0) += 1;
+        }
+        metrics.set_connection_counts(
+            counts
+                .iter()
+                .map(|((team, ready), n)| (team.as_str(), *ready, *n)),
+        );
+    }
+}
+
+/// Follows `SecurityLogReview`s: exports the latest reviewed time for the review-overdue alert
+/// and audits each review created since this replica started leading (reviews recorded while
+/// no operator ran are still counted by the gauge, and the API server's own audit log has
+/// their creation).
+pub async fn follow_reviews(ctx: Arc<Context>) {
+    let leading_since = ctx.clock.now() - jiff::SignedDuration::from_secs(5);
+    let api: Api<SecurityLogReview> = Api::all(ctx.client.clone());
+    let (reader, writer) = reflector::store();
+    let listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let events = reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    events
+        .for_each(|event| {
+            let ctx = ctx.clone();
+            let reader = reader.clone();
+            let listed = listed.clone();
+            async move {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    listed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                let review = match event {
+                    Ok(watcher::Event::Apply(review) | watcher::Event::InitApply(review)) => {
+                        Some(review)
+                    }
+                    Ok(watcher::Event::Delete(_) | watcher::Event::InitDone) => None,
+                    Ok(watcher::Event::Init) => return,
+                    Err(err) => {
+                        tracing::debug!("security log review watch: {err}");
+                        return;
+                    }
+                };
+                if let Some(review) = review {
+                    let created = review.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                    if created.is_some_and(|t| t >= leading_since) {
+                        let audit = AuditEvent::new(
+                            Category::Service,
+                            "security_log_review",
+                            Outcome::Success,
+                        )
+                        .actor(&review.spec.reviewer)
+                        .reason("review_recorded");
+                        if let Err(err) = ctx.audit.record(audit) {
+                            tracing::error!(error = %err, "failed to write an audit record");
+                        }
+                    }
+                    if !listed.load(std::sync::atomic::Ordering::SeqCst) {
+                        return; // the gauge is set once the initial list is complete
+                    }
+                }
+                let reviews: Vec<SecurityLogReview> =
+                    reader.state().iter().map(|r| r.as_ref().clone()).collect();
+                ctx.metrics
+                    .set_security_log_review_last(latest_review_time(&reviews));
+            }
+        })
+        .await;
+}
+
+/// Runs the controller over `namespace` (or all namespaces) until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (connections, secrets): (Api<AmazonSellerConnection>, Api<Secret>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let runtime_secrets =
+        watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_RUNTIME_TOKEN}"));
+    let credential_secrets =
+        watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"));
+    let controller = Controller::new(connections, watcher::Config::default());
+    let store = controller.store();
+    let counter = tokio::spawn(count_connections(store.clone(), ctx.metrics.clone()));
+    controller
+        .owns(secrets.clone(), runtime_secrets)
+        .watches(secrets, credential_secrets, move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace() == namespace && c.spec.credentials_secret_name == name)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!("controller: {err}");
+            }
+        })
+        .await;
+    counter.abort();
+}

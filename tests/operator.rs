@@ -1,0 +1,803 @@
+//! Tier 2: the operator's own `run` code end to end, against the real control plane and the
+//! LWA emulator over HTTPS on loopback. Each test runs its own operator instance, scoped to
+//! its own namespaces, so tests run in parallel without seeing each other.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use amazon_seller_operator::api::AmazonSellerConnection;
+use amazon_seller_operator::config::{Cli, Command, RunArgs};
+use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::observability::audit::AuditLog;
+use amazon_seller_operator::observability::metrics::Metrics;
+use amazon_seller_operator::operator::{self, Deps, RunError};
+
+use support::lwa_emulator::{LwaEmulator, Reply, Seller};
+use support::{cluster, create_namespace, install_crds, unique_name};
+
+/// Captured audit output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// One running operator instance.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), RunError>>,
+    audit: Captured,
+    metrics: Metrics,
+}
+
+impl Operator {
+    async fn stop(mut self) -> (Captured, Metrics) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("operator stops within 30 s")
+            .expect("operator task")
+            .expect("operator ran without error");
+        (self.audit.clone(), self.metrics.clone())
+    }
+}
+
+fn run_args(flags: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "amazon-seller-operator",
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    argv.extend_from_slice(flags);
+    match Cli::parse_from(argv).command {
+        Command::Run(args) => *args,
+        _ => unreachable!(),
+    }
+}
+
+fn start(client: &Client, identity: &str, flags: &[&str]) -> Operator {
+    let metrics = Metrics::new().unwrap();
+    let audit = Captured::default();
+    let log = AuditLog::to_writer(audit.clone(), metrics.clone(), identity).unwrap();
+    let deps = Deps {
+        client: client.clone(),
+        url: "test".into(),
+        identity: identity.to_owned(),
+        metrics: metrics.clone(),
+        audit: log,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let args = run_args(flags);
+    let task = tokio::spawn(operator::run_with(args, deps, async move {
+        let _ = stopped.await;
+    }));
+    Operator {
+        stop: Some(stop),
+        task,
+        audit,
+        metrics,
+    }
+}
+
+/// A Team namespace, an operator namespace with bootstrapped keys, and the emulator.
+struct Scenario {
+    client: Client,
+    team: String,
+    namespace: String,
+    operator_namespace: String,
+    lwa: LwaEmulator,
+    flags: Vec<String>,
+}
+
+impl Scenario {
+    async fn new(test: &str) -> Option<Self> {
+        let client = cluster(test).await?;
+        install_crds(&client).await;
+        let team = unique_name("team");
+        let namespace = create_namespace(&client, "team", Some(&team)).await;
+        let operator_namespace = create_namespace(&client, "aso", None).await;
+        let lwa = LwaEmulator::start().await;
+        let flags = vec![
+            "--watch-namespace".to_owned(),
+            namespace.clone(),
+            "--operator-namespace".to_owned(),
+            operator_namespace.clone(),
+            "--lwa-endpoint".to_owned(),
+            lwa.https_url(),
+            "--lwa-ca-file".to_owned(),
+            lwa.ca_file().display().to_string(),
+            "--leader-election=false".to_owned(),
+        ];
+        Some(Self {
+            client,
+            team,
+            namespace,
+            operator_namespace,
+            lwa,
+            flags,
+        })
+    }
+
+    fn start(&self, identity: &str) -> Operator {
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        start(&self.client, identity, &flags)
+    }
+
+    fn connections(&self) -> Api<AmazonSellerConnection> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Seals `seller`'s credentials to the operator key (bootstrapping it if needed) as
+    /// Secret `name`.
+    async fn seal(&self, seller: &Seller, name: &str) {
+        let store = KeyStore::new(
+            self.client.clone(),
+            &self.operator_namespace,
+            "amazon-seller-operator-keys",
+        );
+        let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+        let context = SealContext {
+            team_id: &self.team,
+            namespace: &self.namespace,
+            secret_name: name,
+        };
+        let credentials = Credentials {
+            client_id: seller.client_id.clone(),
+            client_secret: seller.client_secret.as_str().into(),
+            refresh_token: seller.refresh_token.as_str().into(),
+            next_client_secret: None,
+            client_secret_expires_at: None,
+        };
+        let envelope =
+            crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
+        self.secrets()
+            .create(
+                &PostParams::default(),
+                &keystore::sealed_secret(&self.namespace, name, None, envelope),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn create_connection(&self, name: &str, credentials: &str, suspended: bool) {
+        let connection: AmazonSellerConnection = serde_json::from_value(json!({
+            "apiVersion": "connectors.openteam.io/v1alpha1",
+            "kind": "AmazonSellerConnection",
+            "metadata": { "name": name, "namespace": self.namespace },
+            "spec": {
+                "teamId": self.team,
+                "sellerId": "A3FHEXAMPLEYWS",
+                "marketplace": "DE",
+                "credentialsSecretName": credentials,
+                "gateways": ["gw-main"],
+                "renewBefore": "20m",
+                "suspended": suspended,
+            }
+        }))
+        .unwrap();
+        self.connections()
+            .create(&PostParams::default(), &connection)
+            .await
+            .unwrap();
+    }
+
+    /// Waits (up to 30 s) until `check` holds for the connection.
+    async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&AmazonSellerConnection) -> bool,
+    ) -> AmazonSellerConnection {
+        let api = self.connections();
+        for _ in 0..300 {
+            if let Some(c) = api.get_opt(name).await.unwrap()
+                && check(&c)
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let last = api.get_opt(name).await.unwrap();
+        panic!(
+            "timed out waiting for {what}; last state: {:#?}",
+            last.map(|c| c.status)
+        );
+    }
+
+    async fn wait_for_secret(&self, name: &str, present: bool) -> Option<Secret> {
+        for _ in 0..300 {
+            let secret = self.secrets().get_opt(name).await.unwrap();
+            if secret.is_some() == present {
+                return secret;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "timed out waiting for Secret {name} to be {}",
+            if present { "present" } else { "absent" }
+        );
+    }
+}
+
+fn condition<'a>(
+    c: &'a AmazonSellerConnection,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|x| x.type_ == type_)
+}
+
+fn is(c: &AmazonSellerConnection, type_: &str, status: &str) -> bool {
+    condition(c, type_).is_some_and(|x| x.status == status)
+}
+
+fn data(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
+    let Some(s) =
+        Scenario::new("sealed_credentials_and_a_connection_become_a_ready_runtime_secret").await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let operator = s.start("aso-1");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+
+    let ready = s
+        .wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.marketplace_id.as_deref(), Some("A1PA6795UKMFR9"));
+    assert_eq!(status.region.as_deref(), Some("EU"));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("https://sellingpartnerapi-eu.amazon.com")
+    );
+    assert_eq!(
+        status.runtime_secret_name.as_deref(),
+        Some("acme-de-sp-api")
+    );
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    assert!(status.key_id.as_deref().unwrap().starts_with("x25519-"));
+    let expires = status.token_expires_at.clone().unwrap().0;
+    let next = status.next_refresh_at.clone().unwrap().0;
+    assert!(
+        next <= expires - jiff::SignedDuration::from_mins(20),
+        "next refresh {next} not 20m before {expires}"
+    );
+    assert!(is(&ready, "CredentialsValid", "True") && is(&ready, "Suspended", "False"));
+
+    let secret = s.secrets().get("acme-de-sp-api").await.unwrap();
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("connectors.openteam.io/sp-api-token")
+    );
+    let mut keys: Vec<_> = secret.data.as_ref().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "endpoint",
+            "expires_at",
+            "marketplace_id",
+            "region",
+            "seller_id",
+            "token_type"
+        ]
+    );
+    assert_eq!(data(&secret, "marketplace_id"), "A1PA6795UKMFR9");
+    assert_eq!(data(&secret, "seller_id"), "A3FHEXAMPLEYWS");
+    assert_eq!(data(&secret, "expires_at"), expires.to_string());
+    assert_eq!(s.lwa.issued_tokens(), vec![data(&secret, "access_token")]);
+    assert!(data(&secret, "access_token").starts_with("Atza|"));
+    let labels = secret.metadata.labels.clone().unwrap();
+    assert_eq!(labels["connectors.openteam.io/connection"], "acme-de");
+    assert_eq!(
+        labels["connectors.openteam.io/secret-role"],
+        "runtime-token"
+    );
+    let owner = &secret.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(owner.uid, ready.metadata.uid.clone().unwrap());
+    assert_eq!(owner.controller, Some(true));
+    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+
+    // The printer columns show the derived values (server-side table rendering).
+    let request = http::Request::get(format!(
+        "/apis/connectors.openteam.io/v1alpha1/namespaces/{}/amazonsellerconnections/acme-de",
+        s.namespace
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let table: serde_json::Value = s.client.request(request).await.unwrap();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let cells = table["rows"][0]["cells"].as_array().unwrap();
+    let cell = |name: &str| cells[columns.iter().position(|c| *c == name).unwrap()].clone();
+    assert_eq!(cell("Marketplace ID"), "A1PA6795UKMFR9");
+    assert_eq!(cell("Region"), "EU");
+    assert_eq!(cell("Ready"), "True");
+    assert_eq!(cell("Team"), json!(s.team));
+
+    let (audit, _) = operator.stop().await;
+    let text = audit.text();
+    assert!(text.contains("\"action\":\"connect\""), "{text}");
+    assert!(text.contains("\"action\":\"token_refresh\""), "{text}");
+    for secret_value in [
+        &seller.client_secret,
+        &seller.refresh_token,
+        &data(&secret, "access_token"),
+    ] {
+        assert!(
+            !text.contains(secret_value.as_str()),
+            "audit log leaks a secret"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write() {
+    let Some(s) =
+        Scenario::new("a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write").await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let first = s.start("aso-1");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    // Let the reconcile triggered by its own writes settle, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.stop().await;
+    let before = s.connections().get("acme-de").await.unwrap();
+    let secret_before = s.secrets().get("acme-de-sp-api").await.unwrap();
+    let calls_before = s.lwa.total_calls();
+
+    let second = s.start("aso-2");
+    // Wait until the new instance has reconciled the connection at least once.
+    for _ in 0..300 {
+        if second
+            .metrics
+            .encode()
+            .unwrap()
+            .contains("amazon_seller_reconcile_total{result=\"success\"}")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, metrics) = second.stop().await;
+    assert!(
+        metrics
+            .encode()
+            .unwrap()
+            .contains("amazon_seller_reconcile_total{result=\"success\"}")
+    );
+    assert_eq!(
+        s.lwa.total_calls(),
+        calls_before,
+        "a restart with a valid token called LWA"
+    );
+    let after = s.connections().get("acme-de").await.unwrap();
+    let secret_after = s.secrets().get("acme-de-sp-api").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the connection was written"
+    );
+    assert_eq!(
+        secret_after.metadata.resource_version, secret_before.metadata.resource_version,
+        "the runtime Secret was written"
+    );
+}
+
+#[tokio::test]
+async fn invalid_grant_sets_a_condition_and_is_not_retried() {
+    let Some(s) = Scenario::new("invalid_grant_sets_a_condition_and_is_not_retried").await else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.lwa.revoke(&seller.refresh_token);
+    s.seal(&seller, "acme-lwa").await;
+    let operator = s.start("aso-1");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+    let c = s
+        .wait_for("acme-de", "CredentialsValid=False", |c| {
+            is(c, "CredentialsValid", "False")
+        })
+        .await;
+    let cond = condition(&c, "CredentialsValid").unwrap();
+    assert_eq!(cond.reason, "RefreshTokenRevoked");
+    assert!(cond.message.contains("re-authorize"), "{}", cond.message);
+    assert!(is(&c, "Ready", "False"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        s.lwa.calls_for(&seller.refresh_token),
+        1,
+        "invalid_grant must not be retried"
+    );
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (audit, _) = operator.stop().await;
+    assert!(audit.text().contains("\"category\":\"api_error\""));
+}
+
+#[tokio::test]
+async fn suspend_removes_the_runtime_secret_and_unsuspend_restores_it() {
+    let Some(s) =
+        Scenario::new("suspend_removes_the_runtime_secret_and_unsuspend_restores_it").await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let operator = s.start("aso-1");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    s.wait_for_secret("acme-de-sp-api", true).await;
+    let calls = s.lwa.total_calls();
+
+    let suspend = |on: bool| json!({ "spec": { "suspended": on } });
+    s.connections()
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(suspend(true)),
+        )
+        .await
+        .unwrap();
+    s.wait_for_secret("acme-de-sp-api", false).await;
+    let c = s
+        .wait_for("acme-de", "Suspended=True", |c| is(c, "Suspended", "True"))
+        .await;
+    assert!(is(&c, "Ready", "False"));
+    assert_eq!(condition(&c, "Ready").unwrap().reason, "Suspended");
+    assert_eq!(s.lwa.total_calls(), calls, "no refresh while suspended");
+
+    s.connections()
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(suspend(false)),
+        )
+        .await
+        .unwrap();
+    s.wait_for_secret("acme-de-sp-api", true).await;
+    s.wait_for("acme-de", "Ready=True again", |c| {
+        is(c, "Ready", "True") && is(c, "Suspended", "False")
+    })
+    .await;
+    let (audit, _) = operator.stop().await;
+    let text = audit.text();
+    assert!(
+        text.contains("\"action\":\"suspend\"") && text.contains("\"action\":\"resume\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
+    let Some(s) =
+        Scenario::new("deleting_a_connection_removes_runtime_access_even_when_lwa_is_down").await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let operator = s.start("aso-1");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    let c = s.connections().get("acme-de").await.unwrap();
+    assert!(
+        c.metadata
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .contains(&"connectors.openteam.io/runtime-secret".to_owned())
+    );
+
+    s.lwa.always(
+        &seller.refresh_token,
+        Reply::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+    s.connections()
+        .delete("acme-de", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if s.connections().get_opt("acme-de").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        s.connections().get_opt("acme-de").await.unwrap().is_none(),
+        "finalizer did not finish"
+    );
+    // No garbage collector runs in the test plane: the finalizer itself removed the Secret.
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (audit, _) = operator.stop().await;
+    assert!(audit.text().contains("\"action\":\"disconnect\""));
+}
+
+#[tokio::test]
+async fn missing_credentials_set_a_condition_and_publish_nothing() {
+    let Some(s) = Scenario::new("missing_credentials_set_a_condition_and_publish_nothing").await
+    else {
+        return;
+    };
+    let operator = s.start("aso-1");
+    s.create_connection("acme-de", "does-not-exist", false)
+        .await;
+    let c = s
+        .wait_for("acme-de", "CredentialsValid=False", |c| {
+            is(c, "CredentialsValid", "False")
+        })
+        .await;
+    assert_eq!(
+        condition(&c, "CredentialsValid").unwrap().reason,
+        "CredentialsMissing"
+    );
+    assert!(
+        condition(&c, "Ready")
+            .unwrap()
+            .message
+            .contains("does-not-exist")
+    );
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(s.lwa.total_calls(), 0);
+
+    // Creating the credentials afterwards connects it.
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "does-not-exist").await;
+    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_condition_keeps_its_transition_time() {
+    let Some(s) = Scenario::new("an_unchanged_condition_keeps_its_transition_time").await else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let operator = s.start("aso-1");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+    let c = s
+        .wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    let since = condition(&c, "Ready").unwrap().last_transition_time.clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.connections()
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "renewBefore": "30m" } })),
+        )
+        .await
+        .unwrap();
+    let generation = s
+        .connections()
+        .get("acme-de")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    let c = s
+        .wait_for("acme-de", "status for the new generation", |c| {
+            c.status.as_ref().and_then(|s| s.observed_generation) == generation
+        })
+        .await;
+    assert!(is(&c, "Ready", "True"));
+    assert_eq!(condition(&c, "Ready").unwrap().last_transition_time, since);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops() {
+    let Some(mut s) =
+        Scenario::new("only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops").await
+    else {
+        return;
+    };
+    s.flags.retain(|f| f != "--leader-election=false");
+    s.flags
+        .extend(["--lease-duration-seconds".to_owned(), "4".to_owned()]);
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let first = s.start("aso-a");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(s.client.clone(), &s.operator_namespace);
+    let holder = || async {
+        leases
+            .get_opt("amazon-seller-operator")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|spec| spec.holder_identity)
+    };
+    for _ in 0..100 {
+        if holder().await.as_deref() == Some("aso-a") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(holder().await.as_deref(), Some("aso-a"));
+    let second = s.start("aso-b");
+    s.create_connection("acme-de", "acme-lwa", false).await;
+    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !second
+            .metrics
+            .encode()
+            .unwrap()
+            .contains("amazon_seller_reconcile_total"),
+        "the standby reconciled"
+    );
+
+    let stopped_at = std::time::Instant::now();
+    first.stop().await;
+    for _ in 0..200 {
+        if holder().await.as_deref() == Some("aso-b") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("aso-b"),
+        "the standby did not take over"
+    );
+    let takeover = stopped_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(20),
+        "takeover took {takeover:?}"
+    );
+    eprintln!("leader handover took {takeover:?} (lease duration 4 s)");
+
+    // The new leader reconciles: a new connection becomes Ready.
+    let seller2 = s.lwa.new_seller();
+    s.seal(&seller2, "acme2-lwa").await;
+    s.create_connection("acme-de2", "acme2-lwa", false).await;
+    s.wait_for("acme-de2", "Ready=True under the new leader", |c| {
+        is(c, "Ready", "True")
+    })
+    .await;
+    let (audit, _) = second.stop().await;
+    assert!(audit.text().contains("\"action\":\"leader_acquired\""));
+}
+
+#[tokio::test]
+async fn a_security_log_review_is_audited_and_exported() {
+    let Some(s) = Scenario::new("a_security_log_review_is_audited_and_exported").await else {
+        return;
+    };
+    let operator = s.start("aso-1");
+    let reviews: Api<amazon_seller_operator::api::review::SecurityLogReview> =
+        Api::all(s.client.clone());
+    let gauge = |metrics: &Metrics| {
+        metrics
+            .encode()
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("amazon_seller_security_log_review_last_timestamp_seconds "))
+            .map(str::to_owned)
+    };
+    // The gauge appears once the operator has listed the existing reviews.
+    for _ in 0..100 {
+        if gauge(&operator.metrics).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = gauge(&operator.metrics).expect("the review gauge is exported");
+
+    // A review whose period ends later than any other test's makes the gauge move.
+    let name = unique_name("review");
+    let review = serde_json::from_value(json!({
+        "apiVersion": "connectors.openteam.io/v1alpha1",
+        "kind": "SecurityLogReview",
+        "metadata": { "name": name },
+        "spec": {
+            "reviewer": "security-oncall",
+            "periodStart": "2026-01-01T00:00:00Z",
+            "periodEnd": jiff::Timestamp::now().to_string(),
+            "summary": "bi-weekly review of the audit log and alerts",
+            "findingsCount": 0
+        }
+    }))
+    .unwrap();
+    reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if operator
+            .audit
+            .text()
+            .contains("\"action\":\"security_log_review\"")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = gauge(&operator.metrics).unwrap();
+    assert_ne!(after, before, "the latest review time did not move");
+    let (audit, _) = operator.stop().await;
+    assert!(
+        audit.text().contains("\"action\":\"security_log_review\""),
+        "{}",
+        audit.text()
+    );
+}
