@@ -1,0 +1,801 @@
+//! The refresh engine: decides when each connection's access token must be refreshed and
+//! performs refreshes with every protection LWA and the operator need.
+//!
+//! - [`RefreshEngine::decide`] answers from the current token's expiry alone, without I/O: a
+//!   valid token that is not due is kept, so a restart with valid tokens makes no LWA call.
+//! - [`RefreshEngine::refresh`] makes at most one LWA call in flight per connection; callers
+//!   that arrive while it runs share its result.
+//! - A global token bucket ([`RateLimit`]) caps calls toward LWA; throttled callers are given
+//!   staggered return times, one per permit, so they come back in an orderly queue.
+//! - Retriable failures back off (capped, full jitter, never sooner than `Retry-After`); a
+//!   circuit breaker pauses everyone while LWA fails for everyone.
+//! - Terminal failures stop calls for the connection until the caller's fingerprint of its
+//!   spec and credentials changes. `invalid_client` with a `nextClientSecret` tries that secret
+//!   once, and keeps using it (reported in [`RefreshOutcome::used_next_secret`]).
+//!
+//! The engine never sleeps: every refusal carries the instant to come back, which the
+//! reconciler turns into a requeue. Time comes from a [`Clock`], virtual in tests.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use jiff::Timestamp;
+
+use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
+use super::client::{ErrorClass, LwaClient, LwaError, OAuthErrorCode, TokenSource, error_chain};
+use super::clock::{self, Clock};
+use super::schedule::{self, BackoffPolicy, Plan};
+use super::token::{AccessToken, ClientCredentials, ConnectionKey, TokenState};
+
+/// The global rate limit toward LWA: a token bucket refilled at `qps`, holding `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    qps: f64,
+    burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// The default: 5 calls a second, bursts of 10. 10,000 connections refreshing every ~40
+    /// minutes need about 4 a second.
+    pub const DEFAULT: RateLimit = RateLimit {
+        qps: 5.0,
+        burst: NonZeroU32::MIN.saturating_add(9),
+    };
+
+    /// A limit of `qps` calls a second (between one a day and a million a second) with bursts
+    /// of `burst` (at least 1); `None` outside those bounds.
+    pub fn new(qps: f64, burst: u32) -> Option<Self> {
+        let burst = NonZeroU32::new(burst)?;
+        (qps.is_finite() && (1.0 / 86_400.0..=1e6).contains(&qps)).then_some(Self { qps, burst })
+    }
+
+    /// Calls per second.
+    pub fn qps(&self) -> f64 {
+        self.qps
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// The time between two permits once the burst is spent.
+    pub fn period(&self) -> Duration {
+        Duration::try_from_secs_f64(1.0 / self.qps).unwrap_or(Duration::from_secs(86_400))
+    }
+
+    fn quota(&self) -> Quota {
+        Quota::with_period(self.period())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(self.burst)
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The engine's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EngineConfig {
+    /// The global rate limit toward LWA.
+    pub rate: RateLimit,
+    /// Backoff after retriable failures.
+    pub backoff: BackoffPolicy,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+}
+
+/// Why a due refresh has to wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitReason {
+    /// The connection's last attempt failed and it is backing off.
+    Backoff {
+        /// Failed attempts in a row.
+        attempts: u32,
+        /// The last failure's category.
+        category: &'static str,
+    },
+    /// LWA is failing for everyone and the circuit breaker is open.
+    CircuitOpen,
+}
+
+/// What to do about a connection's token now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The current token is valid and not due: keep it and look again at `refresh_at`.
+    UseExisting {
+        /// When the token becomes due.
+        refresh_at: Timestamp,
+    },
+    /// Refresh now (call [`RefreshEngine::refresh`]).
+    RefreshNow,
+    /// A refresh is due but must wait until `at`; a still-valid current token stays in use.
+    RefreshAt {
+        /// When to try.
+        at: Timestamp,
+        /// Why not now.
+        reason: WaitReason,
+    },
+    /// LWA rejected these credentials: nothing to do until the fingerprint changes.
+    Blocked {
+        /// The rejection's category (`invalid_grant`, …).
+        category: &'static str,
+    },
+}
+
+/// A successful refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshOutcome {
+    /// The new access token.
+    pub token: AccessToken,
+    /// LWA rejected the current client secret and accepted `nextClientSecret`: the caller
+    /// should promote it.
+    pub used_next_secret: bool,
+}
+
+/// Why a refresh did not produce a token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// LWA rejected the credentials; no call is made for this connection until the
+    /// fingerprint changes.
+    #[error(
+        "failed to refresh the LWA access token: LWA rejected the credentials ({category}); not retried until the connection's spec or credentials change"
+    )]
+    Terminal {
+        /// Which rejection (an [`LwaError::category`]).
+        category: &'static str,
+    },
+    /// A retriable failure; the connection backs off until `retry_at`.
+    #[error(
+        "failed to refresh the LWA access token ({category}, {attempts} failed attempts); next attempt at {retry_at}"
+    )]
+    Retriable {
+        /// Which failure (an [`LwaError::category`]).
+        category: &'static str,
+        /// When the connection may try again.
+        retry_at: Timestamp,
+        /// Failed attempts in a row.
+        attempts: u32,
+    },
+    /// Refreshes are paused while LWA fails for everyone.
+    #[error(
+        "failed to refresh the LWA access token: refreshes are paused while LWA is failing, until {until}"
+    )]
+    CircuitOpen {
+        /// When to try again (spread a little per connection).
+        until: Timestamp,
+    },
+    /// The global rate limit toward LWA is spent.
+    #[error(
+        "failed to refresh the LWA access token: the LWA rate limit is reached; retry at {retry_at}"
+    )]
+    Throttled {
+        /// When a permit is expected for this caller.
+        retry_at: Timestamp,
+    },
+}
+
+impl RefreshError {
+    /// A bounded label: an [`LwaError::category`], `circuit_open` or `throttled`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            RefreshError::Terminal { category } | RefreshError::Retriable { category, .. } => {
+                category
+            }
+            RefreshError::CircuitOpen { .. } => "circuit_open",
+            RefreshError::Throttled { .. } => "throttled",
+        }
+    }
+
+    /// When to come back; `None` for terminal errors.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        match self {
+            RefreshError::Terminal { .. } => None,
+            RefreshError::Retriable { retry_at, .. } | RefreshError::Throttled { retry_at } => {
+                Some(*retry_at)
+            }
+            RefreshError::CircuitOpen { until } => Some(*until),
+        }
+    }
+}
+
+/// The governor clock over the engine's clock: nanoseconds since the engine was built.
+#[derive(Clone)]
+struct LimiterClock {
+    clock: Arc<dyn Clock>,
+    origin: Timestamp,
+}
+
+impl governor::clock::Clock for LimiterClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(clock::since(self.clock.now(), self.origin))
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
+
+/// Per-connection memory.
+#[derive(Default)]
+struct SlotState {
+    /// The fingerprint the state below belongs to; a new one clears it.
+    fingerprint: String,
+    terminal: Option<&'static str>,
+    failures: u32,
+    retry_at: Option<Timestamp>,
+    last_category: &'static str,
+    /// LWA rejected the current secret and accepted (or was last asked with) the next one.
+    prefer_next_secret: bool,
+    /// The last result with the fingerprint it was for, for callers that waited on it.
+    last: Option<(String, Result<RefreshOutcome, RefreshError>)>,
+}
+
+impl SlotState {
+    fn reset_for(&mut self, fingerprint: &str) {
+        *self = SlotState {
+            fingerprint: fingerprint.to_owned(),
+            ..SlotState::default()
+        };
+    }
+}
+
+struct Slot {
+    /// Held for the whole of a refresh: the single flight.
+    flight: tokio::sync::Mutex<()>,
+    /// Refreshes finished; a waiter that sees it move shares the result.
+    completed: AtomicU64,
+    state: Mutex<SlotState>,
+}
+
+/// The refresh engine. Share one per process behind an `Arc`.
+pub struct RefreshEngine<S: TokenSource = LwaClient> {
+    source: S,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    limiter: Limiter,
+    limiter_origin: Timestamp,
+    /// The latest return time handed to a throttled caller.
+    throttle_tail: Mutex<Timestamp>,
+    breaker: Mutex<CircuitBreaker>,
+    slots: Mutex<HashMap<ConnectionKey, Arc<Slot>>>,
+    random: RandomState,
+    draws: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Releases a half-open probe that ended without an answer (cancelled, throttled).
+struct ProbeGuard<'a> {
+    breaker: &'a Mutex<CircuitBreaker>,
+    probe: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            lock(self.breaker).abandon_probe();
+        }
+    }
+}
+
+impl<S: TokenSource> RefreshEngine<S> {
+    /// An engine calling LWA through `source`, reading time from `clock`.
+    pub fn new(source: S, config: EngineConfig, clock: Arc<dyn Clock>) -> Self {
+        let origin = clock.now();
+        let limiter = RateLimiter::direct_with_clock(
+            config.rate.quota(),
+            LimiterClock {
+                clock: clock.clone(),
+                origin,
+            },
+        );
+        Self {
+            source,
+            config,
+            limiter,
+            limiter_origin: origin,
+            throttle_tail: Mutex::new(origin),
+            breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+            slots: Mutex::new(HashMap::new()),
+            random: RandomState::new(),
+            draws: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Decides, without I/O, what to do about `key`'s token at `now`. `current` is the token
+    /// in use (read back from the runtime Secret after a restart), `fingerprint` identifies
+    /// the connection's spec and credentials (for example generation + credentials Secret
+    /// resourceVersion).
+    pub fn decide(
+        &self,
+        now: Timestamp,
+        key: &ConnectionKey,
+        fingerprint: &str,
+        current: Option<TokenState>,
+        renew_before: Duration,
+    ) -> Decision {
+        let seed = schedule::jitter_seed(key.as_str());
+        if let Plan::UseUntil(refresh_at) = schedule::plan(now, current, renew_before, seed) {
+            return Decision::UseExisting { refresh_at };
+        }
+        if let Some(slot) = lock(&self.slots).get(key).cloned() {
+            let state = lock(&slot.state);
+            if state.fingerprint == fingerprint {
+                if let Some(category) = state.terminal {
+                    return Decision::Blocked { category };
+                }
+                if let Some(at) = state.retry_at.filter(|at| now < *at) {
+                    return Decision::RefreshAt {
+                        at,
+                        reason: WaitReason::Backoff {
+                            attempts: state.failures,
+                            category: state.last_category,
+                        },
+                    };
+                }
+            }
+        }
+        match lock(&self.breaker).state(now) {
+            BreakerState::Open { until } => Decision::RefreshAt {
+                at: self.spread(until, seed),
+                reason: WaitReason::CircuitOpen,
+            },
+            BreakerState::HalfOpen {
+                probe_in_flight: true,
+            } => Decision::RefreshAt {
+                at: clock::add(now, self.config.breaker.open_for / 6),
+                reason: WaitReason::CircuitOpen,
+            },
+            BreakerState::Closed | BreakerState::HalfOpen { .. } => Decision::RefreshNow,
+        }
+    }
+
+    /// Refreshes `key`'s access token with `creds`, unless the connection is blocked, backing
+    /// off, paused by the breaker or throttled (each an error carrying when to come back).
+    /// Concurrent calls for one key make one LWA call and share its result.
+    pub async fn refresh(
+        &self,
+        key: &ConnectionKey,
+        fingerprint: &str,
+        creds: &ClientCredentials,
+    ) -> Result<RefreshOutcome, RefreshError> {
+        let slot = self.slot(key);
+        let seen = slot.completed.load(Ordering::SeqCst);
+        let _flight = slot.flight.lock().await;
+        if slot.completed.load(Ordering::SeqCst) != seen {
+            let state = lock(&slot.state);
+            if let Some((for_fingerprint, result)) = &state.last
+                && for_fingerprint == fingerprint
+            {
+                return result.clone();
+            }
+        }
+        let result = self.refresh_alone(key, &slot, fingerprint, creds).await;
+        lock(&slot.state).last = Some((fingerprint.to_owned(), result.clone()));
+        slot.completed.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Forgets a connection (deleted, or no longer managed).
+    pub fn forget(&self, key: &ConnectionKey) {
+        lock(&self.slots).remove(key);
+    }
+
+    /// Failed attempts in a row for `key` (status `failedRefreshAttempts`).
+    pub fn failed_attempts(&self, key: &ConnectionKey) -> u32 {
+        lock(&self.slots)
+            .get(key)
+            .map_or(0, |slot| lock(&slot.state).failures)
+    }
+
+    /// The circuit breaker's state at `now`.
+    pub fn breaker_state(&self, now: Timestamp) -> BreakerState {
+        lock(&self.breaker).state(now)
+    }
+
+    fn slot(&self, key: &ConnectionKey) -> Arc<Slot> {
+        lock(&self.slots)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    flight: tokio::sync::Mutex::new(()),
+                    completed: AtomicU64::new(0),
+                    state: Mutex::new(SlotState::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// The refresh proper, with the connection's flight lock held.
+    async fn refresh_alone(
+        &self,
+        key: &ConnectionKey,
+        slot: &Slot,
+        fingerprint: &str,
+        creds: &ClientCredentials,
+    ) -> Result<RefreshOutcome, RefreshError> {
+        let now = self.clock.now();
+        let seed = schedule::jitter_seed(key.as_str());
+        let prefer_next = {
+            let mut state = lock(&slot.state);
+            if state.fingerprint != fingerprint {
+                state.reset_for(fingerprint);
+            }
+            if let Some(category) = state.terminal {
+                return Err(RefreshError::Terminal { category });
+            }
+            if let Some(retry_at) = state.retry_at.filter(|at| now < *at) {
+                return Err(RefreshError::Retriable {
+                    category: state.last_category,
+                    retry_at,
+                    attempts: state.failures,
+                });
+            }
+            state.prefer_next_secret
+        };
+        let admission = lock(&self.breaker).admit(now);
+        let mut probe = match admission {
+            Admission::Allowed { probe } => ProbeGuard {
+                breaker: &self.breaker,
+                probe,
+            },
+            Admission::Paused { until } => {
+                return Err(RefreshError::CircuitOpen {
+                    until: self.spread(until, seed),
+                });
+            }
+        };
+        self.take_permit(now)?;
+
+        let next = creds.next_client_secret.as_ref();
+        let (secret, mut used_next) = match next {
+            Some(next) if prefer_next => (next, true),
+            _ => (&creds.client_secret, false),
+        };
+        let mut requested_at = now;
+        let mut result = self
+            .source
+            .refresh_grant(&creds.client_id, secret, &creds.refresh_token)
+            .await;
+        if let (Some(next), false) = (next, used_next)
+            && matches!(
+                result,
+                Err(LwaError::Rejected {
+                    code: OAuthErrorCode::InvalidClient,
+                    ..
+                })
+            )
+        {
+            // The current secret is rejected: from now on (until the credentials change) only
+            // the next one is used, and it is tried once now.
+            lock(&slot.state).prefer_next_secret = true;
+            tracing::info!(connection = %key, "LWA rejected the client secret; trying the next client secret");
+            requested_at = self.clock.now();
+            if let Err(throttled) = self.take_permit(requested_at) {
+                // LWA answered, so the breaker learns it is up.
+                lock(&self.breaker).record_success();
+                probe.probe = false;
+                return Err(throttled);
+            }
+            result = self
+                .source
+                .refresh_grant(&creds.client_id, next, &creds.refresh_token)
+                .await;
+            used_next = true;
+        }
+        // From here the outcome is recorded: the probe is no longer abandoned on drop.
+        let was_probe = std::mem::replace(&mut probe.probe, false);
+        self.record(key, slot, seed, was_probe, requested_at, result, used_next)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        key: &ConnectionKey,
+        slot: &Slot,
+        seed: u64,
+        probe: bool,
+        requested_at: Timestamp,
+        result: Result<super::token::TokenGrant, LwaError>,
+        used_next_secret: bool,
+    ) -> Result<RefreshOutcome, RefreshError> {
+        let error = match result {
+            Ok(grant) => {
+                lock(&self.breaker).record_success();
+                let mut state = lock(&slot.state);
+                state.failures = 0;
+                state.retry_at = None;
+                let token = grant.issued_at(requested_at);
+                tracing::debug!(connection = %key, expires_at = %token.expires_at, used_next_secret, "refreshed the LWA access token");
+                return Ok(RefreshOutcome {
+                    token,
+                    used_next_secret,
+                });
+            }
+            Err(error) => error,
+        };
+        let category = error.category();
+        let mut state = lock(&slot.state);
+        match error.class() {
+            ErrorClass::Terminal | ErrorClass::Config => {
+                // LWA answered: it is up, whatever it thinks of these credentials.
+                lock(&self.breaker).record_success();
+                state.terminal = Some(category);
+                tracing::warn!(connection = %key, category, error = %error_chain(&error), "LWA rejected the credentials; not retrying until they change");
+                Err(RefreshError::Terminal { category })
+            }
+            ErrorClass::Retriable => {
+                let now = self.clock.now();
+                lock(&self.breaker).record_failure(now, seed, probe);
+                state.failures = state.failures.saturating_add(1);
+                let delay = self.config.backoff.retry_delay(
+                    state.failures,
+                    error.retry_after(),
+                    self.draw(),
+                );
+                let retry_at = clock::add(now, delay);
+                state.retry_at = Some(retry_at);
+                state.last_category = category;
+                tracing::warn!(connection = %key, category, attempts = state.failures, %retry_at, error = %error_chain(&error), "failed to refresh the LWA access token; will retry");
+                Err(RefreshError::Retriable {
+                    category,
+                    retry_at,
+                    attempts: state.failures,
+                })
+            }
+        }
+    }
+
+    /// Takes a permit from the global bucket, or returns when this caller should come back:
+    /// the first free slot after those already handed out, so a crowd returns in order.
+    fn take_permit(&self, now: Timestamp) -> Result<(), RefreshError> {
+        match self.limiter.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let earliest = clock::add(
+                    self.limiter_origin,
+                    Duration::from(not_until.earliest_possible()),
+                )
+                .max(now);
+                let mut tail = lock(&self.throttle_tail);
+                let retry_at = (*tail).max(earliest);
+                *tail = clock::add(retry_at, self.config.rate.period());
+                Err(RefreshError::Throttled { retry_at })
+            }
+        }
+    }
+
+    /// `until` plus up to a tenth of the breaker's pause, per connection, so paused
+    /// connections do not all return in the same instant.
+    fn spread(&self, until: Timestamp, seed: u64) -> Timestamp {
+        clock::add(
+            until,
+            schedule::fraction_of(self.config.breaker.open_for / 10, seed),
+        )
+    }
+
+    /// A random 64-bit value for backoff jitter (SipHash with a per-process random key over a
+    /// counter: unpredictable enough to spread retries, no extra dependency).
+    fn draw(&self) -> u64 {
+        let mut hasher = self.random.build_hasher();
+        hasher.write_u64(self.draws.fetch_add(1, Ordering::Relaxed));
+        hasher.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::crypto::SecretString;
+    use crate::lwa::clock::ManualClock;
+    use crate::lwa::token::TokenGrant;
+
+    /// An in-memory LWA: answers with the scripted results in order, then with tokens.
+    #[derive(Default)]
+    struct FakeLwa {
+        calls: AtomicU32,
+        script: Mutex<Vec<Result<(), LwaError>>>,
+        secrets_seen: Mutex<Vec<String>>,
+        delay: Option<Duration>,
+    }
+
+    impl TokenSource for FakeLwa {
+        async fn refresh_grant(
+            &self,
+            _client_id: &str,
+            client_secret: &SecretString,
+            _refresh_token: &SecretString,
+        ) -> Result<TokenGrant, LwaError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            lock(&self.secrets_seen).push(client_secret.expose().to_owned());
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            let scripted = {
+                let mut script = lock(&self.script);
+                (!script.is_empty()).then(|| script.remove(0))
+            };
+            scripted.unwrap_or(Ok(()))?;
+            Ok(TokenGrant {
+                access_token: SecretString::from("Atza|fake"),
+                token_type: "bearer".into(),
+                expires_in: Duration::from_secs(3600),
+            })
+        }
+    }
+
+    fn start() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn engine(fake: FakeLwa, config: EngineConfig) -> (RefreshEngine<FakeLwa>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(start()));
+        (RefreshEngine::new(fake, config, clock.clone()), clock)
+    }
+
+    fn creds(next: Option<&str>) -> ClientCredentials {
+        ClientCredentials {
+            client_id: "amzn1.application-oa2-client.test".into(),
+            client_secret: SecretString::from("current"),
+            refresh_token: SecretString::from("Atzr|r"),
+            next_client_secret: next.map(SecretString::from),
+        }
+    }
+
+    fn key(i: u32) -> ConnectionKey {
+        ConnectionKey::new("team", &format!("c{i}"))
+    }
+
+    fn rejected(code: OAuthErrorCode) -> LwaError {
+        LwaError::Rejected { status: 400, code }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_call() {
+        let fake = FakeLwa {
+            delay: Some(Duration::from_millis(50)),
+            ..FakeLwa::default()
+        };
+        let (engine, _) = engine(fake, EngineConfig::default());
+        let engine = Arc::new(engine);
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let engine = engine.clone();
+            callers.spawn(async move { engine.refresh(&key(1), "fp", &creds(None)).await });
+        }
+        let results = callers.join_all().await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(engine.source.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn terminal_errors_block_until_the_fingerprint_changes() {
+        let fake = FakeLwa::default();
+        lock(&fake.script).push(Err(rejected(OAuthErrorCode::InvalidGrant)));
+        let (engine, _) = engine(fake, EngineConfig::default());
+        let c = creds(None);
+        for _ in 0..3 {
+            assert_eq!(
+                engine.refresh(&key(1), "gen1", &c).await,
+                Err(RefreshError::Terminal {
+                    category: "invalid_grant"
+                })
+            );
+        }
+        assert_eq!(engine.source.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            engine.decide(start(), &key(1), "gen1", None, Duration::from_secs(1200)),
+            Decision::Blocked {
+                category: "invalid_grant"
+            }
+        );
+        assert_eq!(
+            engine.decide(start(), &key(1), "gen2", None, Duration::from_secs(1200)),
+            Decision::RefreshNow
+        );
+        assert!(engine.refresh(&key(1), "gen2", &c).await.is_ok());
+        assert_eq!(engine.source.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn invalid_client_moves_to_the_next_secret_and_stays_there() {
+        let fake = FakeLwa::default();
+        lock(&fake.script).push(Err(rejected(OAuthErrorCode::InvalidClient)));
+        let (engine, _) = engine(fake, EngineConfig::default());
+        let c = creds(Some("next"));
+        let outcome = engine.refresh(&key(1), "fp", &c).await.unwrap();
+        assert!(outcome.used_next_secret);
+        let outcome = engine.refresh(&key(1), "fp", &c).await.unwrap();
+        assert!(outcome.used_next_secret);
+        assert_eq!(
+            *lock(&engine.source.secrets_seen),
+            ["current", "next", "next"]
+        );
+    }
+
+    #[tokio::test]
+    async fn retriable_errors_back_off_and_retry_after_is_honoured() {
+        let fake = FakeLwa::default();
+        lock(&fake.script).push(Err(LwaError::RateLimited {
+            retry_after: Some(Duration::from_secs(90)),
+        }));
+        let (engine, clock) = engine(fake, EngineConfig::default());
+        let c = creds(None);
+        let Err(RefreshError::Retriable {
+            category,
+            retry_at,
+            attempts,
+        }) = engine.refresh(&key(1), "fp", &c).await
+        else {
+            panic!("429 is retriable");
+        };
+        assert_eq!((category, attempts), ("rate_limited", 1));
+        assert!(retry_at >= clock::add(start(), Duration::from_secs(90)));
+        // Before retry_at: no call.
+        clock.advance(Duration::from_secs(89));
+        assert!(engine.refresh(&key(1), "fp", &c).await.is_err());
+        assert_eq!(engine.source.calls.load(Ordering::SeqCst), 1);
+        clock.set(retry_at);
+        assert!(engine.refresh(&key(1), "fp", &c).await.is_ok());
+        assert_eq!(engine.failed_attempts(&key(1)), 0);
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_hands_out_staggered_return_times() {
+        let config = EngineConfig {
+            rate: RateLimit::new(2.0, 3).unwrap(),
+            ..EngineConfig::default()
+        };
+        let (engine, _) = engine(FakeLwa::default(), config);
+        let c = creds(None);
+        let mut retry_ats = Vec::new();
+        for i in 0..8 {
+            match engine.refresh(&key(i), "fp", &c).await {
+                Ok(_) => {}
+                Err(RefreshError::Throttled { retry_at }) => retry_ats.push(retry_at),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(engine.source.calls.load(Ordering::SeqCst), 3);
+        let offsets: Vec<u128> = retry_ats
+            .iter()
+            .map(|t| clock::since(*t, start()).as_millis())
+            .collect();
+        assert_eq!(offsets, [500, 1000, 1500, 2000, 2500]);
+    }
+
+    #[test]
+    fn rate_limits_outside_their_bounds_are_refused() {
+        assert!(RateLimit::new(0.0, 1).is_none());
+        assert!(RateLimit::new(f64::NAN, 1).is_none());
+        assert!(RateLimit::new(5.0, 0).is_none());
+        assert_eq!(RateLimit::DEFAULT.burst(), 10);
+        assert_eq!(
+            RateLimit::new(20.0, 1).unwrap().period(),
+            Duration::from_millis(50)
+        );
+    }
+}
