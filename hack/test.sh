@@ -20,6 +20,9 @@ need_apt() { # need_apt COMMAND PACKAGE
 
 need_apt openssl openssl
 need_apt curl curl
+# promtool (alert unit tests) and a real Prometheus (tests/alerts.rs). The tests start their own
+# Prometheus on a free loopback port; a packaged service, if the host starts one, is not used.
+need_apt promtool prometheus
 
 state=""
 cleanup() { if [[ -n "$state" ]]; then hack/control-plane/stop.sh "$state"; rm -rf "$state"; fi; }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::api::{self, manifest};
 use crate::config::{Cli, Command, OutputFormat};
 use crate::domain::{Environment, marketplace};
+use crate::keystore;
 
 /// Runs one subcommand, writing its output to `out` and diagnostics to `err`.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
@@ -20,8 +21,59 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         },
         Command::Marketplaces { output } => print_marketplaces(output, out),
         Command::Validate { filename } => return validate(&filename, out, err),
+        Command::CheckCredentials(args) => return crate::lwa::check::run(&args, out, err),
+        Command::Run(args) => return run_operator(*args, err),
+        Command::Keygen(args) => report(keystore::commands::keygen(&args, out), err),
+        Command::Seal(args) => block_on(keystore::commands::seal(&args, out), err),
+        Command::RotateKey(location) => {
+            block_on(keystore::commands::rotate_key(&location, out), err)
+        }
+        Command::PruneKeys(location) => {
+            block_on(keystore::commands::prune_keys(&location, out), err)
+        }
+        Command::Audit {
+            command:
+                crate::config::AuditCommand::Verify {
+                    file,
+                    allow_partial_start,
+                },
+        } => {
+            let options = crate::observability::audit::VerifyOptions {
+                allow_partial_start,
+            };
+            return crate::observability::audit::verify_command(&file, options, out, err);
+        }
     };
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Reported) => ExitCode::FAILURE,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `run`: the operator's main loop on a multi-threaded runtime.
+fn run_operator(args: crate::config::RunArgs, err: &mut dyn Write) -> ExitCode {
+    if let Err(e) = crate::observability::logging::init_tracing(args.log_format, &args.log_level) {
+        let _ = writeln!(err, "error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(err, "error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::operator::run(
+        args,
+        crate::operator::shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -30,12 +82,38 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     }
 }
 
+/// Prints a command's error, if any, and maps it to the exit code.
+fn report<E: std::fmt::Display>(
+    result: Result<(), E>,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    if let Err(e) = result {
+        let _ = writeln!(err, "error: {e}");
+        return Err(CliError::Reported);
+    }
+    Ok(())
+}
+
+/// Runs an async command on a small runtime of its own.
+fn block_on<E: std::fmt::Display>(
+    future: impl std::future::Future<Output = Result<(), E>>,
+    err: &mut dyn Write,
+) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    report(runtime.block_on(future), err)
+}
+
 /// Failures of the offline subcommands.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Writing the output failed (for example a closed pipe).
     #[error("failed to write output: {0}")]
     Write(#[from] io::Error),
+    /// The command already printed its error.
+    #[error("reported")]
+    Reported,
     /// A generated object could not be rendered.
     #[error("failed to render {what}: {message}")]
     Render {

@@ -2,6 +2,7 @@
 //! environment variable, so the same settings work from a shell, a Deployment or Helm values.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -39,6 +40,46 @@ pub enum Command {
         #[arg(long = "filename", short = 'f', env = "ASO_FILENAME")]
         filename: PathBuf,
     },
+    /// Run the operator: reconcile connections into runtime Secrets until SIGTERM.
+    Run(Box<RunArgs>),
+    /// Print a new operator key Secret manifest (for offline or GitOps installs).
+    Keygen(KeygenArgs),
+    /// Seal LWA credentials to the operator's public key; prints the credentials Secret YAML.
+    Seal(SealArgs),
+    /// Add a new active operator key in the cluster; the operator then re-seals every stored
+    /// credential to it.
+    RotateKey(KeyLocation),
+    /// Remove operator keys that no credentials Secret is sealed to any more.
+    PruneKeys(KeyLocation),
+    /// Work with the operator's audit log.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Exchange a refresh token for an LWA access token once, to check a set of credentials.
+    ///
+    /// Prints only non-secret facts (token type, lifetime), never a token or secret. Exits 0
+    /// when LWA accepts the credentials, 2 when it rejects them (for example a revoked refresh
+    /// token), 3 when LWA cannot be reached or fails, 1 on a usage error.
+    CheckCredentials(CheckCredentialsArgs),
+}
+
+/// The `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain: prints OK with counts and the last record, or the
+    /// first record where the chain breaks. Exit 0 intact, 1 broken or empty, 2 unreadable.
+    ///
+    /// Ordinary log lines mixed into the file are skipped.
+    Verify {
+        /// The log file, or `-` for standard input.
+        file: PathBuf,
+        /// Accept a log whose first record is not a segment start (a file rotated in the
+        /// middle of a process's chain) and check the chain from that record on.
+        #[arg(long, env = "ASO_ALLOW_PARTIAL_START")]
+        allow_partial_start: bool,
+    },
 }
 
 /// How `marketplaces` prints the table.
@@ -48,4 +89,198 @@ pub enum OutputFormat {
     Table,
     /// A JSON array for scripts.
     Json,
+}
+
+/// Where the operator keeps its keys (shared by `run` and the key commands).
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeyLocation {
+    /// The namespace the operator runs in; its key Secret and public-key ConfigMap live there.
+    #[arg(
+        long,
+        env = "ASO_OPERATOR_NAMESPACE",
+        default_value = "amazon-seller-operator"
+    )]
+    pub operator_namespace: String,
+    /// The name of the Secret holding the operator's keyring.
+    #[arg(long, env = "ASO_KEY_SECRET", default_value = crate::api::names::DEFAULT_KEY_SECRET)]
+    pub key_secret: String,
+}
+
+/// Flags of `keygen`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Where the key Secret will be applied.
+    #[command(flatten)]
+    pub location: KeyLocation,
+    /// Also write the public key document (for `seal --public-key`) to this file.
+    #[arg(long, env = "ASO_PUBLIC_KEY_OUT")]
+    pub public_key_out: Option<PathBuf>,
+}
+
+/// Flags of `seal`. Secret values are read from files (or `-` for standard input), never
+/// from the command line, where they would land in shell history and process listings.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SealArgs {
+    /// The operator's public key document (`public-key.json` from the ConfigMap
+    /// `amazon-seller-operator-public-key`, or from `keygen --public-key-out`).
+    #[arg(
+        long,
+        env = "ASO_PUBLIC_KEY",
+        required_unless_present = "public_key_from_cluster"
+    )]
+    pub public_key: Option<PathBuf>,
+    /// Read the public key from the cluster (current kubeconfig context) instead of a file.
+    #[arg(
+        long,
+        env = "ASO_PUBLIC_KEY_FROM_CLUSTER",
+        conflicts_with = "public_key"
+    )]
+    pub public_key_from_cluster: bool,
+    /// The operator's namespace, for `--public-key-from-cluster`.
+    #[arg(
+        long,
+        env = "ASO_OPERATOR_NAMESPACE",
+        default_value = "amazon-seller-operator"
+    )]
+    pub operator_namespace: String,
+    /// The Team that owns the credentials (the namespace's `connectors.openteam.io/team` label).
+    #[arg(long, env = "ASO_TEAM")]
+    pub team: String,
+    /// The namespace the credentials Secret will be created in.
+    #[arg(long, env = "ASO_NAMESPACE")]
+    pub namespace: String,
+    /// The name of the credentials Secret (the connection's `spec.credentialsSecretName`).
+    #[arg(long, env = "ASO_NAME")]
+    pub name: String,
+    /// Label the Secret with the connection that uses it.
+    #[arg(long, env = "ASO_CONNECTION")]
+    pub connection: Option<String>,
+    /// The LWA client id (`amzn1.application-oa2-client.…`); not a secret.
+    #[arg(long, env = "ASO_CLIENT_ID")]
+    pub client_id: String,
+    /// File holding the LWA client secret (`-` for standard input).
+    #[arg(long, env = "ASO_CLIENT_SECRET_FILE")]
+    pub client_secret_file: PathBuf,
+    /// File holding the seller's refresh token, `Atzr|…` (`-` for standard input).
+    #[arg(long, env = "ASO_REFRESH_TOKEN_FILE")]
+    pub refresh_token_file: PathBuf,
+    /// File holding the next client secret during Amazon's rotation overlap.
+    #[arg(long, env = "ASO_NEXT_CLIENT_SECRET_FILE")]
+    pub next_client_secret_file: Option<PathBuf>,
+    /// When the current client secret expires (RFC 3339), for the expiry alert.
+    #[arg(long, env = "ASO_CLIENT_SECRET_EXPIRES_AT")]
+    pub client_secret_expires_at: Option<String>,
+}
+
+/// Flags of `run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// Where the operator keeps its keys.
+    #[command(flatten)]
+    pub keys: KeyLocation,
+    /// Reconcile connections only in these namespaces (repeat the flag or separate with
+    /// commas); all namespaces when absent.
+    #[arg(
+        long = "watch-namespace",
+        env = "ASO_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// How to reach LWA.
+    #[command(flatten)]
+    pub lwa: LwaClientArgs,
+    /// Sustained LWA token requests per second, across all connections. Normal demand is about
+    /// one refresh per connection per 40 minutes; leave room to catch up after an LWA outage
+    /// (BENCHMARKS.md has the figures).
+    #[arg(long, env = "ASO_LWA_QPS", default_value_t = 10.0)]
+    pub lwa_qps: f64,
+    /// LWA token requests allowed in a burst above the sustained rate.
+    #[arg(long, env = "ASO_LWA_BURST", default_value_t = 20)]
+    pub lwa_burst: u32,
+    /// Elect a leader through a Lease so only one replica reconciles. Turn off only when a
+    /// single replica runs.
+    #[arg(long, env = "ASO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader election Lease, in the operator's namespace.
+    #[arg(long, env = "ASO_LEASE_NAME", default_value = "amazon-seller-operator")]
+    pub lease_name: String,
+    /// Seconds a leader's Lease lasts without renewal before another replica takes over.
+    #[arg(long, env = "ASO_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's name: the Lease holder identity and the actor of its audit records.
+    /// Defaults to the host (pod) name.
+    #[arg(long, env = "ASO_IDENTITY")]
+    pub identity: Option<String>,
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "ASO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Credentials Secrets re-sealed per second after a key rotation.
+    #[arg(long, env = "ASO_RESEAL_QPS", default_value_t = 5.0)]
+    pub reseal_qps: f64,
+    /// Log line format.
+    #[arg(long, env = "ASO_LOG_FORMAT", value_enum, default_value_t = crate::observability::logging::LogFormat::Json)]
+    pub log_format: crate::observability::logging::LogFormat,
+    /// Log filter: a level (`info`) or directives (`info,kube=warn`).
+    #[arg(long, env = "ASO_LOG_LEVEL", default_value = "info,kube=warn")]
+    pub log_level: String,
+}
+
+/// Flags of `check-credentials`. Secrets are read from files, never from the command line,
+/// where they would land in shell history and process listings.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckCredentialsArgs {
+    /// The LWA client id (`amzn1.application-oa2-client.…`); not a secret.
+    #[arg(long, env = "ASO_CLIENT_ID")]
+    pub client_id: String,
+    /// File holding the LWA client secret (surrounding whitespace is ignored).
+    #[arg(long, env = "ASO_CLIENT_SECRET_FILE")]
+    pub client_secret_file: PathBuf,
+    /// File holding the seller's refresh token, `Atzr|…` (surrounding whitespace is ignored).
+    #[arg(long, env = "ASO_REFRESH_TOKEN_FILE")]
+    pub refresh_token_file: PathBuf,
+    /// How to reach LWA.
+    #[command(flatten)]
+    pub lwa: LwaClientArgs,
+}
+
+/// How to reach LWA's token endpoint (shared by `run` and `check-credentials`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LwaClientArgs {
+    /// LWA's token endpoint: `https://…`, or `http://` to a loopback address only.
+    #[arg(long, env = "ASO_LWA_ENDPOINT", default_value = crate::lwa::DEFAULT_ENDPOINT)]
+    pub lwa_endpoint: String,
+    /// A PEM file of extra CA certificates to trust for the endpoint, besides the Mozilla roots
+    /// built into the binary (a private endpoint or a TLS-inspecting egress proxy).
+    #[arg(long, env = "ASO_LWA_CA_FILE")]
+    pub lwa_ca_file: Option<PathBuf>,
+    /// How long to wait for a connection to LWA, e.g. `5s` or `500ms`.
+    #[arg(long, env = "ASO_LWA_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
+    pub lwa_connect_timeout: Duration,
+    /// How long one token request may take in all, connection included.
+    #[arg(long, env = "ASO_LWA_TIMEOUT", default_value = "15s", value_parser = parse_timeout)]
+    pub lwa_timeout: Duration,
+}
+
+impl LwaClientArgs {
+    /// The client settings these flags describe.
+    pub fn client_config(&self) -> crate::lwa::LwaClientConfig {
+        crate::lwa::LwaClientConfig {
+            endpoint: self.lwa_endpoint.clone(),
+            connect_timeout: self.lwa_connect_timeout,
+            timeout: self.lwa_timeout,
+            extra_ca_file: self.lwa_ca_file.clone(),
+            ..crate::lwa::LwaClientConfig::default()
+        }
+    }
+}
+
+/// Parses a positive duration such as `5s`, `500ms` or `1m30s`.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let parsed: jiff::SignedDuration = value
+        .parse()
+        .map_err(|_| format!("invalid duration {value:?}: use for example \"5s\" or \"500ms\""))?;
+    Duration::try_from(parsed)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{value:?} must be longer than zero"))
 }

@@ -5,7 +5,19 @@ use clap::Parser;
 use amazon_seller_operator::{cli, config::Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1, not clap's 2: commands use 2 and 3 for their own outcomes
+    // (`check-credentials`: 2 = credentials rejected, 3 = LWA unavailable).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     cli::run(
         cli,
         &mut std::io::stdout().lock(),

@@ -222,7 +222,7 @@ fn seal_requires_a_public_key_source() {
         ],
         None,
     );
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("--public-key"));
 }
 

@@ -2,10 +2,13 @@
 
 pub mod connection;
 pub mod manifest;
+pub mod names;
+pub mod review;
 
 pub use connection::{
     AmazonSellerConnection, AmazonSellerConnectionSpec, AmazonSellerConnectionStatus, Environment,
 };
+pub use review::{SecurityLogReview, SecurityLogReviewSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -15,5 +18,5 @@ pub const GROUP: &str = "connectors.openteam.io";
 
 /// Every CustomResourceDefinition the operator needs, in the order `crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AmazonSellerConnection::crd()]
+    vec![AmazonSellerConnection::crd(), SecurityLogReview::crd()]
 }

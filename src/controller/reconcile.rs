@@ -452,7 +452,7 @@ async fn compute(
                     plan.requeue = Some(until(refresh_at));
                     plan.publish = Some(token);
                 }
-                Err(err) => failed(ctx, connection, &mut plan, &err, current, now),
+                Err(err) => failed(ctx, connection, &mut plan, &err, current, now, true),
             }
         }
         (Decision::RefreshAt { at, .. }, current) => {
@@ -473,9 +473,9 @@ async fn compute(
             plan.publish = current;
         }
         (Decision::Blocked { category }, current) => {
+            // Reported (metric, audit record, Event) when LWA answered; this is the memory of it.
             let err = RefreshError::Terminal { category };
-            failed(ctx, connection, &mut plan, &err, current, now);
-            plan.events.clear(); // reported when it first happened
+            failed(ctx, connection, &mut plan, &err, current, now, false);
         }
     }
     plan.failed_attempts = attempts(ctx);
@@ -516,6 +516,7 @@ fn failed(
     err: &RefreshError,
     current: Option<Published>,
     now: Timestamp,
+    report: bool,
 ) {
     let team = &connection.spec.team_id;
     let category = err.category();
@@ -524,26 +525,28 @@ fn failed(
     };
     match err {
         RefreshError::Terminal { category } => {
-            ctx.metrics
-                .record_refresh(team, RefreshOutcome::Failure, category);
-            audit(
-                ctx,
-                connection,
-                Category::ApiError,
-                "token_refresh",
-                Outcome::Failure,
-                category,
-            );
             let reason = terminal_reason(category);
             let message = format!(
                 "LWA rejected the credentials ({category}): {}",
                 terminal_advice(category)
             );
-            plan.events.push(event(
-                EventType::Warning,
-                "CredentialsRevoked",
-                message.clone(),
-            ));
+            if report {
+                ctx.metrics
+                    .record_refresh(team, RefreshOutcome::Failure, category);
+                audit(
+                    ctx,
+                    connection,
+                    Category::ApiError,
+                    "token_refresh",
+                    Outcome::Failure,
+                    category,
+                );
+                plan.events.push(event(
+                    EventType::Warning,
+                    "CredentialsRevoked",
+                    message.clone(),
+                ));
+            }
             plan.conditions = vec![
                 match &current {
                     // The token LWA issued earlier still works until it expires; then it goes.

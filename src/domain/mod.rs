@@ -3,7 +3,9 @@
 //! Nothing here imports Kubernetes types; the API layer, the CLI and the webhook convert their
 //! inputs into these plain types, so every rule can be tested without a cluster.
 
+pub mod conditions;
 pub mod marketplace;
+pub mod review;
 pub mod validation;
 
 pub use marketplace::{Environment, Marketplace, Region};
