@@ -18,9 +18,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    cli::run(
-        cli,
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    )
+    // Unlocked handles: `run` writes logs and audit records from many threads, so holding the
+    // stdout lock here for the life of the process would block them all.
+    cli::run(cli, &mut std::io::stdout(), &mut std::io::stderr())
 }

@@ -26,7 +26,7 @@ use crate::domain::{self, SpecView};
     printcolumn = r#"{"name":"Marketplace ID","type":"string","jsonPath":".status.marketplaceId"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Token expires","type":"date","jsonPath":".status.tokenExpiresAt"}"#,
+    printcolumn = r#"{"name":"Token expires","type":"string","jsonPath":".status.tokenExpiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
