@@ -1,0 +1,206 @@
+//! The cluster view the admission rules read, kept by kube reflectors so a review costs no API
+//! call: Team-labelled namespaces (metadata only), connections, and Secrets that carry the
+//! secret-role label (metadata only: no Secret value is ever held by the webhook).
+//!
+//! A namespace the view has not seen yet (labelled a moment ago) is read once from the API and
+//! remembered briefly, so the first request in a new Team namespace is not refused.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use super::review::Cluster;
+use crate::api::AmazonSellerConnection;
+use crate::api::names::{CONNECTION_LABEL, SECRET_ROLE_LABEL, TEAM_LABEL};
+use crate::domain::admission::{ConnectionFacts, Lookup, SecretFacts};
+
+/// How long a namespace read from the API (not yet in the watch cache) is remembered.
+const FETCHED_TTL: Duration = Duration::from_secs(30);
+/// How long such a read may take before the review goes on without it.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The reflector-backed cluster view.
+pub struct ClusterLookup {
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    connections: Store<AmazonSellerConnection>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+    ready: Arc<AtomicBool>,
+    client: Client,
+    fetched: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+impl std::fmt::Debug for ClusterLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLookup")
+            .field("ready", &self.ready.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterLookup {
+    /// Starts the three watches (cluster-wide); they stop when `shutdown` resolves.
+    pub fn start(client: Client, shutdown: impl Future<Output = ()> + Send + 'static) -> Arc<Self> {
+        let (namespaces, ns_writer) = reflector::store();
+        let (connections, conn_writer) = reflector::store();
+        let (secrets, secret_writer) = reflector::store();
+
+        let ns_stream = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default().labels(TEAM_LABEL),
+        )
+        .default_backoff()
+        .modify(|ns| {
+            ns.metadata.managed_fields = None;
+            ns.metadata.annotations = None;
+        })
+        .reflect(ns_writer);
+        let conn_stream = watcher(
+            Api::<AmazonSellerConnection>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|c| {
+            c.metadata.managed_fields = None;
+            c.metadata.annotations = None;
+            c.status = None;
+        })
+        .reflect(conn_writer);
+        let secret_stream = watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().labels(SECRET_ROLE_LABEL),
+        )
+        .default_backoff()
+        .modify(|s| {
+            s.metadata.managed_fields = None;
+            s.metadata.annotations = None;
+        })
+        .reflect(secret_writer);
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let lookup = Arc::new(Self {
+            namespaces: namespaces.clone(),
+            connections: connections.clone(),
+            secrets: secrets.clone(),
+            ready: ready.clone(),
+            client,
+            fetched: Mutex::new(HashMap::new()),
+        });
+
+        let watches = futures::future::join3(
+            ns_stream.for_each(drain("namespaces")),
+            conn_stream.for_each(drain("amazonsellerconnections")),
+            secret_stream.for_each(drain("secrets")),
+        );
+        let synced = async move {
+            let _ = namespaces.wait_until_ready().await;
+            let _ = connections.wait_until_ready().await;
+            let _ = secrets.wait_until_ready().await;
+            ready.store(true, Ordering::Release);
+            tracing::info!("webhook cluster view synced");
+            std::future::pending::<()>().await;
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watches => {}
+                () = synced => {}
+                () = shutdown => {}
+            }
+        });
+        lookup
+    }
+
+    fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
+        self.fetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Logs a watch error (the stream backs off and retries by itself).
+fn drain<T>(
+    name: &'static str,
+) -> impl FnMut(Result<T, watcher::Error>) -> futures::future::Ready<()> {
+    move |event| {
+        if let Err(err) = event {
+            tracing::warn!(watch = name, "webhook cluster view: {err}");
+        }
+        futures::future::ready(())
+    }
+}
+
+impl Lookup for ClusterLookup {
+    fn namespace_team(&self, namespace: &str) -> Option<String> {
+        if let Some(ns) = self.namespaces.get(&ObjectRef::new(namespace)) {
+            return ns.labels().get(TEAM_LABEL).cloned();
+        }
+        self.fetched()
+            .get(namespace)
+            .filter(|(_, at)| at.elapsed() < FETCHED_TTL)
+            .and_then(|(team, _)| team.clone())
+    }
+
+    fn connections(&self, namespace: &str) -> Vec<ConnectionFacts> {
+        self.connections
+            .state()
+            .iter()
+            .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
+            .map(|c| ConnectionFacts {
+                name: c.name_any(),
+                team_id: c.spec.team_id.clone(),
+                gateways: c.spec.gateways.clone(),
+                credentials_secret_name: c.spec.credentials_secret_name.clone(),
+            })
+            .collect()
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<SecretFacts> {
+        let secret = self.secrets.get(&ObjectRef::new(name).within(namespace))?;
+        let labels = secret.labels();
+        Some(SecretFacts {
+            role: labels.get(SECRET_ROLE_LABEL)?.clone(),
+            connection: labels.get(CONNECTION_LABEL).cloned(),
+        })
+    }
+}
+
+impl Cluster for ClusterLookup {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn prepare<'a>(&'a self, namespace: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if namespace.is_empty()
+                || self.namespaces.get(&ObjectRef::new(namespace)).is_some()
+                || self
+                    .fetched()
+                    .get(namespace)
+                    .is_some_and(|(_, at)| at.elapsed() < FETCHED_TTL)
+            {
+                return;
+            }
+            let api: Api<Namespace> = Api::all(self.client.clone());
+            match tokio::time::timeout(FETCH_TIMEOUT, api.get_metadata_opt(namespace)).await {
+                Ok(Ok(found)) => {
+                    let team = found.and_then(|ns| ns.labels().get(TEAM_LABEL).cloned());
+                    let mut fetched = self.fetched();
+                    fetched.retain(|_, (_, at)| at.elapsed() < FETCHED_TTL);
+                    fetched.insert(namespace.to_owned(), (team, Instant::now()));
+                }
+                Ok(Err(err)) => tracing::warn!("webhook cannot read namespace {namespace}: {err}"),
+                Err(_) => tracing::warn!("webhook timed out reading namespace {namespace}"),
+            }
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! The admission webhook: an HTTPS server (rustls on ring) in the operator binary that answers
+//! `AdmissionReview` v1 requests with the pure rules of [`crate::domain::admission`].
+//!
+//! - [`server`]: the HTTPS listener, `POST /validate`, `POST /mutate`, `/healthz`, `/readyz`,
+//!   body limit, per-request and header-read timeouts, graceful shutdown.
+//! - [`review`]: one review: parse, convert the object into the domain's views, decide, meter,
+//!   audit, answer (with a JSON patch when an intake Secret is sealed).
+//! - [`lookup`]: the cluster view the rules read (namespace Team labels, connections, labelled
+//!   Secrets), kept by kube reflectors.
+//! - [`tls`]: the serving certificate, swapped without a restart when its files change.
+//! - [`certs`]: the self-managed CA and serving certificate, and `caBundle` upkeep.
+//! - [`configuration`]: the Validating/MutatingWebhookConfiguration objects the rules need.
+//!
+//! Fail closed: every configuration uses `failurePolicy: Fail`, and a webhook that has not yet
+//! seen the cluster denies what it cannot judge. Request and response bodies are never logged.
+
+pub mod certs;
+pub mod configuration;
+pub mod lookup;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use kube::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::GROUP;
+use crate::config::{CertMode, WebhookArgs};
+use crate::crypto::Keyring;
+use crate::domain::admission::Policy;
+use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
+use crate::observability::metrics::Metrics;
+use crate::rbac::{Permission, Scope};
+
+pub use certs::SelfManaged;
+pub use configuration::{ClientTarget, Options as ConfigurationOptions};
+pub use lookup::ClusterLookup;
+pub use review::{Admission, Cluster, Endpoint};
+pub use server::{ServerSettings, WebhookServer};
+pub use tls::CertStore;
+
+/// The permissions the webhook's own API calls need, declared beside them (see
+/// [`crate::rbac`]). The chart must grant them when it enables the webhook.
+pub const RBAC: &[Permission] = &[
+    // The cluster view (lookup.rs): watches of Team-labelled namespaces (metadata only),
+    // connections, and Secrets carrying the secret-role label (metadata only), cluster-wide,
+    // because the webhook judges every Team namespace.
+    Permission::new("", "namespaces", &["list", "watch"], Scope::Cluster),
+    Permission::new(
+        GROUP,
+        "amazonsellerconnections",
+        &["list", "watch"],
+        Scope::Cluster,
+    ),
+    Permission::new("", "secrets", &["list", "watch"], Scope::Cluster),
+    // A namespace labelled a moment ago, not yet in the view, is read once.
+    Permission::new("", "namespaces", &["get"], Scope::Cluster),
+    // Self-managed certificates (certs.rs): the certificate Secret (get and update could be
+    // restricted to `--webhook-cert-secret`), and `caBundle` of the two configurations.
+    Permission::new(
+        "",
+        "secrets",
+        &["get", "update", "create"],
+        Scope::OperatorNamespace,
+    ),
+    Permission::new(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        &["get", "update"],
+        Scope::Cluster,
+    ),
+    Permission::new(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        &["get", "update"],
+        Scope::Cluster,
+    ),
+];
+
+/// Webhook failures. Messages name files, objects and addresses, never certificate keys,
+/// request bodies or secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The listen address could not be bound.
+    #[error("failed to bind the webhook server to {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error("failed to set up TLS for the webhook: {0}")]
+    Tls(String),
+    /// A certificate or key file could not be read.
+    #[error("failed to read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate or key is not usable PEM, or they do not belong together.
+    #[error("failed to load the serving certificate: {0}")]
+    Certificate(&'static str),
+    /// A certificate could not be generated (self-managed mode).
+    #[error("failed to generate a certificate: {0}")]
+    Generate(String),
+    /// A Kubernetes API call failed (self-managed mode, cluster view).
+    #[error("failed to {action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The stored self-managed certificate Secret is not usable.
+    #[error("the webhook certificate Secret {0} is malformed; delete it to have it recreated")]
+    MalformedSecret(String),
+    /// Accepting connections failed.
+    #[error("failed to serve webhook requests: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl WebhookError {
+    /// A bounded category for logs and metric labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Bind { .. } => "webhook_bind",
+            Self::Tls(_) => "webhook_tls",
+            Self::ReadFile { .. } => "webhook_cert_file",
+            Self::Certificate(_) => "webhook_certificate",
+            Self::Generate(_) => "webhook_cert_generate",
+            Self::Kube { .. } => "kube_api",
+            Self::MalformedSecret(_) => "webhook_cert_secret",
+            Self::Serve(_) => "webhook_serve",
+        }
+    }
+
+    pub(crate) fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
+    }
+}
+
+/// What the webhook shares with the rest of `run`.
+pub struct Shared {
+    /// The API client (the cluster view, self-managed certificates).
+    pub client: Client,
+    /// The operator's keyring, the same one the controller uses: intake Secrets are sealed to
+    /// its active key, and a key rotation reaches the webhook at once.
+    pub keyring: Arc<RwLock<Keyring>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The audit log.
+    pub audit: AuditLog,
+}
+
+/// The rules' view of who is who, from the flags.
+pub fn policy(args: &WebhookArgs, operator_namespace: &str) -> Policy {
+    Policy {
+        team_group_prefix: args.team_group_prefix.clone(),
+        admin_groups: args.admin_groups.clone(),
+        reviewer_groups: args.reviewer_groups.clone(),
+        operator_username: Policy::service_account_username(
+            operator_namespace,
+            &args.operator_service_account,
+        ),
+    }
+}
+
+/// Starts the webhook as `run` configures it: the cluster view, the certificate source and the
+/// HTTPS server. Returns once the server is bound; the returned task ends after `shutdown`,
+/// when in-flight reviews have been answered.
+pub async fn start(
+    args: &WebhookArgs,
+    operator_namespace: &str,
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>, WebhookError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let cluster = ClusterLookup::start(shared.client.clone(), stopped());
+    let certs = CertStore::new();
+    let cert_task = match args.webhook_cert_mode {
+        CertMode::Files => tokio::spawn(tls::watch_files(
+            certs.clone(),
+            args.webhook_cert_file.clone(),
+            args.webhook_key_file.clone(),
+            args.webhook_cert_reload_interval,
+            stopped(),
+        )),
+        CertMode::SelfManaged => {
+            let service_namespace = args
+                .webhook_service_namespace
+                .clone()
+                .unwrap_or_else(|| operator_namespace.to_owned());
+            let manager = SelfManaged {
+                client: shared.client.clone(),
+                namespace: operator_namespace.to_owned(),
+                secret: args.webhook_cert_secret.clone(),
+                dns_names: certs::dns_names(
+                    &args.webhook_service_name,
+                    &service_namespace,
+                    &args.webhook_extra_sans,
+                ),
+                validating_configuration: args.validating_webhook_configuration.clone(),
+                mutating_configuration: args.mutating_webhook_configuration.clone(),
+            };
+            tokio::spawn(manager.run(certs.clone(), args.webhook_cert_reload_interval, stopped()))
+        }
+    };
+
+    let admission = Arc::new(Admission::new(
+        policy(args, operator_namespace),
+        cluster,
+        shared.keyring,
+        shared.metrics,
+        shared.audit.clone(),
+    ));
+    let settings = ServerSettings {
+        request_timeout: args.webhook_request_timeout,
+        ..ServerSettings::default()
+    };
+    let server = WebhookServer::bind(args.webhook_addr, admission, certs, settings).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, mode = ?args.webhook_cert_mode, "admission webhook listening");
+    let _ = shared.audit.record(
+        AuditEvent::new(Category::Service, "webhook_started", Outcome::Success)
+            .reason(cert_mode_reason(args.webhook_cert_mode)),
+    );
+
+    let server_task = tokio::spawn(server.run(stopped()));
+    Ok(tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        match server_task.await {
+            Ok(Err(err)) => tracing::warn!(reason = err.category(), "webhook server: {err}"),
+            Err(err) => tracing::warn!("webhook server task: {err}"),
+            Ok(Ok(())) => {}
+        }
+        let _ = cert_task.await;
+        tracing::info!("admission webhook stopped");
+    }))
+}
+
+fn cert_mode_reason(mode: CertMode) -> &'static str {
+    match mode {
+        CertMode::Files => "cert_files",
+        CertMode::SelfManaged => "cert_self_managed",
+    }
+}

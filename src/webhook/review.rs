@@ -1,0 +1,838 @@
+//! One admission review: parse the `AdmissionReview` v1, convert the object into the domain's
+//! views, decide with [`crate::domain::admission`], meter and audit the decision, and answer.
+//!
+//! Nothing here logs a request or a response: a review can carry plaintext intake credentials
+//! or a runtime token. Malformed reviews get an `invalid` answer whose message is one of a few
+//! fixed phrases (serde's messages can quote the input), never a panic.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, EphemeralContainer, Pod, Secret, VolumeMount,
+};
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
+    Operation as KubeOperation,
+};
+use kube::core::response::StatusSummary;
+use kube::core::{DynamicObject, Resource};
+
+use crate::api::names::{GATEWAY_LABEL, LWA_CREDENTIALS_SECRET_TYPE, SEALED_KEY, TEAM_LABEL};
+use crate::api::{AmazonSellerConnection, GROUP};
+use crate::crypto::Keyring;
+use crate::domain::admission::{
+    self, Concern, ConnectionRequest, Decision, Lookup, Mutation, NamespaceRequest, Operation,
+    Phase, PodRequest, PodView, Policy, ReferenceKind, Requester, ReviewRequest, SecretReference,
+    SecretRequest, SecretView, Subject,
+};
+use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
+use crate::observability::metrics::{AccessOutcome, AdmissionDecision, Metrics};
+
+/// The cluster view a review reads. [`super::ClusterLookup`] in production; tests and the
+/// benchmark use fakes.
+pub trait Cluster: Lookup + Send + Sync {
+    /// Whether the view is complete enough to decide (caches synced). Reviews that need it are
+    /// denied until then.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Called before a decision about `namespace`: lets a cached view fetch what it has not
+    /// seen yet (a namespace labelled a moment ago).
+    fn prepare<'a>(&'a self, namespace: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = namespace;
+        Box::pin(async {})
+    }
+}
+
+/// Which webhook path a review came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /validate`: the final decision on what will be stored.
+    Validate,
+    /// `POST /mutate`: seals intake Secrets.
+    Mutate,
+}
+
+/// Everything a review needs; shared by all requests.
+pub struct Admission {
+    policy: Policy,
+    cluster: Arc<dyn Cluster>,
+    keyring: Arc<RwLock<Keyring>>,
+    metrics: Metrics,
+    audit: AuditLog,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The resource a review is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Connection,
+    Review,
+    Secret,
+    Pod,
+    PodEphemeralContainers,
+    Namespace,
+    Other,
+}
+
+impl Kind {
+    fn of(request: &AdmissionRequest<DynamicObject>) -> Self {
+        let resource = &request.resource;
+        let sub = request.sub_resource.as_deref().filter(|s| !s.is_empty());
+        match (resource.group.as_str(), resource.resource.as_str(), sub) {
+            (GROUP, "amazonsellerconnections", None) => Kind::Connection,
+            (GROUP, "securitylogreviews", None) => Kind::Review,
+            ("", "secrets", None) => Kind::Secret,
+            ("", "pods", None) => Kind::Pod,
+            ("", "pods", Some("ephemeralcontainers")) => Kind::PodEphemeralContainers,
+            ("", "namespaces", None) => Kind::Namespace,
+            _ => Kind::Other,
+        }
+    }
+
+    /// The `resource` metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Connection => "amazonsellerconnections",
+            Kind::Review => "securitylogreviews",
+            Kind::Secret => "secrets",
+            Kind::Pod => "pods",
+            Kind::PodEphemeralContainers => "pods_ephemeralcontainers",
+            Kind::Namespace => "namespaces",
+            Kind::Other => "other",
+        }
+    }
+
+    /// The audit action.
+    fn action(self, operation: Operation) -> &'static str {
+        use Operation::{Connect, Create, Delete, Update};
+        match (self, operation) {
+            (Kind::Connection, Create) => "connection_create",
+            (Kind::Connection, Update) => "connection_update",
+            (Kind::Connection, Delete) => "connection_delete",
+            (Kind::Secret, Create) => "secret_create",
+            (Kind::Secret, Update) => "secret_update",
+            (Kind::Secret, Delete) => "secret_delete",
+            (Kind::Pod, Create) => "pod_create",
+            (Kind::Pod, Update) => "pod_update",
+            (Kind::PodEphemeralContainers, _) => "pod_ephemeral_containers",
+            (Kind::Namespace, Create) => "namespace_create",
+            (Kind::Namespace, Update) => "namespace_update",
+            (Kind::Review, Create) => "review_create",
+            (Kind::Review, Update) => "review_update",
+            (Kind::Review, Delete) => "review_delete",
+            (_, Connect) | (Kind::Other, _) | (Kind::Pod | Kind::Namespace, Delete) => {
+                "admission_review"
+            }
+        }
+    }
+
+    /// Whether the rules read the cluster view.
+    fn needs_cluster(self) -> bool {
+        matches!(
+            self,
+            Kind::Connection | Kind::Secret | Kind::Pod | Kind::PodEphemeralContainers
+        )
+    }
+}
+
+fn operation(op: &KubeOperation) -> Operation {
+    match op {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        KubeOperation::Delete => Operation::Delete,
+        KubeOperation::Connect => Operation::Connect,
+    }
+}
+
+/// Why a review could not be read; the message is a fixed phrase.
+struct Malformed {
+    why: &'static str,
+    uid: Option<String>,
+}
+
+/// The longest request uid echoed back (the API server's are 36 characters).
+const MAX_UID_LEN: usize = 128;
+
+fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Malformed> {
+    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+        Ok(review) => {
+            let uid = review.request.as_ref().map(|r| r.uid.clone());
+            let bad = |why| Malformed {
+                why,
+                uid: uid.clone().filter(|u| u.len() <= MAX_UID_LEN),
+            };
+            if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+                return Err(bad("only admission.k8s.io/v1 AdmissionReview is supported"));
+            }
+            let request: AdmissionRequest<DynamicObject> = review
+                .try_into()
+                .map_err(|_| bad("the review has no request"))?;
+            if request.uid.is_empty() || request.uid.len() > MAX_UID_LEN {
+                return Err(bad("the request has no usable uid"));
+            }
+            Ok(request)
+        }
+        Err(_) => {
+            // Recover the uid if the body is JSON at all, so the API server can match the answer.
+            let uid = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("request")?.get("uid")?.as_str().map(str::to_owned))
+                .filter(|u| u.len() <= MAX_UID_LEN);
+            let why = if uid.is_some() {
+                "not an AdmissionReview"
+            } else {
+                "not a JSON AdmissionReview"
+            };
+            Err(Malformed { why, uid })
+        }
+    }
+}
+
+/// Parses the request's object as `K`; `Err` with a fixed phrase when it is not one.
+fn typed<K: Resource + serde::de::DeserializeOwned>(
+    object: &Option<DynamicObject>,
+    what: &'static str,
+) -> Result<Option<K>, &'static str> {
+    object
+        .clone()
+        .map(|o| o.try_parse::<K>())
+        .transpose()
+        .map_err(|_| what)
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// The rules' view of a Secret: `data` and `stringData` merged as the API server merges them.
+pub fn secret_view(secret: &Secret) -> SecretView<'_> {
+    let mut data: BTreeMap<&str, &[u8]> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.as_str(), v.as_bytes());
+    }
+    SecretView {
+        name: secret.metadata.name.as_deref().unwrap_or(""),
+        type_: secret.type_.as_deref(),
+        labels: secret.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+        data,
+        has_string_data: secret.string_data.is_some(),
+    }
+}
+
+/// The rules' view of a pod: its gateway label, every Secret reference (volumes, projected
+/// sources, volume drivers' credentials, image pull Secrets, and `env`/`envFrom` of
+/// containers, init containers and ephemeral containers) and every volume mount.
+pub fn pod_view(pod: &Pod) -> PodView {
+    let mut view = PodView {
+        gateway: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(GATEWAY_LABEL))
+            .cloned(),
+        ..PodView::default()
+    };
+    let Some(spec) = &pod.spec else {
+        return view;
+    };
+    let mut push = |field: String, secret: &str, kind: ReferenceKind, volume: Option<&str>| {
+        view.references.push(SecretReference {
+            field,
+            secret: secret.to_owned(),
+            kind,
+            volume: volume.map(str::to_owned),
+        });
+    };
+    for (i, volume) in spec.volumes.iter().flatten().enumerate() {
+        let field = format!("spec.volumes[{i}]");
+        let name = Some(volume.name.as_str());
+        if let Some(secret) = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref())
+        {
+            push(
+                format!("{field}.secret"),
+                secret,
+                ReferenceKind::Volume,
+                name,
+            );
+        }
+        if let Some(projected) = &volume.projected {
+            for (j, source) in projected.sources.iter().flatten().enumerate() {
+                if let Some(secret) = &source.secret {
+                    push(
+                        format!("{field}.projected.sources[{j}].secret"),
+                        &secret.name,
+                        ReferenceKind::ProjectedVolume,
+                        name,
+                    );
+                }
+            }
+        }
+        let drivers: [(&str, Option<&str>); 9] = [
+            (
+                "csi.nodePublishSecretRef",
+                volume
+                    .csi
+                    .as_ref()
+                    .and_then(|v| v.node_publish_secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+            (
+                "azureFile.secretName",
+                volume.azure_file.as_ref().map(|v| v.secret_name.as_str()),
+            ),
+            (
+                "cephfs.secretRef",
+                volume
+                    .cephfs
+                    .as_ref()
+                    .and_then(|v| v.secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+            (
+                "cinder.secretRef",
+                volume
+                    .cinder
+                    .as_ref()
+                    .and_then(|v| v.secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+            (
+                "flexVolume.secretRef",
+                volume
+                    .flex_volume
+                    .as_ref()
+                    .and_then(|v| v.secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+            (
+                "iscsi.secretRef",
+                volume
+                    .iscsi
+                    .as_ref()
+                    .and_then(|v| v.secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+            (
+                "rbd.secretRef",
+                volume
+                    .rbd
+                    .as_ref()
+                    .and_then(|v| v.secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+            (
+                "scaleIO.secretRef",
+                volume.scale_io.as_ref().map(|v| v.secret_ref.name.as_str()),
+            ),
+            (
+                "storageos.secretRef",
+                volume
+                    .storageos
+                    .as_ref()
+                    .and_then(|v| v.secret_ref.as_ref())
+                    .map(|r| r.name.as_str()),
+            ),
+        ];
+        for (path, secret) in drivers {
+            if let Some(secret) = secret {
+                push(
+                    format!("{field}.{path}"),
+                    secret,
+                    ReferenceKind::VolumeDriver,
+                    name,
+                );
+            }
+        }
+    }
+    for (i, reference) in spec.image_pull_secrets.iter().flatten().enumerate() {
+        push(
+            format!("spec.imagePullSecrets[{i}]"),
+            &reference.name,
+            ReferenceKind::ImagePullSecret,
+            None,
+        );
+    }
+    let containers = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.containers[{i}]"), parts(c)));
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.initContainers[{i}]"), parts(c)));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.ephemeralContainers[{i}]"), ephemeral_parts(c)));
+    let all: Vec<_> = containers.chain(init).chain(ephemeral).collect();
+    for (prefix, (env, env_from, mounts)) in all {
+        for (j, var) in env.iter().enumerate() {
+            if let Some(selector) = var
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                push(
+                    format!("{prefix}.env[{j}].valueFrom.secretKeyRef"),
+                    &selector.name,
+                    ReferenceKind::EnvValueFrom,
+                    None,
+                );
+            }
+        }
+        for (j, source) in env_from.iter().enumerate() {
+            if let Some(secret) = &source.secret_ref {
+                push(
+                    format!("{prefix}.envFrom[{j}].secretRef"),
+                    &secret.name,
+                    ReferenceKind::EnvFrom,
+                    None,
+                );
+            }
+        }
+        for (j, mount) in mounts.iter().enumerate() {
+            let sub_path = mount.sub_path.as_deref().is_some_and(|s| !s.is_empty())
+                || mount
+                    .sub_path_expr
+                    .as_deref()
+                    .is_some_and(|s| !s.is_empty());
+            view.mounts.push(admission::VolumeMount {
+                field: format!("{prefix}.volumeMounts[{j}]"),
+                volume: mount.name.clone(),
+                sub_path,
+            });
+        }
+    }
+    view
+}
+
+type ContainerParts<'a> = (&'a [EnvVar], &'a [EnvFromSource], &'a [VolumeMount]);
+
+fn parts(c: &Container) -> ContainerParts<'_> {
+    (
+        c.env.as_deref().unwrap_or_default(),
+        c.env_from.as_deref().unwrap_or_default(),
+        c.volume_mounts.as_deref().unwrap_or_default(),
+    )
+}
+
+fn ephemeral_parts(c: &EphemeralContainer) -> ContainerParts<'_> {
+    (
+        c.env.as_deref().unwrap_or_default(),
+        c.env_from.as_deref().unwrap_or_default(),
+        c.volume_mounts.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The JSON patch that applies a mutation to the Secret under review.
+pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
+    match mutation {
+        Mutation::SealCredentials {
+            envelope,
+            remove_string_data,
+        } => {
+            // `add` replaces a member that exists, so these work whatever the object holds.
+            let mut ops = vec![
+                PatchOperation::Add(AddOperation {
+                    path: PointerBuf::from_tokens(["data"]),
+                    value: serde_json::json!({ SEALED_KEY: B64.encode(envelope) }),
+                }),
+                PatchOperation::Add(AddOperation {
+                    path: PointerBuf::from_tokens(["type"]),
+                    value: LWA_CREDENTIALS_SECRET_TYPE.into(),
+                }),
+            ];
+            if *remove_string_data {
+                ops.push(PatchOperation::Remove(RemoveOperation {
+                    path: PointerBuf::from_tokens(["stringData"]),
+                }));
+            }
+            json_patch::Patch(ops)
+        }
+    }
+}
+
+fn not_ready() -> Decision {
+    Decision {
+        allowed: false,
+        reason: "not_ready",
+        message: "the webhook has not synced its view of the cluster yet: retry in a few seconds"
+            .to_owned(),
+        warnings: Vec::new(),
+        patch: None,
+        concern: Concern::Unrelated,
+        subject: Subject::default(),
+    }
+}
+
+fn unrelated() -> Decision {
+    Decision {
+        allowed: true,
+        reason: "unrelated",
+        message: String::new(),
+        warnings: Vec::new(),
+        patch: None,
+        concern: Concern::Unrelated,
+        subject: Subject::default(),
+    }
+}
+
+impl Admission {
+    /// Reviews with `policy`, reading `cluster`, sealing to the active key of `keyring`.
+    pub fn new(
+        policy: Policy,
+        cluster: Arc<dyn Cluster>,
+        keyring: Arc<RwLock<Keyring>>,
+        metrics: Metrics,
+        audit: AuditLog,
+    ) -> Self {
+        Self {
+            policy,
+            cluster,
+            keyring,
+            metrics,
+            audit,
+        }
+    }
+
+    /// Whether reviews that read the cluster view can be decided.
+    pub fn is_ready(&self) -> bool {
+        self.cluster.is_ready()
+    }
+
+    /// Answers one `AdmissionReview` body, serialized. Never fails: a malformed review gets an
+    /// `invalid` answer.
+    pub async fn review_json(&self, endpoint: Endpoint, body: &[u8]) -> Vec<u8> {
+        let review = self.review(endpoint, body).await;
+        serde_json::to_vec(&review).unwrap_or_else(|_| {
+            // Not expected: the answer is plain data. Still answer, and fail closed.
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false,"status":{"code":500,"message":"internal error"}}}"#.to_vec()
+        })
+    }
+
+    /// Answers one `AdmissionReview` body.
+    pub async fn review(&self, endpoint: Endpoint, body: &[u8]) -> AdmissionReview<DynamicObject> {
+        let request = match parse(body) {
+            Ok(request) => request,
+            Err(malformed) => {
+                self.metrics.record_admission(
+                    "unknown",
+                    "unknown",
+                    AdmissionDecision::Invalid,
+                    "malformed_request",
+                );
+                tracing::warn!(problem = malformed.why, "malformed admission review");
+                let mut response = AdmissionResponse::invalid(format!(
+                    "malformed AdmissionReview: {}",
+                    malformed.why
+                ));
+                response.result.code = 400;
+                if let Some(uid) = malformed.uid {
+                    response.uid = uid;
+                }
+                return response.into_review();
+            }
+        };
+        let kind = Kind::of(&request);
+        let op = operation(&request.operation);
+        let decision = match self.decide(endpoint, kind, op, &request).await {
+            Ok(decision) => decision,
+            Err(why) => {
+                self.metrics.record_admission(
+                    kind.label(),
+                    op.as_str(),
+                    AdmissionDecision::Invalid,
+                    "malformed_object",
+                );
+                tracing::warn!(uid = %request.uid, resource = kind.label(), problem = why, "malformed object in admission review");
+                let mut response = AdmissionResponse::invalid(why);
+                response.result.code = 400;
+                response.uid = request.uid.clone();
+                return response.into_review();
+            }
+        };
+        self.record(kind, op, &request, &decision);
+        respond(&request, &decision)
+    }
+
+    async fn decide(
+        &self,
+        endpoint: Endpoint,
+        kind: Kind,
+        op: Operation,
+        request: &AdmissionRequest<DynamicObject>,
+    ) -> Result<Decision, &'static str> {
+        let groups = request.user_info.groups.as_deref().unwrap_or_default();
+        let requester = Requester {
+            username: request.user_info.username.as_deref().unwrap_or_default(),
+            groups,
+        };
+        // Only intake Secrets are ever mutated.
+        if endpoint == Endpoint::Mutate && kind != Kind::Secret {
+            return Ok(unrelated());
+        }
+        let namespace = request.namespace.as_deref().unwrap_or_default();
+        if kind.needs_cluster() && namespace.is_empty() {
+            // Namespaced kinds always come with one; judging without it could only guess.
+            return Err("the request has no namespace");
+        }
+        if kind.needs_cluster() {
+            if !self.cluster.is_ready() {
+                return Ok(not_ready());
+            }
+            self.cluster.prepare(namespace).await;
+        }
+        let lookup: &dyn Lookup = &*self.cluster;
+        match kind {
+            Kind::Connection => {
+                let object: Option<AmazonSellerConnection> = typed(
+                    &request.object,
+                    "the object is not a valid AmazonSellerConnection",
+                )?;
+                let old: Option<AmazonSellerConnection> = typed(
+                    &request.old_object,
+                    "the old object is not a valid AmazonSellerConnection",
+                )?;
+                let name = object
+                    .as_ref()
+                    .or(old.as_ref())
+                    .and_then(|c| c.metadata.name.as_deref())
+                    .unwrap_or(request.name.as_str());
+                let spec_changed = match (&object, &old) {
+                    (Some(new), Some(old)) => new.spec != old.spec,
+                    _ => true,
+                };
+                Ok(admission::admit_connection(
+                    &self.policy,
+                    lookup,
+                    &ConnectionRequest {
+                        namespace,
+                        name,
+                        operation: op,
+                        requester,
+                        object: object.as_ref().map(|c| c.spec.view(name)),
+                        old: old.as_ref().map(|c| c.spec.view(name)),
+                        spec_changed,
+                    },
+                ))
+            }
+            Kind::Secret => {
+                let object: Option<Secret> =
+                    typed(&request.object, "the object is not a valid Secret")?;
+                let old: Option<Secret> =
+                    typed(&request.old_object, "the old object is not a valid Secret")?;
+                let secret_request = SecretRequest {
+                    namespace,
+                    operation: op,
+                    requester,
+                    object: object.as_ref().map(secret_view),
+                    old: old.as_ref().map(secret_view),
+                };
+                let keyring = self
+                    .keyring
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Ok(match endpoint {
+                    Endpoint::Mutate => {
+                        let key = keyring.active().public_key();
+                        drop(keyring);
+                        admission::admit_secret(
+                            &self.policy,
+                            lookup,
+                            &secret_request,
+                            Phase::Mutate(&key),
+                        )
+                    }
+                    Endpoint::Validate => {
+                        let key_ids: Vec<String> =
+                            keyring.keys().iter().map(|k| k.id().to_owned()).collect();
+                        drop(keyring);
+                        admission::admit_secret(
+                            &self.policy,
+                            lookup,
+                            &secret_request,
+                            Phase::Validate { key_ids: &key_ids },
+                        )
+                    }
+                })
+            }
+            Kind::Pod | Kind::PodEphemeralContainers => {
+                let Some(pod) = typed::<Pod>(&request.object, "the object is not a valid Pod")?
+                else {
+                    return Ok(unrelated());
+                };
+                let view = pod_view(&pod);
+                Ok(admission::admit_pod(
+                    lookup,
+                    &PodRequest {
+                        namespace,
+                        operation: op,
+                        requester,
+                        pod: &view,
+                    },
+                ))
+            }
+            Kind::Namespace => {
+                let team = |o: &Option<DynamicObject>| {
+                    o.as_ref()
+                        .and_then(|o| o.metadata.labels.as_ref())
+                        .and_then(|l| l.get(TEAM_LABEL).cloned())
+                };
+                let (new_team, old_team) = (team(&request.object), team(&request.old_object));
+                Ok(admission::admit_namespace(
+                    &self.policy,
+                    &NamespaceRequest {
+                        name: request.name.as_str(),
+                        operation: op,
+                        requester,
+                        team: new_team.as_deref(),
+                        old_team: old_team.as_deref(),
+                    },
+                ))
+            }
+            Kind::Review => {
+                let reviewer = request
+                    .object
+                    .as_ref()
+                    .and_then(|o| o.data.get("spec")?.get("reviewer")?.as_str());
+                Ok(admission::admit_review(
+                    &self.policy,
+                    &ReviewRequest {
+                        operation: op,
+                        requester,
+                        reviewer,
+                    },
+                ))
+            }
+            Kind::Other => Ok(unrelated()),
+        }
+    }
+
+    /// Meters every decision; audits those about the operator's concerns. Identifiers only.
+    fn record(
+        &self,
+        kind: Kind,
+        op: Operation,
+        request: &AdmissionRequest<DynamicObject>,
+        decision: &Decision,
+    ) {
+        let (metric, outcome, access) = if decision.allowed {
+            (
+                AdmissionDecision::Allowed,
+                Outcome::Allowed,
+                AccessOutcome::Allowed,
+            )
+        } else {
+            (
+                AdmissionDecision::Denied,
+                Outcome::Denied,
+                AccessOutcome::Denied,
+            )
+        };
+        self.metrics
+            .record_admission(kind.label(), op.as_str(), metric, decision.reason);
+        let subject = &decision.subject;
+        if subject.runtime_access {
+            self.metrics.record_credential_access(
+                subject.team.as_deref().unwrap_or("none"),
+                subject.gateway.as_deref().unwrap_or("none"),
+                access,
+            );
+        }
+        tracing::debug!(
+            uid = %request.uid,
+            resource = kind.label(),
+            operation = op.as_str(),
+            allowed = decision.allowed,
+            reason = decision.reason,
+            "admission decision"
+        );
+        let category = match decision.concern {
+            Concern::Identity => Category::Authentication,
+            Concern::Gateway => Category::GatewayActivity,
+            Concern::Setup => Category::ConnectorSetup,
+            Concern::Unrelated => return,
+        };
+        let mut event = AuditEvent::new(category, kind.action(op), outcome)
+            .actor(request.user_info.username.as_deref().unwrap_or("unknown"))
+            .reason(decision.reason);
+        if let Some(namespace) = request.namespace.as_deref() {
+            event = event.namespace(namespace);
+        }
+        if let Some(team) = subject.team.as_deref() {
+            event = event.team(team);
+        }
+        if let Some(connection) = subject.connection.as_deref() {
+            event = event.connection(connection);
+        }
+        if let Some(gateway) = subject.gateway.as_deref() {
+            event = event.gateway(gateway);
+        }
+        if let Err(err) = self.audit.record(event) {
+            tracing::error!(
+                reason = err.category(),
+                "failed to write an audit record: {err}"
+            );
+        }
+    }
+}
+
+fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    decision: &Decision,
+) -> AdmissionReview<DynamicObject> {
+    let mut response = AdmissionResponse::from(request);
+    // The API server records this in its own audit log as `<webhook name>/reason`.
+    response
+        .audit_annotations
+        .insert("reason".to_owned(), decision.reason.to_owned());
+    if !decision.warnings.is_empty() {
+        response.warnings = Some(decision.warnings.clone());
+    }
+    if !decision.allowed {
+        response = response.deny(&decision.message);
+        response.result.status = Some(StatusSummary::Failure);
+        response.result.code = 403;
+        response.result.reason = "Forbidden".to_owned();
+        return response.into_review();
+    }
+    if let Some(mutation) = &decision.patch {
+        response = match response.with_patch(json_patch(mutation)) {
+            Ok(patched) => patched,
+            Err(_) => {
+                let mut denied = AdmissionResponse::from(request)
+                    .deny("the webhook could not encode its patch; nothing was stored");
+                denied.result.code = 500;
+                denied
+            }
+        };
+    }
+    response.into_review()
+}

@@ -1,0 +1,1094 @@
+//! Tier 2 for the webhook: a real kube-apiserver calls the running webhook. Each test registers
+//! the generated Validating/MutatingWebhookConfiguration (unique names, `clientConfig.url` on
+//! loopback, the test CA in `caBundle`), narrowed by a per-test label to its own namespaces and
+//! objects, and removes them at the end (also on failure). Requests are made as a Team member,
+//! a member of another Team, a ServiceAccount, the operator's ServiceAccount and an admin, by
+//! impersonation from the admin kubeconfig; RBAC lets each through, so the webhook decides.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use amazon_seller_operator::api::{AmazonSellerConnection, SecurityLogReview};
+use amazon_seller_operator::config::{Cli, Command};
+use amazon_seller_operator::crypto::{self, Keyring, SealContext};
+use amazon_seller_operator::domain::admission::{Lookup, Policy};
+use amazon_seller_operator::observability::audit::AuditLog;
+use amazon_seller_operator::observability::metrics::Metrics;
+use amazon_seller_operator::operator::{self, Deps};
+use amazon_seller_operator::webhook::certs::{self, SelfManaged};
+use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
+use amazon_seller_operator::webhook::{Admission, CertStore, Cluster, ClusterLookup};
+
+use support::webhook::{Captured, RunningWebhook, TestPki, merge, pod};
+use support::{cluster, install_crds, unique_name};
+
+const SCOPE_LABEL: &str = "aso-webhook-test";
+const TEAM_LABEL: &str = "connectors.openteam.io/team";
+const CLIENT_ID: &str = "amzn1.application-oa2-client.0a1b2c3d4e";
+const CLIENT_SECRET: &str = "amzn1.oa2-cs.v1.ClusterClientSecretPlain";
+const REFRESH_TOKEN: &str = "Atzr|IwEBIClusterRefreshTokenPlain";
+
+fn kubeconfig_path() -> String {
+    std::env::var("ASO_TEST_KUBECONFIG").expect("ASO_TEST_KUBECONFIG")
+}
+
+/// A client acting as `user` in `groups` (impersonation from the admin kubeconfig).
+async fn client_as(user: &str, groups: &[String]) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(user.to_owned());
+    config.auth_info.impersonate_groups = Some(groups.to_vec());
+    Client::try_from(config).unwrap()
+}
+
+/// Deletes what a test registered cluster-wide, even when the test panics.
+struct Cleanup {
+    configurations: Vec<String>,
+    rbac: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let configurations = self.configurations.clone();
+        let rbac = self.rbac.clone();
+        // Drop cannot await, and the test's runtime may be unwinding: use a runtime of our own.
+        let done = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).unwrap();
+                let config =
+                    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                        .await
+                        .unwrap();
+                let client = Client::try_from(config).unwrap();
+                let dp = DeleteParams::default();
+                for name in &configurations {
+                    let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+                        .delete(name, &dp)
+                        .await;
+                    let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+                        .delete(name, &dp)
+                        .await;
+                }
+                let _ = Api::<ClusterRoleBinding>::all(client.clone())
+                    .delete(&rbac, &dp)
+                    .await;
+                let _ = Api::<ClusterRole>::all(client).delete(&rbac, &dp).await;
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+/// Who acts.
+struct Actor {
+    name: String,
+    groups: Vec<String>,
+}
+
+impl Actor {
+    fn user(name: &str, groups: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+    fn service_account(namespace: &str, name: &str) -> Self {
+        Self {
+            name: Policy::service_account_username(namespace, name),
+            groups: vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{namespace}"),
+            ],
+        }
+    }
+    async fn client(&self) -> Client {
+        client_as(&self.name, &self.groups).await
+    }
+}
+
+/// One test's namespaces, identities, RBAC and webhook configurations.
+struct Env {
+    admin: Client,
+    scope: String,
+    team: String,
+    ns: String,
+    other_ns: String,
+    spare_ns: String,
+    operator_ns: String,
+    member: Actor,
+    outsider: Actor,
+    builder: Actor,
+    operator: Actor,
+    platform_admin: Actor,
+    reviewer: Actor,
+    cleanup: Cleanup,
+}
+
+impl Env {
+    async fn new(test: &str) -> Option<Self> {
+        let admin = cluster(test).await?;
+        install_crds(&admin).await;
+        let scope = unique_name("whk");
+        let team = unique_name("team");
+        let other_team = unique_name("team");
+        let make_ns = |team: Option<String>| {
+            let admin = admin.clone();
+            let scope = scope.clone();
+            async move {
+                let name = unique_name("whk-ns");
+                let mut labels = BTreeMap::from([(SCOPE_LABEL.to_owned(), scope)]);
+                if let Some(team) = team {
+                    labels.insert(TEAM_LABEL.to_owned(), team);
+                }
+                let mut ns = Namespace::default();
+                ns.metadata.name = Some(name.clone());
+                ns.metadata.labels = Some(labels);
+                Api::<Namespace>::all(admin.clone())
+                    .create(&PostParams::default(), &ns)
+                    .await
+                    .unwrap();
+                // The ServiceAccount admission plugin wants one for pods.
+                let mut sa = ServiceAccount::default();
+                sa.metadata.name = Some("default".into());
+                Api::<ServiceAccount>::namespaced(admin, &name)
+                    .create(&PostParams::default(), &sa)
+                    .await
+                    .unwrap();
+                name
+            }
+        };
+        let ns = make_ns(Some(team.clone())).await;
+        let other_ns = make_ns(Some(other_team.clone())).await;
+        let spare_ns = make_ns(Some(team.clone())).await;
+        let operator_ns = make_ns(None).await;
+
+        let member = Actor::user(
+            &format!("alice-{scope}"),
+            &[&format!("openteam:team:{team}")],
+        );
+        let outsider = Actor::user(
+            &format!("mallory-{scope}"),
+            &[&format!("openteam:team:{other_team}")],
+        );
+        let builder = Actor::service_account(&ns, "builder");
+        let operator = Actor::service_account(&operator_ns, "amazon-seller-operator");
+        let platform_admin = Actor::user(&format!("root-{scope}"), &[&format!("{scope}-admins")]);
+        let reviewer = Actor::user(&format!("rita-{scope}"), &[&format!("{scope}-reviewers")]);
+
+        // RBAC: everyone here may do what the tests try, so the webhook is what decides.
+        let rbac = format!("aso-webhook-test-{scope}");
+        let cleanup = Cleanup {
+            configurations: Vec::new(),
+            rbac: rbac.clone(),
+        };
+        let role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": rbac},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods", "pods/ephemeralcontainers", "secrets", "namespaces"], "verbs": ["*"]},
+                {"apiGroups": ["connectors.openteam.io"], "resources": ["amazonsellerconnections", "securitylogreviews"], "verbs": ["*"]}
+            ]
+        }))
+        .unwrap();
+        Api::<ClusterRole>::all(admin.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap();
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": rbac},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac},
+            "subjects": [
+                {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("openteam:team:{team}")},
+                {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("openteam:team:{other_team}")},
+                {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("{scope}-admins")},
+                {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": format!("{scope}-reviewers")},
+                {"kind": "ServiceAccount", "name": "builder", "namespace": ns},
+                {"kind": "ServiceAccount", "name": "amazon-seller-operator", "namespace": operator_ns}
+            ]
+        }))
+        .unwrap();
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+
+        Some(Self {
+            admin,
+            scope,
+            team,
+            ns,
+            other_ns,
+            spare_ns,
+            operator_ns,
+            member,
+            outsider,
+            builder,
+            operator,
+            platform_admin,
+            reviewer,
+            cleanup,
+        })
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            team_group_prefix: "openteam:team:".into(),
+            admin_groups: vec![format!("{}-admins", self.scope)],
+            reviewer_groups: vec![format!("{}-reviewers", self.scope)],
+            operator_username: self.operator.name.clone(),
+        }
+    }
+
+    fn options(&self, url: String, ca_bundle: Option<Vec<u8>>) -> Options {
+        let mut options = Options::new(ClientTarget::Url(url));
+        options.validating_name = format!("aso-webhook-test-{}", self.scope);
+        options.mutating_name = format!("aso-webhook-test-{}", self.scope);
+        options.ca_bundle = ca_bundle;
+        options
+            .scope_labels
+            .insert(SCOPE_LABEL.into(), self.scope.clone());
+        options
+    }
+
+    /// Registers the generated configurations; they are deleted when the test ends.
+    async fn register(&mut self, options: &Options) {
+        Api::<ValidatingWebhookConfiguration>::all(self.admin.clone())
+            .create(&PostParams::default(), &configuration::validating(options))
+            .await
+            .unwrap();
+        Api::<MutatingWebhookConfiguration>::all(self.admin.clone())
+            .create(&PostParams::default(), &configuration::mutating(options))
+            .await
+            .unwrap();
+        self.cleanup
+            .configurations
+            .push(options.validating_name.clone());
+    }
+
+    /// Waits until the API server calls both webhooks for this test's namespaces.
+    async fn wait_until_active(&self) {
+        let secrets: Api<Secret> = Api::namespaced(self.member.client().await, &self.ns);
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let probe_runtime = secret_json(
+            "probe-sp-api",
+            json!({"connectors.openteam.io/secret-role": "runtime-token"}),
+            json!({}),
+        );
+        let probe_intake = secret_json(
+            "probe-lwa",
+            json!({"connectors.openteam.io/secret-role": "lwa-credentials"}),
+            json!({"clientId": CLIENT_ID}),
+        );
+        for _ in 0..200 {
+            let validating = secrets.create(&dry_run, &probe_runtime).await;
+            let mutating = secrets.create(&dry_run, &probe_intake).await;
+            let denied_by = |r: &Result<Secret, kube::Error>, hook: &str| matches!(r, Err(kube::Error::Api(s)) if s.message.contains(hook));
+            if denied_by(&validating, "secrets.connectors.openteam.io")
+                && denied_by(&mutating, "intake.secrets.connectors.openteam.io")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the API server never called the webhook");
+    }
+}
+
+fn secret_json(name: &str, labels: Value, string_data: Value) -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "stringData": string_data
+    }))
+    .unwrap()
+}
+
+/// The webhook of one test: real cluster view, test CA, loopback server.
+struct Served {
+    webhook: RunningWebhook,
+    lookup: Arc<ClusterLookup>,
+    keyring: Arc<RwLock<Keyring>>,
+    audit: Captured,
+    _pki: TestPki,
+    _stop_lookup: oneshot::Sender<()>,
+}
+
+async fn serve(env: &mut Env) -> Served {
+    let pki = TestPki::new();
+    let (stop_lookup, stopped) = oneshot::channel::<()>();
+    let lookup = ClusterLookup::start(env.admin.clone(), async move {
+        let _ = stopped.await;
+    });
+    let keyring = Arc::new(RwLock::new(Keyring::generate(jiff::Timestamp::now())));
+    let metrics = Metrics::new().unwrap();
+    let audit = Captured::default();
+    let log = AuditLog::to_writer(audit.clone(), metrics.clone(), "webhook-cluster-test").unwrap();
+    let admission = Arc::new(Admission::new(
+        env.policy(),
+        lookup.clone(),
+        keyring.clone(),
+        metrics,
+        log,
+    ));
+    let webhook = RunningWebhook::start(admission, pki.store()).await;
+    for _ in 0..200 {
+        if lookup.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lookup.is_ready(), "cluster view synced");
+    let options = env.options(webhook.url(), Some(pki.ca_pem.clone().into_bytes()));
+    env.register(&options).await;
+    env.wait_until_active().await;
+    Served {
+        webhook,
+        lookup,
+        keyring,
+        audit,
+        _pki: pki,
+        _stop_lookup: stop_lookup,
+    }
+}
+
+/// Asserts that the API server refused `result` because the webhook denied it with `text`.
+#[track_caller]
+fn assert_denied<T: std::fmt::Debug>(result: Result<T, kube::Error>, hook: &str, text: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status
+                    .message
+                    .contains(&format!("admission webhook \"{hook}\" denied the request")),
+                "not denied by {hook}: {}",
+                status.message
+            );
+            assert!(
+                status.message.contains(text),
+                "{:?} lacks {text:?}",
+                status.message
+            );
+        }
+        other => panic!("expected a denial by {hook} ({text}), got {other:?}"),
+    }
+}
+
+fn connection(
+    name: &str,
+    namespace: &str,
+    team: &str,
+    gateways: &[&str],
+) -> AmazonSellerConnection {
+    serde_json::from_value(json!({
+        "apiVersion": "connectors.openteam.io/v1alpha1",
+        "kind": "AmazonSellerConnection",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "teamId": team,
+            "sellerId": "A3FHEXAMPLEYWS",
+            "marketplace": "DE",
+            "credentialsSecretName": format!("{name}-lwa"),
+            "gateways": gateways,
+        }
+    }))
+    .unwrap()
+}
+
+fn pod_object(name: &str, namespace: &str, gateway: Option<&str>, spec: Value) -> Pod {
+    serde_json::from_value(pod(name, namespace, gateway, spec)).unwrap()
+}
+
+fn runtime_volume(secret: &str) -> Value {
+    json!({"volumes": [{"name": "token", "secret": {"secretName": secret}}],
+           "containers": [{"name": "main", "image": "registry.example/gateway:1",
+                           "volumeMounts": [{"name": "token", "mountPath": "/var/run/sp-api"}]}]})
+}
+
+#[tokio::test]
+async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_server() {
+    let Some(mut env) =
+        Env::new("team_scoping_of_connections_namespaces_and_reviews_through_the_api_server").await
+    else {
+        return;
+    };
+    let served = serve(&mut env).await;
+    let pp = PostParams::default();
+
+    // A Team member connects; a member of another Team, a ServiceAccount of the namespace and
+    // a connection claiming another Team are refused.
+    let as_member: Api<AmazonSellerConnection> =
+        Api::namespaced(env.member.client().await, &env.ns);
+    let created = as_member
+        .create(
+            &pp,
+            &connection("acme-de", &env.ns, &env.team, &["gw-main"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.spec.team_id, env.team);
+    let as_outsider: Api<AmazonSellerConnection> =
+        Api::namespaced(env.outsider.client().await, &env.ns);
+    assert_denied(
+        as_outsider
+            .create(&pp, &connection("evil", &env.ns, &env.team, &["gw-main"]))
+            .await,
+        "connections.connectors.openteam.io",
+        &format!("is not a member of team {:?}", env.team),
+    );
+    assert_denied(
+        as_outsider
+            .delete("acme-de", &DeleteParams::default())
+            .await,
+        "connections.connectors.openteam.io",
+        "may delete AmazonSellerConnections",
+    );
+    let as_builder: Api<AmazonSellerConnection> =
+        Api::namespaced(env.builder.client().await, &env.ns);
+    assert_denied(
+        as_builder
+            .create(
+                &pp,
+                &connection("sa-made", &env.ns, &env.team, &["gw-main"]),
+            )
+            .await,
+        "connections.connectors.openteam.io",
+        "is not a member of team",
+    );
+    assert_denied(
+        as_member
+            .create(
+                &pp,
+                &connection("wrong-team", &env.ns, "someone-else", &["gw-main"]),
+            )
+            .await,
+        "connections.connectors.openteam.io",
+        "spec.teamId: \"someone-else\" must equal the namespace's team",
+    );
+    // A Team member cannot create a connection in another Team's namespace.
+    let in_other: Api<AmazonSellerConnection> =
+        Api::namespaced(env.member.client().await, &env.other_ns);
+    assert_denied(
+        in_other
+            .create(
+                &pp,
+                &connection("crossing", &env.other_ns, &env.team, &["gw-main"]),
+            )
+            .await,
+        "connections.connectors.openteam.io",
+        "is not a member of team",
+    );
+    // An admin may act for any Team.
+    let as_admin: Api<AmazonSellerConnection> =
+        Api::namespaced(env.platform_admin.client().await, &env.ns);
+    as_admin
+        .create(
+            &pp,
+            &connection("by-admin", &env.ns, &env.team, &["gw-main"]),
+        )
+        .await
+        .unwrap();
+
+    // Only admins set, change or remove a namespace's Team label.
+    let remove = Patch::Merge(json!({"metadata": {"labels": {TEAM_LABEL: null}}}));
+    let change = Patch::Merge(json!({"metadata": {"labels": {TEAM_LABEL: "someone-else"}}}));
+    for actor in [&env.member, &env.builder] {
+        let namespaces: Api<Namespace> = Api::all(actor.client().await);
+        for patch in [&remove, &change] {
+            assert_denied(
+                namespaces
+                    .patch(&env.spare_ns, &PatchParams::default(), patch)
+                    .await,
+                "namespaces.connectors.openteam.io",
+                "metadata.labels[\"connectors.openteam.io/team\"]",
+            );
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(env.platform_admin.client().await);
+    let removed = namespaces
+        .patch(&env.spare_ns, &PatchParams::default(), &remove)
+        .await
+        .unwrap();
+    assert!(!removed.metadata.labels.unwrap().contains_key(TEAM_LABEL));
+
+    // Only reviewers record security log reviews (dry run: nothing is stored cluster-wide).
+    let review: SecurityLogReview = serde_json::from_value(json!({
+        "apiVersion": "connectors.openteam.io/v1alpha1", "kind": "SecurityLogReview",
+        "metadata": {"name": unique_name("review"), "labels": {SCOPE_LABEL: env.scope}},
+        "spec": {"reviewer": env.reviewer.name, "periodStart": "2026-05-01T00:00:00Z",
+                 "periodEnd": "2026-05-14T00:00:00Z", "summary": "alerts reviewed", "findingsCount": 0}
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Api::<SecurityLogReview>::all(env.reviewer.client().await)
+        .create(&dry_run, &review)
+        .await
+        .unwrap();
+    assert_denied(
+        Api::<SecurityLogReview>::all(env.member.client().await)
+            .create(&dry_run, &review)
+            .await,
+        "securitylogreviews.connectors.openteam.io",
+        "only members of the reviewer groups",
+    );
+
+    let audit = served.audit.text();
+    assert!(audit.contains("\"category\":\"authentication\""), "{audit}");
+    assert!(
+        audit.contains(&format!("\"actor\":\"mallory-{}\"", env.scope)),
+        "{audit}"
+    );
+    served.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_sealed_on_write_and_protected_through_the_api_server() {
+    let Some(mut env) =
+        Env::new("credentials_are_sealed_on_write_and_protected_through_the_api_server").await
+    else {
+        return;
+    };
+    let served = serve(&mut env).await;
+    let pp = PostParams::default();
+    let admin_secrets: Api<Secret> = Api::namespaced(env.admin.clone(), &env.ns);
+    let member_secrets: Api<Secret> = Api::namespaced(env.member.client().await, &env.ns);
+
+    // A connection exists, so its runtime Secret name is taken.
+    Api::<AmazonSellerConnection>::namespaced(env.member.client().await, &env.ns)
+        .create(
+            &pp,
+            &connection("acme-de", &env.ns, &env.team, &["gw-main"]),
+        )
+        .await
+        .unwrap();
+
+    // An intake Secret with plaintext in stringData is stored sealed.
+    let intake = secret_json(
+        "acme-de-lwa",
+        json!({"connectors.openteam.io/secret-role": "lwa-credentials",
+               "connectors.openteam.io/connection": "acme-de"}),
+        json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "refreshToken": REFRESH_TOKEN}),
+    );
+    let returned = member_secrets.create(&pp, &intake).await.unwrap();
+    let stored = admin_secrets.get("acme-de-lwa").await.unwrap();
+    for secret in [&returned, &stored] {
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("connectors.openteam.io/lwa-credentials")
+        );
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["sealed"]);
+        assert!(secret.string_data.is_none());
+        let text = serde_json::to_string(secret).unwrap();
+        for plaintext in [CLIENT_SECRET, REFRESH_TOKEN] {
+            assert!(!text.contains(plaintext));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(plaintext);
+            assert!(!text.contains(&b64), "a plaintext value was stored");
+        }
+    }
+    let envelope = &stored.data.as_ref().unwrap()["sealed"].0;
+    let context = SealContext {
+        team_id: &env.team,
+        namespace: &env.ns,
+        secret_name: "acme-de-lwa",
+    };
+    let (opened, _) = crypto::open(&served.keyring.read().unwrap(), &context, envelope).unwrap();
+    assert_eq!(opened.client_id, CLIENT_ID);
+    assert_eq!(opened.client_secret.expose(), CLIENT_SECRET);
+    assert_eq!(opened.refresh_token.expose(), REFRESH_TOKEN);
+
+    // Writing plaintext keys into the existing sealed Secret is refused.
+    assert_denied(
+        member_secrets
+            .patch(
+                "acme-de-lwa",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"clientSecret": "amzn1.oa2-cs.v1.replaced"}})),
+            )
+            .await,
+        "intake.secrets.connectors.openteam.io",
+        "data.clientId: missing",
+    );
+    // Dropping the label while writing plaintext does not escape the intake webhook (it matches
+    // the old object's label too).
+    assert_denied(
+        member_secrets
+            .patch(
+                "acme-de-lwa",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {"connectors.openteam.io/secret-role": null}},
+                                     "stringData": {"refreshToken": "Atzr|replaced"}}),
+                ),
+            )
+            .await,
+        "intake.secrets.connectors.openteam.io",
+        "metadata.labels[\"connectors.openteam.io/secret-role\"]",
+    );
+    // A credentials-typed Secret without the label never reaches the intake webhook; the
+    // validating webhook refuses its plaintext.
+    let unlabelled: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "sneaky-lwa"},
+        "type": "connectors.openteam.io/lwa-credentials",
+        "stringData": {"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET, "refreshToken": REFRESH_TOKEN}
+    }))
+    .unwrap();
+    assert_denied(
+        member_secrets.create(&pp, &unlabelled).await,
+        "secrets.connectors.openteam.io",
+        "plaintext LWA credentials are never stored",
+    );
+    // A member of another Team replacing the sealed Secret is refused.
+    let outsider_secrets: Api<Secret> = Api::namespaced(env.outsider.client().await, &env.ns);
+    let mut replacement = stored.clone();
+    replacement.metadata.managed_fields = None;
+    replacement.data = Some(BTreeMap::from([(
+        "sealed".to_owned(),
+        k8s_openapi::ByteString(b"{\"version\":1}".to_vec()),
+    )]));
+    assert_denied(
+        outsider_secrets
+            .replace("acme-de-lwa", &pp, &replacement)
+            .await,
+        "intake.secrets.connectors.openteam.io",
+        "may not change credentials Secret \"acme-de-lwa\"",
+    );
+    assert_denied(
+        outsider_secrets
+            .delete("acme-de-lwa", &DeleteParams::default())
+            .await,
+        "secrets.connectors.openteam.io",
+        "may not delete credentials Secret",
+    );
+    let unchanged = admin_secrets.get("acme-de-lwa").await.unwrap();
+    assert_eq!(
+        unchanged.data, stored.data,
+        "the sealed Secret was not changed"
+    );
+
+    // Forged runtime Secrets: by name of the connection, by label; a member, a ServiceAccount.
+    let forged_by_name: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "acme-de-sp-api"}, "stringData": {"access_token": "Atza|forged"}
+    }))
+    .unwrap();
+    let forged_by_label = secret_json(
+        "token-copy",
+        json!({"connectors.openteam.io/secret-role": "runtime-token"}),
+        json!({"access_token": "Atza|forged"}),
+    );
+    for actor in [&env.member, &env.builder, &env.platform_admin] {
+        let secrets: Api<Secret> = Api::namespaced(actor.client().await, &env.ns);
+        for forged in [&forged_by_name, &forged_by_label] {
+            assert_denied(
+                secrets.create(&pp, forged).await,
+                "secrets.connectors.openteam.io",
+                "runtime Secrets are written only by the operator",
+            );
+        }
+    }
+    // The operator's ServiceAccount may write it.
+    let runtime: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "acme-de-sp-api", "labels": {
+            "connectors.openteam.io/secret-role": "runtime-token",
+            "connectors.openteam.io/connection": "acme-de"}},
+        "type": "connectors.openteam.io/sp-api-token",
+        "stringData": {"access_token": "Atza|operator-issued", "token_type": "bearer"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(env.operator.client().await, &env.ns)
+        .create(&pp, &runtime)
+        .await
+        .unwrap();
+    assert_denied(
+        member_secrets
+            .patch(
+                "acme-de-sp-api",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"access_token": "Atza|swapped"}})),
+            )
+            .await,
+        "secrets.connectors.openteam.io",
+        "may not change runtime Secret \"acme-de-sp-api\"",
+    );
+
+    let audit = served.audit.text();
+    for plaintext in [CLIENT_SECRET, REFRESH_TOKEN, "Atza|operator-issued"] {
+        assert!(!audit.contains(plaintext), "the audit log leaks a value");
+    }
+    assert!(audit.contains("\"reason\":\"sealed_intake\""), "{audit}");
+    served.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn only_listed_gateways_mount_runtime_secrets_through_the_api_server() {
+    let Some(mut env) =
+        Env::new("only_listed_gateways_mount_runtime_secrets_through_the_api_server").await
+    else {
+        return;
+    };
+    let served = serve(&mut env).await;
+    let pp = PostParams::default();
+    Api::<AmazonSellerConnection>::namespaced(env.platform_admin.client().await, &env.ns)
+        .create(
+            &pp,
+            &connection("acme-de", &env.ns, &env.team, &["gw-main"]),
+        )
+        .await
+        .unwrap();
+    Api::<AmazonSellerConnection>::namespaced(env.platform_admin.client().await, &env.ns)
+        .create(&pp, &connection("acme-fr", &env.ns, &env.team, &["gw-fr"]))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if served.lookup.connections(&env.ns).len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served.lookup.connections(&env.ns).len(), 2);
+
+    let pods: Api<Pod> = Api::namespaced(env.member.client().await, &env.ns);
+    let hook = "pods.connectors.openteam.io";
+
+    // A listed gateway mounts the runtime Secret as a volume.
+    pods.create(
+        &pp,
+        &pod_object(
+            "gw-1",
+            &env.ns,
+            Some("gw-main"),
+            runtime_volume("acme-de-sp-api"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // Without the gateway label.
+    assert_denied(
+        pods.create(
+            &pp,
+            &pod_object("p1", &env.ns, None, runtime_volume("acme-de-sp-api")),
+        )
+        .await,
+        hook,
+        "metadata.labels[\"connectors.openteam.io/gateway\"]: missing",
+    );
+    // A gateway of another connection.
+    assert_denied(
+        pods.create(
+            &pp,
+            &pod_object(
+                "p2",
+                &env.ns,
+                Some("gw-fr"),
+                runtime_volume("acme-de-sp-api"),
+            ),
+        )
+        .await,
+        hook,
+        "gateway \"gw-fr\" is not listed in connection \"acme-de\"",
+    );
+    // An init container's env.valueFrom.
+    let mut init_env = runtime_volume("acme-de-sp-api");
+    merge(
+        &mut init_env,
+        json!({"initContainers": [{"name": "init", "image": "busybox", "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "acme-de-sp-api", "key": "access_token"}}}]}]}),
+    );
+    assert_denied(
+        pods.create(&pp, &pod_object("p3", &env.ns, Some("gw-main"), init_env))
+            .await,
+        hook,
+        "spec.initContainers[0].env[0].valueFrom.secretKeyRef: runtime Secret",
+    );
+    // A projected volume.
+    assert_denied(
+        pods.create(
+            &pp,
+            &pod_object(
+                "p4",
+                &env.ns,
+                None,
+                json!({"volumes": [{"name": "token", "projected": {"sources": [{"secret": {"name": "acme-de-sp-api"}}]}}]}),
+            ),
+        )
+        .await,
+        hook,
+        "spec.volumes[0].projected.sources[0].secret",
+    );
+    // subPath.
+    let mut sub_path = runtime_volume("acme-de-sp-api");
+    sub_path["containers"][0]["volumeMounts"][0]["subPath"] = "access_token".into();
+    assert_denied(
+        pods.create(&pp, &pod_object("p5", &env.ns, Some("gw-main"), sub_path))
+            .await,
+        hook,
+        "spec.containers[0].volumeMounts[0].subPath",
+    );
+    // Sealed credentials.
+    assert_denied(
+        pods.create(
+            &pp,
+            &pod_object(
+                "p6",
+                &env.ns,
+                Some("gw-main"),
+                runtime_volume("acme-de-lwa"),
+            ),
+        )
+        .await,
+        hook,
+        "holds sealed LWA credentials",
+    );
+    // An ephemeral container's envFrom, through the pods/ephemeralcontainers subresource.
+    let debug = json!({"spec": {"ephemeralContainers": [{"name": "debug", "image": "busybox",
+        "envFrom": [{"secretRef": {"name": "acme-de-sp-api"}}]}]}});
+    assert_denied(
+        pods.patch_subresource(
+            "ephemeralcontainers",
+            "gw-1",
+            &PatchParams::default(),
+            &Patch::Strategic(debug),
+        )
+        .await,
+        hook,
+        "spec.ephemeralContainers[0].envFrom[0].secretRef",
+    );
+    // Relabelling the admitted gateway pod to another gateway.
+    assert_denied(
+        pods.patch(
+            "gw-1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"connectors.openteam.io/gateway": "gw-fr"}}}),
+            ),
+        )
+        .await,
+        hook,
+        "gateway \"gw-fr\"",
+    );
+    // An ordinary pod is admitted.
+    pods.create(&pp, &pod_object("web", &env.ns, None, json!({})))
+        .await
+        .unwrap();
+
+    let audit = served.audit.text();
+    assert!(
+        audit.contains("\"category\":\"gateway_activity\""),
+        "{audit}"
+    );
+    assert!(audit.contains("\"gateway\":\"gw-main\""), "{audit}");
+    served.webhook.stop().await;
+}
+
+#[tokio::test]
+async fn run_serves_the_webhook_with_a_self_managed_certificate() {
+    let Some(mut env) = Env::new("run_serves_the_webhook_with_a_self_managed_certificate").await
+    else {
+        return;
+    };
+    // The API server reaches the webhook at a loopback port chosen here.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = env.options(format!("https://127.0.0.1:{port}"), None);
+    env.register(&options).await;
+    let secret_name = format!("webhook-tls-{}", env.scope);
+    let argv = [
+        "amazon-seller-operator",
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--leader-election=false",
+        "--watch-namespace",
+        &env.ns,
+        "--operator-namespace",
+        &env.operator_ns,
+        "--webhook-addr",
+        &format!("127.0.0.1:{port}"),
+        "--webhook-cert-mode",
+        "self-managed",
+        "--webhook-cert-secret",
+        &secret_name,
+        "--webhook-extra-san",
+        "127.0.0.1",
+        "--webhook-cert-reload-interval",
+        "1s",
+        "--validating-webhook-configuration",
+        &options.validating_name,
+        "--mutating-webhook-configuration",
+        &options.mutating_name,
+        "--admin-group",
+        &format!("{}-admins", env.scope),
+    ]
+    .map(|s| s.to_owned());
+    let Command::Run(args) = <Cli as clap::Parser>::parse_from(argv).command else {
+        unreachable!()
+    };
+    let metrics = Metrics::new().unwrap();
+    let audit = Captured::default();
+    let deps = Deps {
+        client: env.admin.clone(),
+        url: "test".into(),
+        identity: "aso-webhook".into(),
+        metrics: metrics.clone(),
+        audit: AuditLog::to_writer(audit.clone(), metrics.clone(), "aso-webhook").unwrap(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(operator::run_with(*args, deps, async move {
+        let _ = stopped.await;
+    }));
+
+    // The operator issues its CA, serves it, and puts it in both configurations.
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(env.admin.clone());
+    let mut bundle = None;
+    for _ in 0..300 {
+        let config = validating.get(&options.validating_name).await.unwrap();
+        let hooks = config.webhooks.unwrap();
+        if let Some(b) = hooks[0].client_config.ca_bundle.clone() {
+            assert!(
+                hooks
+                    .iter()
+                    .all(|h| h.client_config.ca_bundle.as_ref() == Some(&b))
+            );
+            bundle = Some(b.0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bundle = bundle.expect("caBundle patched");
+    let mutating = Api::<MutatingWebhookConfiguration>::all(env.admin.clone())
+        .get(&options.mutating_name)
+        .await
+        .unwrap();
+    assert_eq!(
+        mutating.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .unwrap()
+            .0,
+        bundle
+    );
+    let ca_pem = String::from_utf8(bundle.clone()).unwrap();
+    let client = support::webhook::https_client(&ca_pem);
+    let mut ready = false;
+    for _ in 0..300 {
+        let answer = client
+            .get(format!("https://127.0.0.1:{port}/readyz"))
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz never became ready");
+
+    // The API server trusts it and the rules apply.
+    env.wait_until_active().await;
+    let stored = Api::<Secret>::namespaced(env.admin.clone(), &env.operator_ns)
+        .get(&secret_name)
+        .await
+        .unwrap();
+    assert_eq!(stored.type_.as_deref(), Some("kubernetes.io/tls"));
+    let names = &stored.metadata.annotations.as_ref().unwrap()[certs::DNS_NAMES_ANNOTATION];
+    assert!(names.contains(&format!(
+        "amazon-seller-operator-webhook.{}.svc",
+        env.operator_ns
+    )));
+    assert!(names.contains("127.0.0.1"));
+
+    // Renewal: later on the serving certificate is renewed by the same CA; near the CA's end
+    // a new CA joins the bundle beside the old one.
+    let manager = SelfManaged {
+        client: env.admin.clone(),
+        namespace: env.operator_ns.clone(),
+        secret: secret_name.clone(),
+        dns_names: certs::dns_names(
+            "amazon-seller-operator-webhook",
+            &env.operator_ns,
+            &["127.0.0.1".to_owned()],
+        ),
+        validating_configuration: options.validating_name.clone(),
+        mutating_configuration: options.mutating_name.clone(),
+    };
+    let scratch = CertStore::new();
+    let in_70_days = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 70);
+    let renewed_bundle = manager.reconcile(&scratch, in_70_days).await.unwrap();
+    assert_eq!(renewed_bundle, bundle, "same CA");
+    let renewed = Api::<Secret>::namespaced(env.admin.clone(), &env.operator_ns)
+        .get(&secret_name)
+        .await
+        .unwrap();
+    assert_ne!(
+        renewed.data.as_ref().unwrap()["tls.crt"],
+        stored.data.as_ref().unwrap()["tls.crt"],
+        "serving certificate renewed"
+    );
+    let in_9_5_years = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 3470);
+    let new_bundle = manager.reconcile(&scratch, in_9_5_years).await.unwrap();
+    let text = String::from_utf8(new_bundle.clone()).unwrap();
+    assert_eq!(
+        text.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "new and previous CA"
+    );
+    assert!(
+        text.ends_with(&ca_pem),
+        "the previous CA stays in the bundle"
+    );
+    // Still served and trusted: the running operator reloads the renewed Secret.
+    for _ in 0..50 {
+        let config = validating.get(&options.validating_name).await.unwrap();
+        if config.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| &b.0)
+            == Some(&new_bundle)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.wait_until_active().await;
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("operator stops within 30 s")
+        .unwrap()
+        .expect("operator ran without error");
+    let audit = audit.text();
+    assert!(audit.contains("\"action\":\"webhook_started\""), "{audit}");
+    assert!(audit.contains("\"category\":\"authentication\""), "{audit}");
+}
