@@ -1,0 +1,851 @@
+//! Least privilege, proven both ways.
+//!
+//! 1. The chart's rendered ClusterRole and Roles grant exactly what the code declares beside its
+//!    API calls (`amazon_seller_operator::rbac::required`), with no wildcards, for a cluster-wide
+//!    and for a namespace-scoped install.
+//! 2. Against the real API server, the rendered ServiceAccount, roles and bindings are applied
+//!    and the operator's own `run` code runs its whole scenario as that ServiceAccount (the admin
+//!    kubeconfig impersonating it): start-up, a connection becoming Ready, Events, suspend, two
+//!    key rotations with online re-sealing, and deletion through the finalizer, with no
+//!    forbidden error.
+//! 3. The same scenario runs once without each rendered rule, and must then fail at the step
+//!    that rule serves: so no rule is superfluous.
+//!
+//! Needs the chart tools (the test venv) and a cluster; without them it says so loudly and,
+//! under `CI=true`, fails.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot};
+
+use amazon_seller_operator::api::AmazonSellerConnection;
+use amazon_seller_operator::api::names::{DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP};
+use amazon_seller_operator::config::{Cli, Command, RunArgs};
+use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::observability::audit::AuditLog;
+use amazon_seller_operator::observability::metrics::Metrics;
+use amazon_seller_operator::operator::{self, Deps};
+use amazon_seller_operator::rbac::{self, Names, Scope};
+
+use support::chart::{Rendered, Tools, tools};
+use support::lwa_emulator::{LwaEmulator, Seller};
+use support::{cluster, create_namespace, install_crds, unique_name};
+
+// ---------------------------------------------------------------------------------------------
+// 1. The rendered rules equal the declared ones.
+
+/// One granted verb, where it applies: `None` is cluster-wide, `Some(ns)` a Role in `ns`.
+type Atom = (Option<String>, String, String, String, BTreeSet<String>);
+
+/// What `rbac::required()` means for an install in `operator_ns` watching `watched`.
+fn declared_atoms(
+    operator_ns: &str,
+    watched: &[&str],
+    key_secret: &str,
+    lease: &str,
+) -> BTreeSet<Atom> {
+    let mut atoms = BTreeSet::new();
+    for grant in rbac::required_grants() {
+        let wheres: Vec<Option<String>> = match grant.scope {
+            Scope::Cluster => vec![None],
+            Scope::OperatorNamespace => vec![Some(operator_ns.to_owned())],
+            Scope::Watched if watched.is_empty() => vec![None],
+            Scope::Watched => watched.iter().map(|ns| Some((*ns).to_owned())).collect(),
+        };
+        let names: BTreeSet<String> = match grant.names {
+            Names::Any => BTreeSet::new(),
+            Names::KeySecret => [key_secret.to_owned()].into(),
+            Names::PublicKeyConfigMap => [PUBLIC_KEY_CONFIGMAP.to_owned()].into(),
+            Names::Lease => [lease.to_owned()].into(),
+            Names::WatchedNamespaces => watched.iter().map(|ns| (*ns).to_owned()).collect(),
+        };
+        for place in wheres {
+            atoms.insert((
+                place,
+                grant.group.clone(),
+                grant.resource.clone(),
+                grant.verb.clone(),
+                names.clone(),
+            ));
+        }
+    }
+    atoms
+}
+
+/// What the rendered roles grant the operator's ServiceAccount, checking on the way that every
+/// role is bound to it and nothing uses a wildcard.
+fn rendered_atoms(objects: &[Rendered], service_account: &str, namespace: &str) -> BTreeSet<Atom> {
+    let bound: BTreeSet<(String, String, String)> = objects
+        .iter()
+        .filter(|o| matches!(o.kind(), "ClusterRoleBinding" | "RoleBinding"))
+        .map(|binding| {
+            let subjects = binding.object["subjects"].as_array().unwrap();
+            assert_eq!(
+                subjects,
+                &vec![json!({ "kind": "ServiceAccount", "name": service_account, "namespace": namespace })],
+                "{} {} binds someone else",
+                binding.kind(),
+                binding.name()
+            );
+            let role = &binding.object["roleRef"];
+            (
+                role["kind"].as_str().unwrap().to_owned(),
+                role["name"].as_str().unwrap().to_owned(),
+                binding.namespace().to_owned(),
+            )
+        })
+        .collect();
+    let mut atoms = BTreeSet::new();
+    for role in objects
+        .iter()
+        .filter(|o| matches!(o.kind(), "ClusterRole" | "Role"))
+    {
+        let place = (role.kind() == "Role").then(|| role.namespace().to_owned());
+        assert!(
+            bound.contains(&(
+                role.kind().to_owned(),
+                role.name().to_owned(),
+                role.namespace().to_owned()
+            )),
+            "{} {}/{} is not bound",
+            role.kind(),
+            role.namespace(),
+            role.name()
+        );
+        for rule in role.object["rules"].as_array().unwrap() {
+            let list = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+                    .unwrap_or_default()
+            };
+            let names: BTreeSet<String> = list("resourceNames").into_iter().collect();
+            assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+            for group in list("apiGroups") {
+                for resource in list("resources") {
+                    for verb in list("verbs") {
+                        for part in [&group, &resource, &verb] {
+                            assert!(
+                                !part.contains('*'),
+                                "wildcard in {} {}: {rule}",
+                                role.kind(),
+                                role.name()
+                            );
+                        }
+                        atoms.insert((
+                            place.clone(),
+                            group.clone(),
+                            resource.clone(),
+                            verb,
+                            names.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    atoms
+}
+
+#[test]
+fn the_chart_grants_exactly_what_the_code_declares() {
+    let Some(tools) = tools("the_chart_grants_exactly_what_the_code_declares") else {
+        return;
+    };
+    let cases: Vec<(Value, Vec<&str>, &str, &str)> = vec![
+        (
+            json!({}),
+            vec![],
+            DEFAULT_KEY_SECRET,
+            "amazon-seller-operator",
+        ),
+        (
+            json!({ "watchNamespaces": ["team-acme", "team-globex"] }),
+            vec!["team-acme", "team-globex"],
+            DEFAULT_KEY_SECRET,
+            "amazon-seller-operator",
+        ),
+        // The operator's own namespace among the watched ones, other key and Lease names.
+        (
+            json!({ "watchNamespaces": ["aso-system", "team-acme"],
+                    "keys": { "secretName": "aso-keys" }, "leaderElection": { "leaseName": "aso-leader" } }),
+            vec!["aso-system", "team-acme"],
+            "aso-keys",
+            "aso-leader",
+        ),
+    ];
+    for (values, watched, key_secret, lease) in cases {
+        let (objects, _) = tools.render(&values, "amazon-seller-operator", "aso-system");
+        let rendered = rendered_atoms(&objects, "amazon-seller-operator", "aso-system");
+        let declared = declared_atoms("aso-system", &watched, key_secret, lease);
+        let extra: Vec<_> = rendered.difference(&declared).collect();
+        let missing: Vec<_> = declared.difference(&rendered).collect();
+        assert!(
+            extra.is_empty(),
+            "{values}: the chart grants what no code declares: {extra:#?}"
+        );
+        assert!(
+            missing.is_empty(),
+            "{values}: the chart lacks declared permissions: {missing:#?}"
+        );
+        eprintln!("{values}: {} granted verbs, all declared", rendered.len());
+    }
+    // No RBAC at all when a platform team brings its own.
+    let (objects, _) = tools.render(
+        &json!({ "rbac": { "create": false } }),
+        "amazon-seller-operator",
+        "aso-system",
+    );
+    assert!(!objects.iter().any(|o| o.kind().contains("Role")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2 and 3. The operator's scenario as the chart's ServiceAccount.
+
+/// One isolated install: an operator namespace (release namespace), a Team namespace, the
+/// chart's RBAC for them, and an impersonating client.
+struct Install {
+    admin: Client,
+    as_operator: Client,
+    team: String,
+    team_ns: String,
+    operator_ns: String,
+    objects: Vec<Rendered>,
+}
+
+/// A client that acts as `system:serviceaccount:<ns>:<name>` through impersonation.
+async fn impersonating(namespace: &str, name: &str) -> Client {
+    let path = std::env::var("ASO_TEST_KUBECONFIG").expect("cluster() checked it");
+    let mut kubeconfig = Kubeconfig::read_from(&path).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+            auth.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ]);
+        }
+    }
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+impl Install {
+    /// A namespace-scoped install (`watchNamespaces: [<team namespace>]`), or with `scoped`
+    /// false the default cluster-wide one (the operator itself still watches only the Team
+    /// namespace, so it leaves other tests' objects alone).
+    async fn new(admin: &Client, tools: &Tools, scoped: bool) -> Self {
+        let team = unique_name("rbac-team");
+        let team_ns = create_namespace(admin, "rbac-team", Some(&team)).await;
+        let operator_ns = create_namespace(admin, "rbac-aso", None).await;
+        let values = if scoped {
+            json!({ "watchNamespaces": [team_ns] })
+        } else {
+            json!({})
+        };
+        // Cluster-scoped names carry the release namespace, unique per install.
+        let (objects, _) = tools.render(&values, "amazon-seller-operator", &operator_ns);
+        let as_operator = impersonating(&operator_ns, "amazon-seller-operator").await;
+        Self {
+            admin: admin.clone(),
+            as_operator,
+            team,
+            team_ns,
+            operator_ns,
+            objects,
+        }
+    }
+
+    /// The rendered rules: the object's index, the rule's index, where it applies with its
+    /// resources and verbs, and that plus its resourceNames.
+    fn rules(&self) -> Vec<(usize, usize, String, String)> {
+        let mut rules = Vec::new();
+        for (i, object) in self.objects.iter().enumerate() {
+            if !matches!(object.kind(), "ClusterRole" | "Role") {
+                continue;
+            }
+            for (j, rule) in object.object["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+            {
+                let place = match object.kind() {
+                    "ClusterRole" => "cluster".to_owned(),
+                    _ if object.namespace() == self.operator_ns => "operator namespace".to_owned(),
+                    _ => "watched namespace".to_owned(),
+                };
+                let key = format!("{place}: {} {}", rule["resources"], rule["verbs"]);
+                let names = rule
+                    .get("resourceNames")
+                    .map(|n| format!(" {n}"))
+                    .unwrap_or_default();
+                rules.push((i, j, key.clone(), format!("{key}{names}")));
+            }
+        }
+        rules
+    }
+
+    /// Applies the rendered ServiceAccount, roles and bindings, without rule `skip`.
+    async fn apply_rbac(&self, skip: Option<(usize, usize)>) {
+        let post = PostParams::default();
+        for (i, rendered) in self.objects.iter().enumerate() {
+            let mut object = rendered.object.clone();
+            if let Some((si, sj)) = skip
+                && si == i
+            {
+                object["rules"].as_array_mut().unwrap().remove(sj);
+            }
+            let ns = rendered.namespace();
+            match rendered.kind() {
+                "ServiceAccount" => {
+                    Api::<ServiceAccount>::namespaced(self.admin.clone(), ns)
+                        .create(&post, &serde_json::from_value(object).unwrap())
+                        .await
+                        .unwrap();
+                }
+                "ClusterRole" => {
+                    Api::<ClusterRole>::all(self.admin.clone())
+                        .create(&post, &serde_json::from_value(object).unwrap())
+                        .await
+                        .unwrap();
+                }
+                "ClusterRoleBinding" => {
+                    Api::<ClusterRoleBinding>::all(self.admin.clone())
+                        .create(&post, &serde_json::from_value(object).unwrap())
+                        .await
+                        .unwrap();
+                }
+                "Role" => {
+                    Api::<Role>::namespaced(self.admin.clone(), ns)
+                        .create(&post, &serde_json::from_value(object).unwrap())
+                        .await
+                        .unwrap();
+                }
+                "RoleBinding" => {
+                    Api::<RoleBinding>::namespaced(self.admin.clone(), ns)
+                        .create(&post, &serde_json::from_value(object).unwrap())
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Removes the cluster-scoped objects (namespaces stay: the test plane has no namespace
+    /// controller to finish deleting them).
+    async fn cleanup(&self) {
+        for rendered in &self.objects {
+            let _ = match rendered.kind() {
+                "ClusterRole" => Api::<ClusterRole>::all(self.admin.clone())
+                    .delete(rendered.name(), &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(self.admin.clone())
+                    .delete(rendered.name(), &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+/// Why a scenario run stopped.
+#[derive(Debug)]
+struct Failed {
+    step: &'static str,
+    detail: String,
+}
+
+/// Polls `check` until it holds, the operator stops, or `timeout` passes.
+async fn until<F, Fut>(
+    step: &'static str,
+    timeout: Duration,
+    task: &tokio::task::JoinHandle<Result<(), operator::RunError>>,
+    mut check: F,
+) -> Result<(), Failed>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        if task.is_finished() {
+            return Err(Failed {
+                step,
+                detail: "the operator stopped".into(),
+            });
+        }
+        if started.elapsed() > timeout {
+            return Err(Failed {
+                step,
+                detail: format!("not within {timeout:?} {last}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn run_args(install: &Install, lwa: &LwaEmulator) -> RunArgs {
+    let argv = [
+        "amazon-seller-operator",
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--operator-namespace",
+        &install.operator_ns,
+        "--watch-namespace",
+        &install.team_ns,
+        "--lwa-endpoint",
+        &lwa.https_url(),
+        "--lwa-ca-file",
+        &lwa.ca_file().display().to_string(),
+        "--lease-duration-seconds",
+        "5",
+        "--reseal-qps",
+        "100",
+        "--webhook-enabled=false",
+    ];
+    match Cli::parse_from(argv).command {
+        Command::Run(args) => *args,
+        _ => unreachable!(),
+    }
+}
+
+fn is(c: &AmazonSellerConnection, type_: &str, status: &str) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|x| x.type_ == type_ && x.status == status)
+    })
+}
+
+async fn events(admin: &Client, ns: &str, reason: &str, name: &str) -> Result<Vec<Event>, String> {
+    let list = Api::<Event>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect())
+}
+
+/// The operator's whole scenario as the install's ServiceAccount.
+async fn scenario(
+    install: &Install,
+    lwa: &LwaEmulator,
+    seller: &Seller,
+    timeout: Duration,
+) -> Result<(), Failed> {
+    let identity = unique_name("aso-rbac");
+    let metrics = Metrics::new().unwrap();
+    let deps = Deps {
+        client: install.as_operator.clone(),
+        url: "test".into(),
+        identity: identity.clone(),
+        metrics: metrics.clone(),
+        audit: AuditLog::to_writer(std::io::sink(), metrics, &identity).unwrap(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(operator::run_with(
+        run_args(install, lwa),
+        deps,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let result = steps(install, seller, &identity, &task, timeout).await;
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(30), task).await;
+    match (result, ended) {
+        (Err(mut failed), Ok(Ok(Err(err)))) => {
+            failed.detail = format!("{}; the operator said: {err}", failed.detail);
+            Err(failed)
+        }
+        (Err(failed), _) => Err(failed),
+        (Ok(()), Ok(Ok(Ok(())))) => Ok(()),
+        (Ok(()), other) => Err(Failed {
+            step: "delete",
+            detail: format!("the operator did not stop cleanly: {other:?}"),
+        }),
+    }
+}
+
+async fn steps(
+    install: &Install,
+    seller: &Seller,
+    identity: &str,
+    task: &tokio::task::JoinHandle<Result<(), operator::RunError>>,
+    timeout: Duration,
+) -> Result<(), Failed> {
+    let admin = &install.admin;
+    let connections: Api<AmazonSellerConnection> = Api::namespaced(admin.clone(), &install.team_ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &install.team_ns);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(admin.clone(), &install.operator_ns);
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &install.operator_ns);
+    let store = KeyStore::new(admin.clone(), &install.operator_ns, DEFAULT_KEY_SECRET);
+
+    // start: keys bootstrapped and published, the Lease held.
+    until("start", timeout, task, || async {
+        let published = configmaps
+            .get_opt(PUBLIC_KEY_CONFIGMAP)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        let holder = leases
+            .get_opt("amazon-seller-operator")
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        Ok(published && holder.as_deref() == Some(identity))
+    })
+    .await?;
+
+    // seal (as the Team would, with the published key): good credentials, and a Secret sealed
+    // for another namespace that never opens, for the re-seal failure Events.
+    let keyring = store
+        .load()
+        .await
+        .ok()
+        .flatten()
+        .ok_or(Failed {
+            step: "seal",
+            detail: "no keyring".into(),
+        })?
+        .keyring;
+    let public = keyring.active().public_key();
+    let credentials = Credentials {
+        client_id: seller.client_id.clone(),
+        client_secret: seller.client_secret.as_str().into(),
+        refresh_token: seller.refresh_token.as_str().into(),
+        next_client_secret: None,
+        client_secret_expires_at: None,
+    };
+    for (name, sealed_for_ns) in [
+        ("acme-lwa", install.team_ns.as_str()),
+        ("broken-lwa", "elsewhere"),
+    ] {
+        let context = SealContext {
+            team_id: &install.team,
+            namespace: sealed_for_ns,
+            secret_name: name,
+        };
+        let envelope = crypto::seal(&public, &context, &credentials).unwrap();
+        secrets
+            .create(
+                &PostParams::default(),
+                &keystore::sealed_secret(&install.team_ns, name, None, envelope),
+            )
+            .await
+            .map_err(|e| Failed {
+                step: "seal",
+                detail: e.to_string(),
+            })?;
+    }
+    let connection: AmazonSellerConnection = serde_json::from_value(json!({
+        "apiVersion": "connectors.openteam.io/v1alpha1",
+        "kind": "AmazonSellerConnection",
+        "metadata": { "name": "acme-de", "namespace": install.team_ns },
+        "spec": {
+            "teamId": install.team, "sellerId": "A3FHEXAMPLEYWS", "marketplace": "DE",
+            "credentialsSecretName": "acme-lwa", "gateways": ["gw-main"], "renewBefore": "20m",
+        }
+    }))
+    .unwrap();
+    connections
+        .create(&PostParams::default(), &connection)
+        .await
+        .map_err(|e| Failed {
+            step: "seal",
+            detail: e.to_string(),
+        })?;
+
+    // ready: the runtime Secret exists and the connection says Ready.
+    until("ready", timeout, task, || async {
+        let c = connections
+            .get("acme-de")
+            .await
+            .map_err(|e| e.to_string())?;
+        let runtime = secrets
+            .get_opt("acme-de-sp-api")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(is(&c, "Ready", "True") && runtime.is_some())
+    })
+    .await?;
+
+    // event: the Connected Event was published.
+    until("event", timeout, task, || async {
+        Ok(!events(admin, &install.team_ns, "Connected", "acme-de")
+            .await?
+            .is_empty())
+    })
+    .await?;
+
+    // suspend: containment removes the runtime Secret.
+    connections
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "suspended": true } })),
+        )
+        .await
+        .map_err(|e| Failed {
+            step: "suspend",
+            detail: e.to_string(),
+        })?;
+    until("suspend", timeout, task, || async {
+        let c = connections
+            .get("acme-de")
+            .await
+            .map_err(|e| e.to_string())?;
+        let runtime = secrets
+            .get_opt("acme-de-sp-api")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(is(&c, "Suspended", "True") && runtime.is_none())
+    })
+    .await?;
+
+    // reseal: a key rotation re-seals the credentials online; the broken one is reported.
+    for (step, events_at_least) in [("reseal", 1), ("repeat-event", 2)] {
+        let (_, new_id) = store
+            .rotate(jiff::Timestamp::now())
+            .await
+            .map_err(|e| Failed {
+                step,
+                detail: e.to_string(),
+            })?;
+        until(step, timeout, task, || async {
+            let sealed = secrets.get("acme-lwa").await.map_err(|e| e.to_string())?;
+            let id = keystore::envelope_of(&sealed).and_then(|e| crypto::sealed_key_id(e).ok());
+            let reported = events(admin, &install.team_ns, "ResealFailed", "broken-lwa").await?;
+            // The second report of the same unchanged Secret is a patch counting the repeat.
+            let count = reported
+                .iter()
+                .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+                .max()
+                .unwrap_or(0);
+            Ok(id.as_deref() == Some(new_id.as_str()) && count >= events_at_least)
+        })
+        .await?;
+    }
+
+    // delete: the finalizer runs and lets the connection go.
+    connections
+        .delete("acme-de", &DeleteParams::default())
+        .await
+        .map_err(|e| Failed {
+            step: "delete",
+            detail: e.to_string(),
+        })?;
+    until("delete", timeout, task, || async {
+        Ok(connections
+            .get_opt("acme-de")
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none())
+    })
+    .await?;
+    Ok(())
+}
+
+async fn setup(test: &str) -> Option<(Client, Tools, Arc<LwaEmulator>)> {
+    let tools = tools(test)?;
+    let admin = cluster(test).await?;
+    install_crds(&admin).await;
+    Some((admin, tools, Arc::new(LwaEmulator::start().await)))
+}
+
+#[tokio::test]
+async fn the_operator_runs_its_whole_scenario_as_the_charts_service_account() {
+    let Some((admin, tools, lwa)) =
+        setup("the_operator_runs_its_whole_scenario_as_the_charts_service_account").await
+    else {
+        return;
+    };
+    let run = |scoped: bool| {
+        let (admin, tools, lwa) = (admin.clone(), tools.clone(), lwa.clone());
+        async move {
+            let install = Install::new(&admin, &tools, scoped).await;
+            install.apply_rbac(None).await;
+            let started = Instant::now();
+            let result = scenario(&install, &lwa, &lwa.new_seller(), Duration::from_secs(60)).await;
+            install.cleanup().await;
+            let mode = if scoped {
+                "namespace-scoped"
+            } else {
+                "cluster-wide"
+            };
+            if let Err(failed) = result {
+                panic!(
+                    "{mode}: with every chart rule the scenario failed at {}: {}",
+                    failed.step, failed.detail
+                );
+            }
+            eprintln!(
+                "{mode} install: scenario as system:serviceaccount:{}:amazon-seller-operator \
+                 with the chart's {} rules passed in {:?}",
+                install.operator_ns,
+                install.rules().len(),
+                started.elapsed()
+            );
+        }
+    };
+    futures::future::join(run(true), run(false)).await;
+}
+
+/// The step at which the scenario must fail without a rule, and why its removal is seen
+/// there. Keyed by where the rule applies, its resources and its verbs as rendered.
+///
+/// `list` and `watch` share a rule everywhere: a watcher whose watch is refused falls back to
+/// listing again, so a missing `watch` alone would only slow the operator down, not stop it;
+/// the rule as a whole is what the table proves necessary.
+fn expected_failure(rule: &str) -> &'static str {
+    let table: [(&str, &str); 17] = [
+        // Start-up lists SecurityLogReviews (preflight) before anything else.
+        (
+            r#"cluster: ["securitylogreviews"] ["list","watch"]"#,
+            "start",
+        ),
+        // Re-sealing reads the Team label; without it the rotation re-seals nothing.
+        (r#"cluster: ["namespaces"] ["get"]"#, "reseal"),
+        // Leader election cannot create, read or renew its Lease, so `run` fails to start it.
+        (r#"operator namespace: ["leases"] ["create"]"#, "start"),
+        (r#"operator namespace: ["leases"] ["get","patch"]"#, "start"),
+        // Key bootstrap cannot create, or read and watch, the keyring Secret.
+        (r#"operator namespace: ["secrets"] ["create"]"#, "start"),
+        (
+            r#"operator namespace: ["secrets"] ["get","list","watch"]"#,
+            "start",
+        ),
+        // Key bootstrap cannot publish the public key.
+        (r#"operator namespace: ["configmaps"] ["create"]"#, "start"),
+        (r#"operator namespace: ["configmaps"] ["patch"]"#, "start"),
+        // Preflight lists connections and runtime Secrets.
+        (
+            r#"watched namespace: ["amazonsellerconnections"] ["list","watch"]"#,
+            "start",
+        ),
+        (
+            r#"watched namespace: ["secrets"] ["get","list","watch"]"#,
+            "start",
+        ),
+        // The finalizer cannot be added, so the connection is never reconciled further.
+        (
+            r#"watched namespace: ["amazonsellerconnections"] ["patch"]"#,
+            "ready",
+        ),
+        // Ready is never written.
+        (
+            r#"watched namespace: ["amazonsellerconnections/status"] ["patch"]"#,
+            "ready",
+        ),
+        // The runtime Secret's server-side apply needs both create and patch to create it.
+        (r#"watched namespace: ["secrets"] ["create"]"#, "ready"),
+        (r#"watched namespace: ["secrets"] ["patch"]"#, "ready"),
+        // Suspend cannot delete the runtime Secret.
+        (r#"watched namespace: ["secrets"] ["delete"]"#, "suspend"),
+        // The Connected Event is never created.
+        (r#"watched namespace: ["events"] ["create"]"#, "event"),
+        // The second ResealFailed report of the same Secret is a patch that never lands.
+        (r#"watched namespace: ["events"] ["patch"]"#, "repeat-event"),
+    ];
+    let (_, step) = table
+        .iter()
+        .find(|(k, _)| *k == rule)
+        .unwrap_or_else(|| panic!("no expectation for rule {rule}: add it to the table"));
+    step
+}
+
+#[tokio::test]
+async fn removing_any_one_chart_rule_makes_the_scenario_fail_where_that_rule_is_needed() {
+    let Some((admin, tools, lwa)) =
+        setup("removing_any_one_chart_rule_makes_the_scenario_fail_where_that_rule_is_needed")
+            .await
+    else {
+        return;
+    };
+    let template = Install::new(&admin, &tools, true).await;
+    let rules = template.rules();
+    template.cleanup().await;
+    assert_eq!(rules.len(), 17, "{rules:#?}");
+    // Runs go in parallel, nine at a time. A whole scenario takes about two seconds; a run
+    // without a needed rule waits 12 s at the step that needs it.
+    let limit = Arc::new(Semaphore::new(9));
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for (i, j, key, label) in rules {
+        let (admin, tools, lwa, limit) = (
+            admin.clone(),
+            Tools::clone(&tools),
+            lwa.clone(),
+            limit.clone(),
+        );
+        runs.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await.unwrap();
+            let install = Install::new(&admin, &tools, true).await;
+            install.apply_rbac(Some((i, j))).await;
+            let result = scenario(&install, &lwa, &lwa.new_seller(), Duration::from_secs(12)).await;
+            install.cleanup().await;
+            (key, label, result)
+        }));
+    }
+    let mut report = Vec::new();
+    let mut wrong = Vec::new();
+    for run in runs {
+        let (key, label, result) = run.await.unwrap();
+        let expected = expected_failure(&key);
+        match &result {
+            Err(failed) if failed.step == expected => {
+                report.push(format!(
+                    "without {label}: fails at {expected} ({})",
+                    failed.detail
+                ));
+            }
+            _ => wrong.push(format!(
+                "without {label}: expected a failure at {expected}, got {result:?}"
+            )),
+        }
+    }
+    for line in &report {
+        eprintln!("{line}");
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    eprintln!(
+        "{} rules, each needed; {:?}",
+        report.len(),
+        started.elapsed()
+    );
+}
