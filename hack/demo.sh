@@ -16,7 +16,10 @@ state="${ASO_DEMO_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/amazon-seller-operator/de
 stop() {
   for name in operator lwa-emulator; do
     if [[ -f "$state/$name.pid" ]]; then
-      kill "$(cat "$state/$name.pid")" 2>/dev/null || true
+      pid="$(cat "$state/$name.pid")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
       rm -f "$state/$name.pid"
     fi
   done
@@ -30,6 +33,8 @@ if [[ "${1:-start}" == "stop" ]]; then
 fi
 
 fail() { echo "demo: $*" >&2; exit 1; }
+# Whatever stops the demo half-way stops what it had started, so nothing is left running.
+on_exit() { local rc=$?; if [[ $rc -ne 0 && -d "$state" ]]; then stop >/dev/null 2>&1 || true; fi; exit $rc; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # --- prerequisites, each with its fix
@@ -59,6 +64,7 @@ aso() { "$ASO_BIN" "$@"; }
 
 rm -rf "$state"
 mkdir -p "$state"
+trap on_exit EXIT
 step "starting etcd + kube-apiserver on loopback"
 export KUBECONFIG
 KUBECONFIG="$(hack/control-plane/start.sh "$state/plane")"
@@ -75,7 +81,7 @@ for _ in $(seq 1 100); do [[ -f "$state/lwa/url" ]] && break; sleep 0.1; done
 head -n1 "$state/lwa-emulator.log"
 
 step "starting the operator (amazon-seller-operator run)"
-aso run --operator-namespace amazon-seller-operator --leader-election=false \
+aso run --operator-namespace amazon-seller-operator --leader-election=false --webhook-enabled=false \
   --lwa-endpoint "$(cat "$state/lwa/url")" --lwa-ca-file "$state/lwa/ca.pem" \
   --metrics-addr "127.0.0.1:$metrics_port" --log-format json >"$state/operator.log" 2>&1 &
 echo $! >"$state/operator.pid"

@@ -24,6 +24,29 @@ need_apt curl curl
 # Prometheus on a free loopback port; a packaged service, if the host starts one, is not used.
 need_apt promtool prometheus
 
+# The chart tier's tools (hack/chart-requirements.txt) in a venv outside the checkout, reused
+# while the pinned requirements stay the same; tests find it through ASO_TEST_VENV.
+chart_venv() {
+  local venv="${ASO_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/amazon-seller-operator/venv}"
+  local stamp="$venv/.requirements" wanted
+  wanted="$(cat hack/chart-requirements.txt)"
+  if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
+    need_apt python3 python3
+    echo "installing the chart tools into $venv (helm-python-sdk, kubernetes-validate)" >&2
+    if [[ ! -x "$venv/bin/python" ]]; then
+      python3 -m venv "$venv" 2>/dev/null || { need_apt_pkg python3-venv; python3 -m venv "$venv"; }
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r hack/chart-requirements.txt
+    printf '%s' "$wanted" >"$stamp"
+  fi
+  export ASO_TEST_VENV="$venv"
+}
+need_apt_pkg() { # need_apt_pkg PACKAGE: install a package that provides no command
+  if [[ $apt_updated == false ]]; then as_root apt-get update -qq; apt_updated=true; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+chart_venv
+
 state=""
 cleanup() { if [[ -n "$state" ]]; then hack/control-plane/stop.sh "$state"; rm -rf "$state"; fi; }
 trap cleanup EXIT

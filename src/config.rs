@@ -223,6 +223,123 @@ pub struct RunArgs {
     /// Log filter: a level (`info`) or directives (`info,kube=warn`).
     #[arg(long, env = "ASO_LOG_LEVEL", default_value = "info,kube=warn")]
     pub log_level: String,
+    /// The admission webhook.
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CertMode {
+    /// PEM files mounted by cert-manager or Helm; reloaded when their contents change.
+    Files,
+    /// The operator keeps its own CA and serving certificate in a Secret in its namespace,
+    /// renews them, and keeps the webhook configurations' `caBundle` current.
+    SelfManaged,
+}
+
+/// Flags of the admission webhook, served by every replica of `run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Serve the admission webhook. Without it nothing enforces Team scoping, gateway-only
+    /// runtime access or sealing on write (the configurations fail closed).
+    #[arg(long, env = "ASO_WEBHOOK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_enabled: bool,
+    /// Address of the webhook's HTTPS server (`/validate`, `/mutate`, `/healthz`, `/readyz`).
+    #[arg(long, env = "ASO_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: std::net::SocketAddr,
+    /// Where the serving certificate comes from.
+    #[arg(long, env = "ASO_WEBHOOK_CERT_MODE", value_enum, default_value_t = CertMode::Files)]
+    pub webhook_cert_mode: CertMode,
+    /// PEM certificate chain (`files` mode).
+    #[arg(
+        long,
+        env = "ASO_WEBHOOK_CERT_FILE",
+        default_value = "/etc/amazon-seller-operator/webhook-tls/tls.crt"
+    )]
+    pub webhook_cert_file: PathBuf,
+    /// PEM private key (`files` mode).
+    #[arg(
+        long,
+        env = "ASO_WEBHOOK_KEY_FILE",
+        default_value = "/etc/amazon-seller-operator/webhook-tls/tls.key"
+    )]
+    pub webhook_key_file: PathBuf,
+    /// How often the certificate files (or the self-managed Secret) are checked for changes.
+    #[arg(long, env = "ASO_WEBHOOK_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_timeout)]
+    pub webhook_cert_reload_interval: Duration,
+    /// Secret in the operator's namespace holding the self-managed CA and serving certificate.
+    #[arg(
+        long,
+        env = "ASO_WEBHOOK_CERT_SECRET",
+        default_value = "amazon-seller-operator-webhook-tls"
+    )]
+    pub webhook_cert_secret: String,
+    /// The webhook Service's name: the self-managed certificate is issued for its DNS names.
+    #[arg(
+        long,
+        env = "ASO_WEBHOOK_SERVICE_NAME",
+        default_value = "amazon-seller-operator-webhook"
+    )]
+    pub webhook_service_name: String,
+    /// The webhook Service's namespace; the operator's namespace when absent.
+    #[arg(long, env = "ASO_WEBHOOK_SERVICE_NAMESPACE")]
+    pub webhook_service_namespace: Option<String>,
+    /// Extra DNS names or IP addresses for the self-managed certificate, for a webhook the
+    /// API server reaches by URL (repeat the flag or separate with commas).
+    #[arg(
+        long = "webhook-extra-san",
+        env = "ASO_WEBHOOK_EXTRA_SAN",
+        value_delimiter = ','
+    )]
+    pub webhook_extra_sans: Vec<String>,
+    /// The ValidatingWebhookConfiguration whose `caBundle` self-managed mode keeps current.
+    #[arg(
+        long,
+        env = "ASO_VALIDATING_WEBHOOK_CONFIGURATION",
+        default_value = "amazon-seller-operator"
+    )]
+    pub validating_webhook_configuration: String,
+    /// The MutatingWebhookConfiguration whose `caBundle` self-managed mode keeps current.
+    #[arg(
+        long,
+        env = "ASO_MUTATING_WEBHOOK_CONFIGURATION",
+        default_value = "amazon-seller-operator"
+    )]
+    pub mutating_webhook_configuration: String,
+    /// How long one admission review may take before it is answered 503; keep it below the
+    /// configurations' `timeoutSeconds` (10 s).
+    #[arg(long, env = "ASO_WEBHOOK_REQUEST_TIMEOUT", default_value = "8s", value_parser = parse_timeout)]
+    pub webhook_request_timeout: Duration,
+    /// Team membership: members of Team `t` are in the group `<prefix>t`.
+    #[arg(long, env = "ASO_TEAM_GROUP_PREFIX", default_value = "openteam:team:")]
+    pub team_group_prefix: String,
+    /// Groups that may act for every Team and set, change or remove namespaces' Team label
+    /// (repeat the flag or separate with commas).
+    #[arg(
+        long = "admin-group",
+        env = "ASO_ADMIN_GROUP",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    pub admin_groups: Vec<String>,
+    /// Groups whose members may record SecurityLogReviews (repeat the flag or separate with
+    /// commas).
+    #[arg(
+        long = "reviewer-group",
+        env = "ASO_REVIEWER_GROUP",
+        value_delimiter = ',',
+        default_value = "openteam:security-reviewers"
+    )]
+    pub reviewer_groups: Vec<String>,
+    /// The operator's ServiceAccount (in the operator's namespace): the only identity that
+    /// may write runtime Secrets.
+    #[arg(
+        long,
+        env = "ASO_OPERATOR_SERVICE_ACCOUNT",
+        default_value = "amazon-seller-operator"
+    )]
+    pub operator_service_account: String,
 }
 
 /// Flags of `check-credentials`. Secrets are read from files, never from the command line,

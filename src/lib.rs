@@ -4,8 +4,17 @@
 //! - [`domain`]: pure rules (marketplace table, validation), no Kubernetes types.
 //! - [`api`]: the custom resource types and offline manifest checks.
 //! - [`config`]: command-line flags; [`cli`]: the subcommands. `main` only joins the two.
+//! - [`rbac`]: the Kubernetes permissions the code uses, which the Helm chart must grant.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod controller;
+pub mod crypto;
 pub mod domain;
+pub mod keystore;
+pub mod lwa;
+pub mod observability;
+pub mod operator;
+pub mod rbac;
+pub mod webhook;

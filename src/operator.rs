@@ -17,17 +17,47 @@ use kube::{Client, Config};
 use kube_lease_manager::{DurationSeconds, LeaseManagerBuilder};
 use tokio::sync::watch;
 
-use crate::api::AmazonSellerConnection;
 use crate::api::names::{ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL};
 use crate::api::review::SecurityLogReview;
+use crate::api::{AmazonSellerConnection, GROUP};
 use crate::config::RunArgs;
 use crate::controller::{self, Context};
 use crate::crypto::Keyring;
 use crate::keystore::{self, KeyStore};
-use crate::lwa::{EngineConfig, LwaClient, LwaClientConfig, RateLimit, RefreshEngine, SystemClock};
+use crate::lwa::{EngineConfig, LwaClient, RateLimit, RefreshEngine, SystemClock};
 use crate::observability::admin::{AdminServer, AdminState};
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::{KeyStats, Metrics};
+use crate::rbac::{Names, Permission, Scope};
+use crate::webhook;
+
+/// The permissions of the calls in this module (see [`crate::rbac`]).
+pub const RBAC: &[Permission] = &[
+    // `preflight`: one-item lists of connections and runtime Secrets in each watched
+    // namespace, and of SecurityLogReviews.
+    Permission::new(GROUP, "amazonsellerconnections", &["list"], Scope::Watched),
+    Permission::new("", "secrets", &["list"], Scope::Watched),
+    Permission::new(GROUP, "securitylogreviews", &["list"], Scope::Cluster),
+    // `watch_keys`: a watcher on the key Secret alone (field selector `metadata.name`, which
+    // RBAC matches against resourceNames for list and watch).
+    Permission::new("", "secrets", &["list", "watch"], Scope::OperatorNamespace)
+        .named(Names::KeySecret),
+    // Leader election (kube-lease-manager): reads the Lease, creates it when absent, and
+    // acquires, renews and releases it with patches.
+    Permission::new(
+        "coordination.k8s.io",
+        "leases",
+        &["get", "patch"],
+        Scope::OperatorNamespace,
+    )
+    .named(Names::Lease),
+    Permission::new(
+        "coordination.k8s.io",
+        "leases",
+        &["create"],
+        Scope::OperatorNamespace,
+    ),
+];
 
 /// Why the operator could not start or stopped with an error. One line each.
 #[derive(Debug, thiserror::Error)]
@@ -261,12 +291,8 @@ pub async fn run_with(
             other => RunError::Component(other.to_string()),
         })?;
 
-    let lwa = LwaClient::new(&LwaClientConfig {
-        endpoint: args.lwa_endpoint.clone(),
-        extra_ca_file: args.lwa_ca_file.clone(),
-        ..LwaClientConfig::default()
-    })
-    .map_err(|e| RunError::Flags(format!("--lwa-endpoint/--lwa-ca-file: {e}")))?;
+    let lwa = LwaClient::new(&args.lwa.client_config())
+        .map_err(|e| RunError::Flags(format!("--lwa-endpoint/--lwa-ca-file: {e}")))?;
     if !args.reseal_qps.is_finite() || args.reseal_qps <= 0.0 {
         return Err(RunError::Flags(
             "--reseal-qps must be a positive number".into(),
@@ -308,6 +334,27 @@ pub async fn run_with(
         .await
         .map_err(|e| RunError::Component(e.to_string()))?;
     let admin_task = tokio::spawn(admin.run(stopped(stop_rx.clone())));
+
+    // The webhook runs on every replica, leader or not, and shares the controller's keyring.
+    let webhook_task = if args.webhook.webhook_enabled {
+        let shared = webhook::Shared {
+            client: client.clone(),
+            keyring: ctx.keyring.clone(),
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+        };
+        let task = webhook::start(
+            &args.webhook,
+            &args.keys.operator_namespace,
+            shared,
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .map_err(|e| RunError::Component(e.to_string()))?;
+        Some(task)
+    } else {
+        None
+    };
     admin_state.set_ready(true);
     tracing::info!(identity = %identity, "operator started");
 
@@ -347,6 +394,7 @@ pub async fn run_with(
     let key_task = tokio::spawn(watch_keys(
         ctx.clone(),
         store,
+        namespaces.clone(),
         args.reseal_qps,
         leader_rx.clone(),
         stopped(stop_rx.clone()),
@@ -407,13 +455,22 @@ pub async fn run_with(
         let _ = task.await;
     }
     let _ = key_task.await;
+    if let Some(task) = webhook_task {
+        let _ = task.await;
+    }
     let _ = admin_task.await;
     Ok(())
 }
 
-/// Exports every key's creation time and how many credentials Secrets are sealed to it.
-async fn export_key_metrics(client: &Client, metrics: &Metrics, keyring: &Keyring) {
-    let in_use = match keystore::keys_in_use(client).await {
+/// Exports every key's creation time and how many credentials Secrets in the watched
+/// namespaces are sealed to it.
+async fn export_key_metrics(
+    client: &Client,
+    namespaces: &[Option<String>],
+    metrics: &Metrics,
+    keyring: &Keyring,
+) {
+    let in_use = match keystore::keys_in_use_in(client, namespaces).await {
         Ok(in_use) => in_use,
         Err(err) => {
             tracing::warn!("cannot count sealed Secrets per key: {err}");
@@ -433,11 +490,12 @@ async fn export_key_metrics(client: &Client, metrics: &Metrics, keyring: &Keyrin
 }
 
 /// Follows the key Secret: every replica reloads the keyring when it changes (so all can
-/// open credentials sealed to a new key), and the leader re-seals stored credentials to the
-/// active key.
+/// open credentials sealed to a new key), and the leader re-seals the credentials stored in the
+/// watched namespaces to the active key.
 async fn watch_keys(
     ctx: Arc<Context>,
     store: KeyStore,
+    namespaces: Vec<Option<String>>,
     reseal_qps: f64,
     leader: watch::Receiver<bool>,
     stop: impl Future<Output = ()>,
@@ -445,11 +503,15 @@ async fn watch_keys(
     let pace = Duration::from_secs_f64(1.0 / reseal_qps);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), store.namespace());
     let config = watcher::Config::default().fields(&format!("metadata.name={}", store.name()));
-    let changes = watcher::watcher(api, config).applied_objects();
+    // Backoff on errors: without it a lost API server turns this watch into a busy loop.
+    let changes = watcher::watcher(api, config)
+        .default_backoff()
+        .applied_objects();
     let work = changes.for_each(|change| {
         let ctx = ctx.clone();
         let store = store.clone();
         let leader = leader.clone();
+        let namespaces = namespaces.clone();
         async move {
             if let Err(err) = change {
                 tracing::debug!("key Secret watch: {err}");
@@ -477,7 +539,15 @@ async fn watch_keys(
                 if let Err(err) = store.publish(&keyring).await {
                     tracing::warn!("cannot publish the public key: {err}");
                 }
-                match keystore::reseal_all(&ctx.client, &keyring, Some(&ctx.recorder), pace).await {
+                match keystore::reseal_in(
+                    &ctx.client,
+                    &namespaces,
+                    &keyring,
+                    Some(&ctx.recorder),
+                    pace,
+                )
+                .await
+                {
                     Ok(report) if !report.resealed.is_empty() || !report.failed.is_empty() => {
                         tracing::info!(
                             resealed = report.resealed.len(),
@@ -489,7 +559,7 @@ async fn watch_keys(
                     Err(err) => tracing::warn!("re-sealing failed: {err}"),
                 }
             }
-            export_key_metrics(&ctx.client, &ctx.metrics, &keyring).await;
+            export_key_metrics(&ctx.client, &namespaces, &ctx.metrics, &keyring).await;
         }
     });
     tokio::select! {

@@ -75,6 +75,9 @@ fn run_args(flags: &[&str]) -> RunArgs {
         "run",
         "--metrics-addr",
         "127.0.0.1:0",
+        // Parallel instances on one machine cannot share the webhook port; the webhook has its
+        // own tiers (tests/webhook.rs, tests/webhook_cluster.rs).
+        "--webhook-enabled=false",
     ];
     argv.extend_from_slice(flags);
     match Cli::parse_from(argv).command {
@@ -799,5 +802,189 @@ async fn a_security_log_review_is_audited_and_exported() {
         audit.text().contains("\"action\":\"security_log_review\""),
         "{}",
         audit.text()
+    );
+}
+
+/// Every log line of this test binary, captured by a process-wide subscriber at debug level.
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = amazon_seller_operator::observability::logging::subscriber(
+            amazon_seller_operator::observability::logging::LogFormat::Json,
+            "debug",
+            move || writer.clone(),
+        )
+        .unwrap();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+/// The policy's redaction guarantee: with known secret values driven through connect, a
+/// credential rejection, unreadable credentials, suspend and delete, no log line, audit
+/// record, metric, Event or status holds a secret or anything shaped like LWA material.
+#[tokio::test]
+async fn no_secret_reaches_logs_audit_metrics_events_or_status() {
+    let logs = captured_logs();
+    let Some(s) = Scenario::new("no_secret_reaches_logs_audit_metrics_events_or_status").await
+    else {
+        return;
+    };
+    let good = s.lwa.new_seller();
+    let revoked = s.lwa.new_seller();
+    s.lwa.revoke(&revoked.refresh_token);
+    s.seal(&good, "good-lwa").await;
+    s.seal(&revoked, "revoked-lwa").await;
+    // Sealed for another namespace, then copied here: it must not open.
+    let store = KeyStore::new(
+        s.client.clone(),
+        &s.operator_namespace,
+        "amazon-seller-operator-keys",
+    );
+    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+    let moved = crypto::seal(
+        &keyring.active().public_key(),
+        &SealContext {
+            team_id: &s.team,
+            namespace: "elsewhere",
+            secret_name: "moved-lwa",
+        },
+        &Credentials {
+            client_id: good.client_id.clone(),
+            client_secret: good.client_secret.as_str().into(),
+            refresh_token: good.refresh_token.as_str().into(),
+            next_client_secret: None,
+            client_secret_expires_at: None,
+        },
+    )
+    .unwrap();
+    s.secrets()
+        .create(
+            &PostParams::default(),
+            &keystore::sealed_secret(&s.namespace, "moved-lwa", None, moved),
+        )
+        .await
+        .unwrap();
+
+    let operator = s.start("aso-redaction");
+    s.create_connection("good", "good-lwa", false).await;
+    s.create_connection("revoked", "revoked-lwa", false).await;
+    s.create_connection("moved", "moved-lwa", false).await;
+    s.wait_for("good", "Ready", |c| is(c, "Ready", "True"))
+        .await;
+    s.wait_for("revoked", "rejected", |c| {
+        is(c, "CredentialsValid", "False")
+    })
+    .await;
+    s.wait_for("moved", "unreadable", |c| {
+        is(c, "CredentialsValid", "False")
+    })
+    .await;
+    let token = data(
+        &s.secrets().get("good-sp-api").await.unwrap(),
+        "access_token",
+    );
+    s.connections()
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspended": true}})),
+        )
+        .await
+        .unwrap();
+    s.wait_for_secret("good-sp-api", false).await;
+    s.connections()
+        .delete("revoked", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = operator.metrics.encode().unwrap();
+    let (audit, _) = operator.stop().await;
+
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &s.namespace)
+            .list(&Default::default())
+            .await
+            .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("CredentialsRevoked"))
+    );
+    let events = serde_json::to_string(&events.items).unwrap();
+    let statuses = serde_json::to_string(
+        &s.connections()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|c| &c.status)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(
+        statuses.contains("authentication failed"),
+        "the unreadable credentials are reported: {statuses}"
+    );
+    let key_secret = s
+        .client
+        .request::<serde_json::Value>(
+            http::Request::get(format!(
+                "/api/v1/namespaces/{}/secrets/amazon-seller-operator-keys",
+                s.operator_namespace
+            ))
+            .body(Vec::new())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let keyring_json = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            key_secret["data"]["keyring.json"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let keyring_doc: serde_json::Value = serde_json::from_str(&keyring_json).unwrap();
+    let private_key = keyring_doc["keys"][0]["privateKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let surfaces = [
+        ("logs", logs.text()),
+        ("audit", audit.text()),
+        ("metrics", metrics),
+        ("events", events),
+        ("status", statuses),
+    ];
+    let secrets = [
+        good.client_secret.as_str(),
+        good.refresh_token.as_str(),
+        revoked.client_secret.as_str(),
+        revoked.refresh_token.as_str(),
+        token.as_str(),
+        private_key.as_str(),
+    ];
+    for (name, text) in &surfaces {
+        assert!(
+            !text.is_empty() || *name == "events",
+            "{name} captured nothing"
+        );
+        for secret in secrets {
+            assert!(!text.contains(secret), "a secret value reached the {name}");
+        }
+        for pattern in ["Atza|", "Atzr|", "amzn1.oa2-cs"] {
+            assert!(!text.contains(pattern), "{pattern} reached the {name}");
+        }
+    }
+    assert!(
+        logs.text().contains("\"level\":\"DEBUG\""),
+        "the log capture runs at debug level"
     );
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Starts a real control plane on loopback: etcd plus kube-apiserver with TLS, RBAC, a
 # ServiceAccount issuer and signing key (TokenRequest/TokenReview work) and an admin kubeconfig.
+# OwnerReferencesPermissionEnforcement is on, as in many production clusters: an owner reference
+# with blockOwnerDeletion then needs update on the owner's finalizers, and the RBAC tier
+# (tests/rbac.rs) would catch a chart that lacks it.
 # Like controller-runtime's envtest there is no kubelet, scheduler or controller-manager:
 # objects are admitted and stored, pods never run, and nothing garbage-collects.
 #
@@ -68,6 +71,7 @@ echo $! >"$state/etcd.pid"
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
   --authorization-mode RBAC \
+  --enable-admission-plugins OwnerReferencesPermissionEnforcement \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --api-audiences https://kubernetes.default.svc.cluster.local \

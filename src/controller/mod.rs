@@ -22,16 +22,63 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::api::AmazonSellerConnection;
 use crate::api::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL};
 use crate::api::review::{SecurityLogReview, latest_review_time};
+use crate::api::{AmazonSellerConnection, GROUP};
 use crate::crypto::Keyring;
 use crate::lwa::{Clock, LwaClient, RefreshEngine};
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::Metrics;
+use crate::rbac::{Permission, Scope};
 
 /// The finalizer that makes deletion remove the runtime Secret first.
 pub const FINALIZER: &str = "connectors.openteam.io/runtime-secret";
+
+/// The permissions of the calls in this module and in [`reconcile`] (see [`crate::rbac`]).
+pub const RBAC: &[Permission] = &[
+    // `run`: the controller's watcher over connections (list, watch); `finalizer()` adds and
+    // removes the finalizer with a JSON patch (patch).
+    Permission::new(
+        GROUP,
+        "amazonsellerconnections",
+        &["list", "watch", "patch"],
+        Scope::Watched,
+    ),
+    // `reconcile::apply`: the status by server-side apply.
+    Permission::new(
+        GROUP,
+        "amazonsellerconnections/status",
+        &["patch"],
+        Scope::Watched,
+    ),
+    // Not `amazonsellerconnections/finalizers`: that is needed only to set blockOwnerDeletion on
+    // an owner reference (OwnerReferencesPermissionEnforcement), which the runtime Secret's
+    // owner reference does not set.
+    // Runtime and credentials Secrets: the controller's label-selected watches (list, watch),
+    // `get_opt` of both (get), the runtime Secret by server-side apply (patch, and create when
+    // the apply creates it), and its removal on suspend and disconnect (delete).
+    Permission::new(
+        "",
+        "secrets",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        Scope::Watched,
+    ),
+    // `Context::publish`: Events on connections (create; the Recorder patches an Event it
+    // publishes again for the same object version, to count the repeat).
+    Permission::new(
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        Scope::Watched,
+    ),
+    // `follow_reviews`: a reflector over the cluster-scoped SecurityLogReviews.
+    Permission::new(
+        GROUP,
+        "securitylogreviews",
+        &["list", "watch"],
+        Scope::Cluster,
+    ),
+];
 
 /// Everything a reconcile needs, shared by all of them.
 pub struct Context {

@@ -24,7 +24,7 @@ use crate::domain::conditions::{
 };
 use crate::domain::{marketplace, validation};
 use crate::keystore;
-use crate::lwa::{ClientCredentials, ConnectionKey, Decision, RefreshError, TokenState};
+use crate::lwa::{ClientCredentials, ConnectionKey, Decision, RefreshError};
 use crate::observability::audit::{AuditEvent, Category, Outcome};
 use crate::observability::metrics::RefreshOutcome;
 
@@ -354,18 +354,7 @@ async fn compute(
     let current = observed_runtime
         .and_then(runtime_secret::read)
         .filter(|t| t.expires_at > now);
-    let last_refresh_at = connection
-        .status
-        .as_ref()
-        .and_then(|s| s.last_refresh_at.as_ref())
-        .map(|t| t.0);
-    let current_state = current.as_ref().map(|t| match last_refresh_at {
-        Some(issued) if issued < t.expires_at => TokenState {
-            expires_at: t.expires_at,
-            issued_at: issued,
-        },
-        _ => TokenState::from_expiry(t.expires_at),
-    });
+    let current_state = current.as_ref().map(Published::state);
     let fingerprint = format!(
         "{}:{}",
         connection.metadata.generation.unwrap_or_default(),
@@ -392,7 +381,7 @@ async fn compute(
 
     let mut plan = Plan::without_token(Vec::new(), None);
     plan.key_id = Some(key_id);
-    plan.last_refresh_at = last_refresh_at;
+    plan.last_refresh_at = current.as_ref().map(|t| t.issued_at);
     // Read after the decision below too: a refresh changes it.
     let attempts = |ctx: &Context| ctx.engine.failed_attempts(key);
 
@@ -433,9 +422,12 @@ async fn compute(
                         access_token: outcome.token.access_token.clone(),
                         token_type: outcome.token.token_type.clone(),
                         expires_at: whole_seconds(outcome.token.expires_at),
+                        issued_at: whole_seconds(outcome.token.issued_at),
                     };
+                    // From the whole-second values the Secret keeps, so a later reconcile
+                    // reading them back computes the same instant.
                     let refresh_at = crate::lwa::schedule::refresh_at(
-                        outcome.token.state(),
+                        token.state(),
                         renew_before,
                         crate::lwa::schedule::jitter_seed(key.as_str()),
                     );
@@ -448,7 +440,7 @@ async fn compute(
                     }
                     plan.conditions = vec![serving(&token), valid(), not_suspended()];
                     plan.next_refresh_at = Some(refresh_at);
-                    plan.last_refresh_at = Some(outcome.token.issued_at);
+                    plan.last_refresh_at = Some(token.issued_at);
                     plan.requeue = Some(until(refresh_at));
                     plan.publish = Some(token);
                 }

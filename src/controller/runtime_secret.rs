@@ -14,6 +14,7 @@ use crate::api::names::{
 };
 use crate::crypto::SecretString;
 use crate::domain::validation::RUNTIME_SECRET_SUFFIX;
+use crate::lwa::TokenState;
 
 /// The runtime Secret's name for a connection.
 pub fn name(connection: &str) -> String {
@@ -33,6 +34,11 @@ pub struct Metadata {
     pub seller_id: String,
 }
 
+/// Annotation on the runtime Secret recording when its token was issued, so the refresh
+/// schedule is computed from the Secret alone, the same way before and after a restart and
+/// whatever the age of the cached connection status.
+pub const ISSUED_AT_ANNOTATION: &str = "connectors.openteam.io/issued-at";
+
 /// A token as published in (or read back from) a runtime Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
@@ -42,6 +48,18 @@ pub struct Published {
     pub token_type: String,
     /// Expiry, whole seconds.
     pub expires_at: Timestamp,
+    /// When it was requested, whole seconds.
+    pub issued_at: Timestamp,
+}
+
+impl Published {
+    /// The non-secret facts the refresh schedule is computed from.
+    pub fn state(&self) -> TokenState {
+        TokenState {
+            expires_at: self.expires_at,
+            issued_at: self.issued_at,
+        }
+    }
 }
 
 /// Truncates to whole seconds: the precision of RFC 3339 values stored in the API, so a value
@@ -80,6 +98,10 @@ pub fn build(
         (CONNECTION_LABEL.to_owned(), connection_name),
         (SECRET_ROLE_LABEL.to_owned(), ROLE_RUNTIME_TOKEN.to_owned()),
     ]));
+    secret.metadata.annotations = Some(BTreeMap::from([(
+        ISSUED_AT_ANNOTATION.to_owned(),
+        whole_seconds(token.issued_at).to_string(),
+    )]));
     secret.metadata.owner_references = connection.controller_owner_ref(&()).map(|o| vec![o]);
     secret
 }
@@ -109,9 +131,21 @@ pub fn read(secret: &Secret) -> Option<Published> {
     let data = secret.data.as_ref()?;
     let text = |key: &str| data.get(key).and_then(|v| std::str::from_utf8(&v.0).ok());
     let access_token = text("access_token").filter(|t| !t.is_empty())?;
+    let expires_at: Timestamp = text("expires_at")?.parse().ok()?;
+    // Without the annotation (a Secret written by an older version), assume LWA's documented
+    // one-hour lifetime.
+    let issued_at = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ISSUED_AT_ANNOTATION))
+        .and_then(|v| v.parse::<Timestamp>().ok())
+        .filter(|issued| *issued < expires_at)
+        .unwrap_or_else(|| TokenState::from_expiry(expires_at).issued_at);
     Some(Published {
         access_token: SecretString::from(access_token),
         token_type: text("token_type")?.to_owned(),
-        expires_at: text("expires_at")?.parse().ok()?,
+        expires_at,
+        issued_at,
     })
 }

@@ -3,6 +3,7 @@
 //! Nothing here imports Kubernetes types; the API layer, the CLI and the webhook convert their
 //! inputs into these plain types, so every rule can be tested without a cluster.
 
+pub mod admission;
 pub mod conditions;
 pub mod marketplace;
 pub mod review;

@@ -24,6 +24,35 @@ use crate::api::names::{
     SECRET_ROLE_LABEL, TEAM_LABEL,
 };
 use crate::crypto::{self, KeyError, Keyring, SealContext};
+use crate::rbac::{Names, Permission, Scope};
+
+/// The permissions the operator's calls in this module need (see [`crate::rbac`]). `rotate`
+/// and `prune` also patch the key Secret and list credentials cluster-wide, but they are
+/// administrator commands run with the administrator's own identity, not the operator's.
+pub const RBAC: &[Permission] = &[
+    // `KeyStore::load`: `get_opt` of the key Secret, by name.
+    Permission::new("", "secrets", &["get"], Scope::OperatorNamespace).named(Names::KeySecret),
+    // `KeyStore::bootstrap`: create the key Secret when there is none (create-if-absent).
+    Permission::new("", "secrets", &["create"], Scope::OperatorNamespace),
+    // `KeyStore::publish`: server-side apply of the public-key ConfigMap, which creates it the
+    // first time.
+    Permission::new("", "configmaps", &["patch"], Scope::OperatorNamespace)
+        .named(Names::PublicKeyConfigMap),
+    Permission::new("", "configmaps", &["create"], Scope::OperatorNamespace),
+    // `reseal_in` and `keys_in_use_in`: list the credentials Secrets of the watched namespaces
+    // and write each re-sealed envelope back (merge patch with a resourceVersion precondition).
+    Permission::new("", "secrets", &["list", "patch"], Scope::Watched),
+    // `reseal_in`: the Team label of each credentials Secret's namespace (associated data).
+    Permission::new("", "namespaces", &["get"], Scope::Cluster).named(Names::WatchedNamespaces),
+    // `fail`: a `ResealFailed` Event on a credentials Secret that does not open (create; patch
+    // counts a repeat on the next pass).
+    Permission::new(
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        Scope::Watched,
+    ),
+];
 
 /// Failures talking to the cluster about keys.
 #[derive(Debug, thiserror::Error)]
@@ -296,31 +325,50 @@ pub fn envelope_of(secret: &Secret) -> Option<&[u8]> {
         .map(|b| b.0.as_slice())
 }
 
-async fn credential_secrets(client: &Client) -> Result<Vec<Secret>, KeyStoreError> {
-    let api: Api<Secret> = Api::all(client.clone());
-    let mut params = ListParams::default()
-        .labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"))
-        .limit(500);
+/// Every credentials Secret in `namespaces` (`None`: all namespaces).
+async fn credential_secrets(
+    client: &Client,
+    namespaces: &[Option<String>],
+) -> Result<Vec<Secret>, KeyStoreError> {
     let mut all = Vec::new();
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(KeyStoreError::api("list credentials Secrets"))?;
-        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        all.extend(page.items);
-        match next {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(all),
+    for namespace in namespaces {
+        let api: Api<Secret> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let mut params = ListParams::default()
+            .labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"))
+            .limit(500);
+        loop {
+            let page = api
+                .list(&params)
+                .await
+                .map_err(KeyStoreError::api("list credentials Secrets"))?;
+            let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+            all.extend(page.items);
+            match next {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
         }
     }
+    Ok(all)
 }
 
 /// How many credentials Secrets are sealed to each key id (unreadable envelopes count under
 /// `"unreadable"`, so a key is never pruned while something unexplained remains).
 pub async fn keys_in_use(client: &Client) -> Result<BTreeMap<String, usize>, KeyStoreError> {
+    keys_in_use_in(client, &[None]).await
+}
+
+/// [`keys_in_use`] over the given namespaces only (`None`: all), as an operator watching
+/// some namespaces counts.
+pub async fn keys_in_use_in(
+    client: &Client,
+    namespaces: &[Option<String>],
+) -> Result<BTreeMap<String, usize>, KeyStoreError> {
     let mut counts = BTreeMap::new();
-    for secret in credential_secrets(client).await? {
+    for secret in credential_secrets(client, namespaces).await? {
         let id = envelope_of(&secret)
             .and_then(|e| crypto::sealed_key_id(e).ok())
             .unwrap_or_else(|| "unreadable".to_owned());
@@ -351,13 +399,25 @@ pub async fn reseal_all(
     recorder: Option<&Recorder>,
     pace: Duration,
 ) -> Result<ResealReport, KeyStoreError> {
+    reseal_in(client, &[None], keyring, recorder, pace).await
+}
+
+/// [`reseal_all`] over the given namespaces only (`None`: all): an operator watching some
+/// namespaces re-seals only there, so it needs no access to other namespaces' Secrets.
+pub async fn reseal_in(
+    client: &Client,
+    namespaces: &[Option<String>],
+    keyring: &Keyring,
+    recorder: Option<&Recorder>,
+    pace: Duration,
+) -> Result<ResealReport, KeyStoreError> {
     let active = keyring.active();
     let public = active.public_key();
     let mut teams: HashMap<String, Option<String>> = HashMap::new();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace_api: Api<Namespace> = Api::all(client.clone());
     let mut report = ResealReport::default();
 
-    for secret in credential_secrets(client).await? {
+    for secret in credential_secrets(client, namespaces).await? {
         let namespace = secret.namespace().unwrap_or_default();
         let name = secret.name_any();
         let object = format!("{namespace}/{name}");
@@ -378,7 +438,7 @@ pub async fn reseal_all(
             continue;
         }
         if !teams.contains_key(&namespace) {
-            let team = namespaces
+            let team = namespace_api
                 .get_opt(&namespace)
                 .await
                 .map_err(KeyStoreError::api("read a namespace"))?

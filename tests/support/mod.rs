@@ -5,7 +5,9 @@
 //! one the tier says so loudly; under `CI=true` it fails instead of passing silently.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod chart;
 pub mod lwa_emulator;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
