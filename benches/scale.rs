@@ -287,7 +287,11 @@ async fn wait_metric(port: u16, name: &str, at_least: f64, limit: Duration) -> f
 /// renewBefore 20m every connection refreshes once about a minute after connecting, and that
 /// refresh is measured instead of a restart (whose no-op figures need tokens that are not due).
 async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bool) {
-    let run = format!("scale-{n}-{}", std::process::id());
+    let run = format!(
+        "scale-{n}{}-{}",
+        if refresh_phase { "r" } else { "" },
+        std::process::id()
+    );
     let work = tempfile::tempdir().expect("temp dir");
     let operator_ns = format!("{run}-system");
     let namespaces: Vec<String> = (0..NAMESPACES).map(|i| format!("{run}-team{i}")).collect();
@@ -544,6 +548,16 @@ fn main() {
         .await
         .expect("config");
         let client = Client::try_from(config).expect("client");
+        // The CRDs, as `crd` prints them, applied the way a user would.
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        for crd in amazon_seller_operator::api::crds() {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            crds.patch(&name, &kube::api::PatchParams::apply("aso-bench").force(), &kube::api::Patch::Apply(&crd))
+                .await
+                .expect("CRD applied");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
         println!(
             "scale benchmark: operator and LWA emulator as separate processes; {} cores",
             std::thread::available_parallelism().map_or(0, |n| n.get())

@@ -59,4 +59,7 @@ if [[ -z "${ASO_TEST_KUBECONFIG:-}" ]]; then
   export ASO_TEST_KUBECONFIG
 fi
 
+# The demo test runs the LWA emulator example as its own process; `cargo test` builds
+# examples only as test harnesses, so build the runnable one first.
+cargo build --locked --example lwa_emulator
 cargo test --all-targets --locked
