@@ -10,9 +10,8 @@
 //! review, converting the pod or Secret, the rules, metering, the audit record, and (for the
 //! intake) one HPKE seal.
 
-#[allow(dead_code)]
-#[path = "../tests/support/webhook.rs"]
-mod support_webhook;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -26,7 +25,8 @@ use amazon_seller_operator::crypto::Keyring;
 use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::webhook::tls;
 
-use support_webhook::{Captured, FakeCluster, Review, RunningWebhook, TestPki, https_client, pod};
+use support::Captured;
+use support::webhook::{FakeCluster, Review, RunningWebhook, TestPki, https_client, pod};
 
 const CONCURRENCY: usize = 16;
 
@@ -192,7 +192,7 @@ fn main() {
         ));
         let keyring = Arc::new(RwLock::new(Keyring::generate(jiff::Timestamp::now())));
         let metrics = Metrics::new().unwrap();
-        let admission = support_webhook::admission(cluster, keyring, metrics, Captured::default());
+        let admission = support::webhook::admission(cluster, keyring, metrics, Captured::default());
         let webhook = RunningWebhook::start(admission, pki.store()).await;
         let acceptor = TlsAcceptor::from(tls::server_config(pki.store()).unwrap());
         let bare = bare_server(acceptor).await;

@@ -3,11 +3,12 @@
 
 mod support;
 
+use support::Captured;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -65,10 +66,10 @@ async fn admin_server_serves_metrics_health_and_readiness() {
     assert_eq!(http_get(addr, "/readyz").await.0, 503);
     assert_eq!(http_get(addr, "/nothing-here").await.0, 404);
 
-    // Shutdown ends the server task cleanly.
+    // Shutdown ends the server task cleanly. (Whether the port then refuses connections is not
+    // asserted: under parallel tests another listener may take the freed port at once.)
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
 #[tokio::test]
@@ -80,20 +81,6 @@ async fn binding_a_taken_address_fails_with_the_address() {
         .unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     assert_eq!(err.category(), "admin_bind");
-}
-
-/// Collects what the audit log writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// An operator log: a segment of audit records with ordinary log lines in between, as on the

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -25,27 +23,7 @@ use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::operator::{self, Deps, RunError};
 
 use support::lwa_emulator::{LwaEmulator, Reply, Seller};
-use support::{cluster, create_namespace, install_crds, unique_name};
-
-/// Captured audit output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use support::{Captured, cluster, create_namespace, install_crds, unique_name};
 
 /// One running operator instance.
 struct Operator {
@@ -810,11 +788,10 @@ fn captured_logs() -> &'static Captured {
     static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Captured::default();
-        let writer = logs.clone();
         let subscriber = amazon_seller_operator::observability::logging::subscriber(
             amazon_seller_operator::observability::logging::LogFormat::Json,
             "debug",
-            move || writer.clone(),
+            logs.clone(),
         )
         .unwrap();
         let _ = tracing::subscriber::set_global_default(subscriber);

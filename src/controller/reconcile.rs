@@ -364,9 +364,7 @@ async fn compute(
             .as_deref()
             .unwrap_or_default()
     );
-    let until = |at: Timestamp| {
-        Duration::from_secs(at.as_second().saturating_sub(now.as_second()).max(1) as u64)
-    };
+    let until = |at: Timestamp| wait_until(now, at);
     let serving = |token: &Published| {
         ready(
             Status::True,
@@ -500,6 +498,29 @@ fn observed_credentials_condition(connection: &AmazonSellerConnection) -> Desire
         })
 }
 
+/// How long from `now` until `at`, at least a second, so a requeue never spins.
+fn wait_until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::from_secs(at.as_second().saturating_sub(now.as_second()).max(1) as u64)
+}
+
+/// Counts and audits a refresh that LWA refused or that failed on the way.
+fn record_failed_refresh(
+    ctx: &Context,
+    connection: &AmazonSellerConnection,
+    category: &'static str,
+) {
+    ctx.metrics
+        .record_refresh(&connection.spec.team_id, RefreshOutcome::Failure, category);
+    audit(
+        ctx,
+        connection,
+        Category::ApiError,
+        "token_refresh",
+        Outcome::Failure,
+        category,
+    );
+}
+
 /// Fills `plan` for a refresh that produced no token.
 fn failed(
     ctx: &Context,
@@ -512,9 +533,7 @@ fn failed(
 ) {
     let team = &connection.spec.team_id;
     let category = err.category();
-    let until = |at: Timestamp| {
-        Duration::from_secs(at.as_second().saturating_sub(now.as_second()).max(1) as u64)
-    };
+    let until = |at: Timestamp| wait_until(now, at);
     match err {
         RefreshError::Terminal { category } => {
             let reason = terminal_reason(category);
@@ -523,16 +542,7 @@ fn failed(
                 terminal_advice(category)
             );
             if report {
-                ctx.metrics
-                    .record_refresh(team, RefreshOutcome::Failure, category);
-                audit(
-                    ctx,
-                    connection,
-                    Category::ApiError,
-                    "token_refresh",
-                    Outcome::Failure,
-                    category,
-                );
+                record_failed_refresh(ctx, connection, category);
                 plan.events.push(event(
                     EventType::Warning,
                     "CredentialsRevoked",
@@ -564,16 +574,7 @@ fn failed(
         RefreshError::Retriable {
             retry_at, attempts, ..
         } => {
-            ctx.metrics
-                .record_refresh(team, RefreshOutcome::Failure, category);
-            audit(
-                ctx,
-                connection,
-                Category::ApiError,
-                "token_refresh",
-                Outcome::Failure,
-                category,
-            );
+            record_failed_refresh(ctx, connection, category);
             if *attempts == 1 {
                 plan.events.push(event(
                     EventType::Warning,
