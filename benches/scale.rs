@@ -196,11 +196,15 @@ fn total(writes: &BTreeMap<String, f64>) -> f64 {
 fn start_operator(
     kubeconfig: &str,
     namespace: &str,
+    watched: &[String],
     lwa_dir: &Path,
     port: u16,
     log: &Path,
 ) -> Child {
     Command::new(binary("amazon-seller-operator"))
+        // Only this run's namespaces: earlier runs' objects linger in a plane without a
+        // namespace controller and must not be counted.
+        .arg(format!("--watch-namespace={}", watched.join(",")))
         .args([
             "run",
             "--operator-namespace",
@@ -329,6 +333,7 @@ async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bo
     let operator = start_operator(
         kubeconfig,
         &operator_ns,
+        &namespaces,
         &lwa_dir,
         port,
         &work.path().join("operator.log"),
@@ -460,6 +465,7 @@ async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bo
         procs.operator = start_operator(
             kubeconfig,
             &operator_ns,
+            &namespaces,
             &lwa_dir,
             port2,
             &work.path().join("operator2.log"),
