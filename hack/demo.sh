@@ -81,7 +81,8 @@ for _ in $(seq 1 100); do [[ -f "$state/lwa/url" ]] && break; sleep 0.1; done
 head -n1 "$state/lwa-emulator.log"
 
 step "starting the operator (amazon-seller-operator run)"
-aso run --operator-namespace amazon-seller-operator --leader-election=false --webhook-enabled=false \
+# Started directly, not through the `aso` function, so `$!` is the operator's own pid.
+"$ASO_BIN" run --operator-namespace amazon-seller-operator --leader-election=false --webhook-enabled=false \
   --lwa-endpoint "$(cat "$state/lwa/url")" --lwa-ca-file "$state/lwa/ca.pem" \
   --metrics-addr "127.0.0.1:$metrics_port" --log-format json >"$state/operator.log" 2>&1 &
 echo $! >"$state/operator.pid"

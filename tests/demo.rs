@@ -125,4 +125,22 @@ fn the_demo_shows_a_ready_connection_masked_token_suspend_and_a_verified_audit_l
         !log.contains(read("refresh-token").trim()),
         "the operator log holds the refresh token"
     );
+
+    // `make demo-stop` leaves nothing running: no process mentions the demo's directory
+    // (the operator, the emulator, etcd and kube-apiserver all take paths inside it).
+    let stopped = Command::new(repo_path("hack/demo.sh"))
+        .arg("stop")
+        .env("ASO_DEMO_DIR", &state)
+        .output()
+        .unwrap();
+    assert!(stopped.status.success());
+    let left = Command::new("pgrep")
+        .args(["-af", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        left.trim().is_empty(),
+        "still running after demo stop:\n{left}"
+    );
 }
