@@ -202,9 +202,6 @@ fn start_operator(
     log: &Path,
 ) -> Child {
     Command::new(binary("amazon-seller-operator"))
-        // Only this run's namespaces: earlier runs' objects linger in a plane without a
-        // namespace controller and must not be counted.
-        .arg(format!("--watch-namespace={}", watched.join(",")))
         .args([
             "run",
             "--operator-namespace",
@@ -212,11 +209,11 @@ fn start_operator(
             "--leader-election=false",
             // The controller's cost is measured here; the webhook has its own benchmark.
             "--webhook-enabled=false",
-            "--lwa-qps",
-            "500",
-            "--lwa-burst",
-            "500",
         ])
+        // Only this run's namespaces: earlier runs' objects linger in a plane without a
+        // namespace controller and must not be counted.
+        .arg(format!("--watch-namespace={}", watched.join(",")))
+        .args(["--lwa-qps", "500", "--lwa-burst", "500"])
         .args([
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
@@ -349,7 +346,7 @@ async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bo
 
     let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &operator_ns);
     let mut public = None;
-    for _ in 0..100 {
+    for _ in 0..600 {
         if let Ok(c) = cm.get("amazon-seller-operator-public-key").await {
             public = c.data.and_then(|d| d.get("public-key.json").cloned());
             break;
