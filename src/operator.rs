@@ -526,15 +526,9 @@ async fn watch_keys(
                 }
             };
             // Swap first: credentials re-sealed below must open at once.
-            let shared = {
-                let mut slot = ctx
-                    .keyring
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                *slot = keyring;
-                Keyring::from_json(slot.to_json().as_bytes())
-            };
-            let Ok(keyring) = shared else { return };
+            *ctx.keyring
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = keyring.clone();
             if *leader.borrow() {
                 if let Err(err) = store.publish(&keyring).await {
                     tracing::warn!("cannot publish the public key: {err}");

@@ -46,6 +46,7 @@ pub enum KeyError {
 }
 
 /// One X25519 key pair. The private key zeroizes on drop and never prints.
+#[derive(Clone)]
 pub struct KeyPair {
     id: String,
     created_at: Timestamp,
@@ -181,7 +182,7 @@ impl fmt::Debug for PublicKey {
 }
 
 /// Every operator key, and which one is active.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Keyring {
     active: String,
     keys: Vec<KeyPair>,
