@@ -346,6 +346,7 @@ pub async fn run_with(
         let task = webhook::start(
             &args.webhook,
             &args.keys.operator_namespace,
+            &namespaces,
             shared,
             stopped(stop_rx.clone()),
         )

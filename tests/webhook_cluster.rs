@@ -338,7 +338,7 @@ struct Served {
 async fn serve(env: &mut Env) -> Served {
     let pki = TestPki::new();
     let (stop_lookup, stopped) = oneshot::channel::<()>();
-    let lookup = ClusterLookup::start(env.admin.clone(), async move {
+    let lookup = ClusterLookup::start(env.admin.clone(), &[None], async move {
         let _ = stopped.await;
     });
     let keyring = Arc::new(RwLock::new(Keyring::generate(jiff::Timestamp::now())));

@@ -33,6 +33,8 @@ pub const PODS_WEBHOOK: &str = "pods.connectors.openteam.io";
 pub const NAMESPACES_WEBHOOK: &str = "namespaces.connectors.openteam.io";
 /// Name of the validating webhook for `SecurityLogReview`s.
 pub const REVIEWS_WEBHOOK: &str = "securitylogreviews.connectors.openteam.io";
+/// The label the API server sets on every namespace to its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// Name of the mutating webhook that seals intake Secrets.
 pub const INTAKE_WEBHOOK: &str = "intake.secrets.connectors.openteam.io";
 
@@ -75,6 +77,10 @@ pub struct Options {
     /// Extra labels that selected namespaces (namespaced rules) or objects (cluster-scoped
     /// rules) must carry, to narrow the webhooks to part of a cluster (shared test clusters).
     pub scope_labels: BTreeMap<String, String>,
+    /// The namespaces a namespace-scoped install watches (`--watch-namespace`); empty for the
+    /// whole cluster. Non-empty narrows every namespaced webhook, and the namespace webhook, to
+    /// them by their `kubernetes.io/metadata.name` label.
+    pub namespaces: Vec<String>,
 }
 
 impl Options {
@@ -88,6 +94,7 @@ impl Options {
             ca_bundle: None,
             timeout_seconds: 10,
             scope_labels: BTreeMap::new(),
+            namespaces: Vec::new(),
         }
     }
 
@@ -131,6 +138,13 @@ impl Options {
                 key: key.to_owned(),
                 operator: "In".to_owned(),
                 values: Some(vec![value.to_owned()]),
+            });
+        }
+        if !self.namespaces.is_empty() {
+            expressions.push(LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.to_owned(),
+                operator: "In".to_owned(),
+                values: Some(self.namespaces.clone()),
             });
         }
         LabelSelector {
@@ -390,6 +404,38 @@ mod tests {
                 .as_ref()
                 .unwrap()["test"],
             "t1"
+        );
+    }
+
+    #[test]
+    fn watched_namespaces_narrow_every_namespaced_webhook() {
+        let mut options = service();
+        options.namespaces = vec!["team-acme".into(), "team-globex".into()];
+        let name_in = LabelSelectorRequirement {
+            key: NAMESPACE_NAME_LABEL.into(),
+            operator: "In".into(),
+            values: Some(vec!["team-acme".into(), "team-globex".into()]),
+        };
+        let has = |selector: Option<&LabelSelector>| {
+            selector
+                .and_then(|s| s.match_expressions.as_ref())
+                .is_some_and(|e| e.contains(&name_in))
+        };
+        for hook in validating(&options).webhooks.unwrap() {
+            let narrowed =
+                has(hook.namespace_selector.as_ref()) || has(hook.object_selector.as_ref());
+            // SecurityLogReviews are cluster-scoped: no namespace to narrow by.
+            assert_eq!(narrowed, hook.name != REVIEWS_WEBHOOK, "{}", hook.name);
+        }
+        let intake = &mutating(&options).webhooks.unwrap()[0];
+        assert!(has(intake.namespace_selector.as_ref()));
+        // The whole cluster without watched namespaces.
+        assert!(
+            validating(&service())
+                .webhooks
+                .unwrap()
+                .iter()
+                .all(|h| !has(h.namespace_selector.as_ref()) && !has(h.object_selector.as_ref()))
         );
     }
 }

@@ -2,6 +2,10 @@
 //! call: Team-labelled namespaces (metadata only), connections, and Secrets that carry the
 //! secret-role label (metadata only: no Secret value is ever held by the webhook).
 //!
+//! Connections and Secrets are watched in the operator's watched namespaces only (every
+//! namespace when it watches all), so a namespace-scoped install needs no cluster-wide Secret
+//! rights; its webhook configurations then select only those namespaces.
+//!
 //! A namespace the view has not seen yet (labelled a moment ago) is read once from the API and
 //! remembered briefly, so the first request in a new Team namespace is not refused.
 
@@ -33,11 +37,24 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The reflector-backed cluster view.
 pub struct ClusterLookup {
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    connections: Store<AmazonSellerConnection>,
-    secrets: Store<PartialObjectMeta<Secret>>,
+    /// One pair of stores per watched namespace (`None`: every namespace).
+    scopes: Vec<Scope>,
     ready: Arc<AtomicBool>,
     client: Client,
     fetched: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+/// Connections and labelled Secrets of one watched namespace, or of all.
+struct Scope {
+    namespace: Option<String>,
+    connections: Store<AmazonSellerConnection>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+}
+
+impl Scope {
+    fn covers(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+    }
 }
 
 impl std::fmt::Debug for ClusterLookup {
@@ -49,70 +66,99 @@ impl std::fmt::Debug for ClusterLookup {
 }
 
 impl ClusterLookup {
-    /// Starts the three watches (cluster-wide); they stop when `shutdown` resolves.
-    pub fn start(client: Client, shutdown: impl Future<Output = ()> + Send + 'static) -> Arc<Self> {
+    /// Starts the watches: Team-labelled namespaces cluster-wide, connections and labelled
+    /// Secrets in each of `watched` (`None`: every namespace), the same list the controller
+    /// uses. They stop when `shutdown` resolves.
+    pub fn start(
+        client: Client,
+        watched: &[Option<String>],
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Arc<Self> {
         let (namespaces, ns_writer) = reflector::store();
-        let (connections, conn_writer) = reflector::store();
-        let (secrets, secret_writer) = reflector::store();
+        let mut watches: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+        watches.push(Box::pin(
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default().labels(TEAM_LABEL),
+            )
+            .default_backoff()
+            .modify(|ns| {
+                ns.metadata.managed_fields = None;
+                ns.metadata.annotations = None;
+            })
+            .reflect(ns_writer)
+            .for_each(drain("namespaces")),
+        ));
 
-        let ns_stream = watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default().labels(TEAM_LABEL),
-        )
-        .default_backoff()
-        .modify(|ns| {
-            ns.metadata.managed_fields = None;
-            ns.metadata.annotations = None;
-        })
-        .reflect(ns_writer);
-        let conn_stream = watcher(
-            Api::<AmazonSellerConnection>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|c| {
-            c.metadata.managed_fields = None;
-            c.metadata.annotations = None;
-            c.status = None;
-        })
-        .reflect(conn_writer);
-        let secret_stream = watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default().labels(SECRET_ROLE_LABEL),
-        )
-        .default_backoff()
-        .modify(|s| {
-            s.metadata.managed_fields = None;
-            s.metadata.annotations = None;
-        })
-        .reflect(secret_writer);
+        let mut scopes = Vec::with_capacity(watched.len());
+        for namespace in watched {
+            let (connections, conn_writer) = reflector::store();
+            let (secrets, secret_writer) = reflector::store();
+            let conn_api: Api<AmazonSellerConnection> = match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let secret_api: Api<PartialObjectMeta<Secret>> = match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            watches.push(Box::pin(
+                watcher(conn_api, watcher::Config::default())
+                    .default_backoff()
+                    .modify(|c| {
+                        c.metadata.managed_fields = None;
+                        c.metadata.annotations = None;
+                        c.status = None;
+                    })
+                    .reflect(conn_writer)
+                    .for_each(drain("amazonsellerconnections")),
+            ));
+            watches.push(Box::pin(
+                watcher(
+                    secret_api,
+                    watcher::Config::default().labels(SECRET_ROLE_LABEL),
+                )
+                .default_backoff()
+                .modify(|s| {
+                    s.metadata.managed_fields = None;
+                    s.metadata.annotations = None;
+                })
+                .reflect(secret_writer)
+                .for_each(drain("secrets")),
+            ));
+            scopes.push(Scope {
+                namespace: namespace.clone(),
+                connections,
+                secrets,
+            });
+        }
 
         let ready = Arc::new(AtomicBool::new(false));
+        let stores: Vec<_> = scopes
+            .iter()
+            .map(|s| (s.connections.clone(), s.secrets.clone()))
+            .collect();
         let lookup = Arc::new(Self {
             namespaces: namespaces.clone(),
-            connections: connections.clone(),
-            secrets: secrets.clone(),
+            scopes,
             ready: ready.clone(),
             client,
             fetched: Mutex::new(HashMap::new()),
         });
 
-        let watches = futures::future::join3(
-            ns_stream.for_each(drain("namespaces")),
-            conn_stream.for_each(drain("amazonsellerconnections")),
-            secret_stream.for_each(drain("secrets")),
-        );
         let synced = async move {
             let _ = namespaces.wait_until_ready().await;
-            let _ = connections.wait_until_ready().await;
-            let _ = secrets.wait_until_ready().await;
+            for (connections, secrets) in stores {
+                let _ = connections.wait_until_ready().await;
+                let _ = secrets.wait_until_ready().await;
+            }
             ready.store(true, Ordering::Release);
             tracing::info!("webhook cluster view synced");
             std::future::pending::<()>().await;
         };
         tokio::spawn(async move {
             tokio::select! {
-                _ = watches => {}
+                _ = futures::future::join_all(watches) => {}
                 () = synced => {}
                 () = shutdown => {}
             }
@@ -151,9 +197,10 @@ impl Lookup for ClusterLookup {
     }
 
     fn connections(&self, namespace: &str) -> Vec<ConnectionFacts> {
-        self.connections
-            .state()
+        self.scopes
             .iter()
+            .filter(|scope| scope.covers(namespace))
+            .flat_map(|scope| scope.connections.state())
             .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
             .map(|c| ConnectionFacts {
                 name: c.name_any(),
@@ -165,7 +212,11 @@ impl Lookup for ClusterLookup {
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretFacts> {
-        let secret = self.secrets.get(&ObjectRef::new(name).within(namespace))?;
+        let secret = self
+            .scopes
+            .iter()
+            .filter(|scope| scope.covers(namespace))
+            .find_map(|scope| scope.secrets.get(&ObjectRef::new(name).within(namespace)))?;
         let labels = secret.labels();
         Some(SecretFacts {
             role: labels.get(SECRET_ROLE_LABEL)?.clone(),

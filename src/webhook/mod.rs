@@ -35,7 +35,7 @@ use crate::crypto::Keyring;
 use crate::domain::admission::Policy;
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::Metrics;
-use crate::rbac::{Permission, Scope};
+use crate::rbac::{Names, Permission, Scope};
 
 pub use certs::SelfManaged;
 pub use configuration::{ClientTarget, Options as ConfigurationOptions};
@@ -44,42 +44,22 @@ pub use review::{Admission, Cluster, Endpoint};
 pub use server::{ServerSettings, WebhookServer};
 pub use tls::CertStore;
 
-/// The permissions the webhook's own API calls need, declared beside them (see
-/// [`crate::rbac`]). The chart must grant them when it enables the webhook.
+/// The permissions the webhook's cluster view needs (lookup.rs), declared beside it (see
+/// [`crate::rbac`]); the self-managed certificate mode adds [`certs::RBAC`].
 pub const RBAC: &[Permission] = &[
-    // The cluster view (lookup.rs): watches of Team-labelled namespaces (metadata only),
-    // connections, and Secrets carrying the secret-role label (metadata only), cluster-wide,
-    // because the webhook judges every Team namespace.
+    // Team-labelled namespaces (metadata only), cluster-wide: the webhook judges the Team
+    // label of every namespace, and namespaces hold no secrets.
     Permission::new("", "namespaces", &["list", "watch"], Scope::Cluster),
+    // A namespace labelled a moment ago, not yet in the view, is read once.
+    Permission::new("", "namespaces", &["get"], Scope::Cluster).named(Names::WatchedNamespaces),
+    // Connections and role-labelled Secrets (metadata only) of the watched namespaces.
     Permission::new(
         GROUP,
         "amazonsellerconnections",
         &["list", "watch"],
-        Scope::Cluster,
+        Scope::Watched,
     ),
-    Permission::new("", "secrets", &["list", "watch"], Scope::Cluster),
-    // A namespace labelled a moment ago, not yet in the view, is read once.
-    Permission::new("", "namespaces", &["get"], Scope::Cluster),
-    // Self-managed certificates (certs.rs): the certificate Secret (get and update could be
-    // restricted to `--webhook-cert-secret`), and `caBundle` of the two configurations.
-    Permission::new(
-        "",
-        "secrets",
-        &["get", "update", "create"],
-        Scope::OperatorNamespace,
-    ),
-    Permission::new(
-        "admissionregistration.k8s.io",
-        "validatingwebhookconfigurations",
-        &["get", "update"],
-        Scope::Cluster,
-    ),
-    Permission::new(
-        "admissionregistration.k8s.io",
-        "mutatingwebhookconfigurations",
-        &["get", "update"],
-        Scope::Cluster,
-    ),
+    Permission::new("", "secrets", &["list", "watch"], Scope::Watched),
 ];
 
 /// Webhook failures. Messages name files, objects and addresses, never certificate keys,
@@ -182,6 +162,7 @@ pub fn policy(args: &WebhookArgs, operator_namespace: &str) -> Policy {
 pub async fn start(
     args: &WebhookArgs,
     operator_namespace: &str,
+    watched: &[Option<String>],
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, WebhookError> {
@@ -193,7 +174,7 @@ pub async fn start(
         }
     };
 
-    let cluster = ClusterLookup::start(shared.client.clone(), stopped());
+    let cluster = ClusterLookup::start(shared.client.clone(), watched, stopped());
     let certs = CertStore::new();
     let cert_task = match args.webhook_cert_mode {
         CertMode::Files => tokio::spawn(tls::watch_files(
