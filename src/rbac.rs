@@ -1,5 +1,6 @@
 //! The Kubernetes permissions the operator's own code uses, declared beside the API calls that
-//! need them (`RBAC` constants in `controller`, `keystore` and `operator`) and assembled here.
+//! need them (`RBAC` constants in `controller`, `keystore`, `operator`, `webhook` and
+//! `webhook::certs`) and assembled here for the features an install turns on.
 //!
 //! The Helm chart's ClusterRole and Roles must grant exactly [`required`]: `tests/rbac.rs`
 //! compares the rendered rules with it and runs the operator's whole scenario against a real API
@@ -39,6 +40,28 @@ pub enum Names {
     Lease,
     /// The watched namespaces when `--watch-namespace` is given; every namespace otherwise.
     WatchedNamespaces,
+    /// The self-managed webhook certificate Secret (`--webhook-cert-secret`).
+    WebhookCertSecret,
+    /// The operator's Validating- and MutatingWebhookConfiguration
+    /// (`--validating-webhook-configuration`, `--mutating-webhook-configuration`).
+    WebhookConfigurations,
+}
+
+/// What an install turns on beyond the controller, which changes the permissions it needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// The admission webhook runs (`--webhook-enabled`).
+    pub webhook: bool,
+    /// It manages its own serving certificate (`--webhook-cert-mode=self-managed`).
+    pub self_managed_certificates: bool,
+}
+
+impl Features {
+    /// Everything on: the chart's default install.
+    pub const ALL: Self = Self {
+        webhook: true,
+        self_managed_certificates: true,
+    };
 }
 
 /// One permission the code needs: these verbs on this resource, in this scope.
@@ -95,22 +118,26 @@ pub struct Grant {
     pub verb: String,
 }
 
-/// Every permission the operator needs, as declared beside the calls (an object may appear in
-/// several declarations; [`required_grants`] merges them).
-pub fn required() -> Vec<Permission> {
-    // WEBHOOK: chain the admission webhook's declarations here (`crate::webhook::RBAC`, beside
-    // its API calls) once it exists; the chart's webhook rules are then checked like the rest.
-    [
+/// Every permission the operator needs with `features` on, as declared beside the calls (an
+/// object may appear in several declarations; [`required_grants`] merges them).
+pub fn required(features: Features) -> Vec<Permission> {
+    let mut parts = vec![
         crate::controller::RBAC,
         crate::keystore::RBAC,
         crate::operator::RBAC,
-    ]
-    .concat()
+    ];
+    if features.webhook {
+        parts.push(crate::webhook::RBAC);
+        if features.self_managed_certificates {
+            parts.push(crate::webhook::certs::RBAC);
+        }
+    }
+    parts.concat()
 }
 
 /// [`required`] as single verbs, for set comparison.
-pub fn required_grants() -> BTreeSet<Grant> {
-    grants(&required())
+pub fn required_grants(features: Features) -> BTreeSet<Grant> {
+    grants(&required(features))
 }
 
 /// Permissions as single verbs.
@@ -135,7 +162,7 @@ mod tests {
 
     #[test]
     fn no_wildcards_and_create_is_never_name_restricted() {
-        for permission in required() {
+        for permission in required(Features::ALL) {
             assert!(!permission.verbs.contains(&"*"), "{permission:?}");
             assert!(
                 !permission.resource.contains('*') && permission.group != "*",
@@ -155,13 +182,46 @@ mod tests {
         // Cluster scope holds only cluster-scoped objects: Secrets, Events and connections are
         // reached through the watched namespaces, so a namespace-scoped install grants no
         // cluster-wide access to them.
-        for permission in required() {
+        for permission in required(Features::ALL) {
             if permission.scope == Scope::Cluster {
                 assert!(
-                    ["namespaces", "securitylogreviews"].contains(&permission.resource),
+                    [
+                        "namespaces",
+                        "securitylogreviews",
+                        "validatingwebhookconfigurations",
+                        "mutatingwebhookconfigurations"
+                    ]
+                    .contains(&permission.resource),
                     "{permission:?}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_write_outside_the_watched_namespaces_is_narrowed_to_named_objects() {
+        // The operator changes cluster-scoped objects, and objects in its own namespace, only
+        // by name: its keyring, public key, Lease, certificate Secret and configurations.
+        for permission in required(Features::ALL) {
+            let writes = permission
+                .verbs
+                .iter()
+                .any(|v| ["update", "patch", "delete"].contains(v));
+            if permission.scope != Scope::Watched && writes {
+                assert_ne!(permission.names, Names::Any, "{permission:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn features_off_need_fewer_permissions() {
+        let all = required_grants(Features::ALL);
+        let controller_only = required_grants(Features::default());
+        let files_mode = required_grants(Features {
+            webhook: true,
+            self_managed_certificates: false,
+        });
+        assert!(controller_only.is_subset(&files_mode) && files_mode.is_subset(&all));
+        assert!(controller_only.len() < files_mode.len() && files_mode.len() < all.len());
     }
 }

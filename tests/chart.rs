@@ -20,8 +20,6 @@ use support::repo_path;
 /// The value sets every tool runs over: defaults, each certificate mode, monitoring on and off,
 /// namespace-scoped, and every other option changed from its default.
 fn value_sets() -> Vec<(&'static str, Value)> {
-    let monitoring =
-        json!({ "serviceMonitor": { "enabled": true }, "prometheusRule": { "enabled": true } });
     vec![
         ("defaults", json!({})),
         (
@@ -42,7 +40,11 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             json!({ "webhook": { "enabled": true, "certificates": { "mode": "secret",
                 "secret": { "name": "aso-webhook-tls", "caBundle": "Q0EgUEVNIFBMQUNFSE9MREVS" } } } }),
         ),
-        ("monitoring without the webhook", monitoring.clone()),
+        (
+            "monitoring without the webhook",
+            json!({ "serviceMonitor": { "enabled": true }, "prometheusRule": { "enabled": true },
+                    "webhook": { "enabled": false } }),
+        ),
         (
             "monitoring with the webhook",
             json!({ "serviceMonitor": { "enabled": true, "labels": { "release": "kube-prometheus" } },
@@ -656,7 +658,10 @@ fn the_prometheus_rule_carries_the_alert_rules_unchanged() {
     );
 
     // Without the webhook, only its down alert is left out.
-    let without = render(&tools, &json!({ "prometheusRule": { "enabled": true } }));
+    let without = render(
+        &tools,
+        &json!({ "prometheusRule": { "enabled": true }, "webhook": { "enabled": false } }),
+    );
     let rule = &find(&without, "PrometheusRule", "").unwrap().object;
     let mut expected = source["groups"].clone();
     for group in expected.as_array_mut().unwrap() {
@@ -674,7 +679,11 @@ fn webhook_configurations_fail_closed_with_each_certificate_mode() {
     let Some(tools) = tools("webhook_configurations_fail_closed_with_each_certificate_mode") else {
         return;
     };
-    let off = render(&tools, &json!({}));
+    // On by default; off only when asked.
+    let defaults = render(&tools, &json!({}));
+    assert!(kinds(&defaults).contains("ValidatingWebhookConfiguration"));
+    assert!(kinds(&defaults).contains("MutatingWebhookConfiguration"));
+    let off = render(&tools, &json!({ "webhook": { "enabled": false } }));
     assert!(!kinds(&off).contains("ValidatingWebhookConfiguration"));
     assert!(!kinds(&off).contains("MutatingWebhookConfiguration"));
     for mode in ["self-managed", "cert-manager", "secret"] {
@@ -790,15 +799,23 @@ fn the_chart_registers_the_webhook_configurations_the_webhook_generates() {
         return;
     };
     let ca = "Q0EgUEVNIFBMQUNFSE9MREVS";
-    for mode in ["self-managed", "cert-manager", "secret"] {
+    let cases = [
+        ("self-managed", vec![]),
+        ("cert-manager", vec![]),
+        ("secret", vec![]),
+        // A namespace-scoped install judges only its namespaces.
+        ("self-managed", vec!["team-acme", "team-globex"]),
+    ];
+    for (mode, watched) in cases {
         let values = json!({ "webhook": { "enabled": true, "certificates": { "mode": mode,
-            "secret": { "name": "provided-tls", "caBundle": ca } } } });
+            "secret": { "name": "provided-tls", "caBundle": ca } } }, "watchNamespaces": watched });
         let objects = render(&tools, &values);
         let mut options = Options::new(ClientTarget::Service {
             namespace: "aso-system".into(),
             name: "amazon-seller-operator-webhook".into(),
             port: 443,
         });
+        options.namespaces = watched.iter().map(|ns| (*ns).to_owned()).collect();
         options.validating_name = "aso-system-amazon-seller-operator".into();
         options.mutating_name = "aso-system-amazon-seller-operator".into();
         if mode == "secret" {
@@ -901,6 +918,12 @@ fn notes_tell_how_to_back_up_the_keyring() {
     assert!(
         notes.contains("get secret amazon-seller-operator-keys"),
         "{notes}"
+    );
+    assert!(!notes.contains("webhook is not registered"), "{notes}");
+    let (_, notes) = tools.render(
+        &json!({ "webhook": { "enabled": false } }),
+        "amazon-seller-operator",
+        "aso-system",
     );
     assert!(notes.contains("webhook is not registered"), "{notes}");
 }

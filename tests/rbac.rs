@@ -5,9 +5,10 @@
 //!    and for a namespace-scoped install.
 //! 2. Against the real API server, the rendered ServiceAccount, roles and bindings are applied
 //!    and the operator's own `run` code runs its whole scenario as that ServiceAccount (the admin
-//!    kubeconfig impersonating it): start-up, a connection becoming Ready, Events, suspend, two
-//!    key rotations with online re-sealing, and deletion through the finalizer, with no
-//!    forbidden error.
+//!    kubeconfig impersonating it): start-up, the admission webhook with self-managed
+//!    certificates becoming ready (cluster view synced, CA in both configurations), a
+//!    connection becoming Ready, Events, suspend, two key rotations with online re-sealing, and
+//!    deletion through the finalizer, with no forbidden error.
 //! 3. The same scenario runs once without each rendered rule, and must then fail at the step
 //!    that rule serves: so no rule is superfluous.
 //!
@@ -38,7 +39,11 @@ use amazon_seller_operator::keystore::{self, KeyStore};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::operator::{self, Deps};
-use amazon_seller_operator::rbac::{self, Names, Scope};
+use amazon_seller_operator::rbac::{self, Features, Names, Scope};
+use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 
 use support::chart::{Rendered, Tools, tools};
 use support::lwa_emulator::{LwaEmulator, Seller};
@@ -50,15 +55,33 @@ use support::{cluster, create_namespace, install_crds, unique_name};
 /// One granted verb, where it applies: `None` is cluster-wide, `Some(ns)` a Role in `ns`.
 type Atom = (Option<String>, String, String, String, BTreeSet<String>);
 
-/// What `rbac::required()` means for an install in `operator_ns` watching `watched`.
-fn declared_atoms(
-    operator_ns: &str,
-    watched: &[&str],
-    key_secret: &str,
-    lease: &str,
-) -> BTreeSet<Atom> {
+/// The names an install gives the objects the operator may touch only by name.
+#[derive(Clone, Copy)]
+struct InstallNames<'a> {
+    service_account: &'a str,
+    operator_ns: &'a str,
+    watched: &'a [&'a str],
+    key_secret: &'a str,
+    lease: &'a str,
+    /// The self-managed webhook certificate Secret.
+    cert_secret: &'a str,
+    /// Both webhook configurations' name.
+    configurations: &'a str,
+}
+
+/// What `rbac::required(features)` means for an install with these names.
+fn declared_atoms(features: Features, install: &InstallNames) -> BTreeSet<Atom> {
+    let InstallNames {
+        service_account: _,
+        operator_ns,
+        watched,
+        key_secret,
+        lease,
+        cert_secret,
+        configurations,
+    } = *install;
     let mut atoms = BTreeSet::new();
-    for grant in rbac::required_grants() {
+    for grant in rbac::required_grants(features) {
         let wheres: Vec<Option<String>> = match grant.scope {
             Scope::Cluster => vec![None],
             Scope::OperatorNamespace => vec![Some(operator_ns.to_owned())],
@@ -71,6 +94,8 @@ fn declared_atoms(
             Names::PublicKeyConfigMap => [PUBLIC_KEY_CONFIGMAP.to_owned()].into(),
             Names::Lease => [lease.to_owned()].into(),
             Names::WatchedNamespaces => watched.iter().map(|ns| (*ns).to_owned()).collect(),
+            Names::WebhookCertSecret => [cert_secret.to_owned()].into(),
+            Names::WebhookConfigurations => [configurations.to_owned()].into(),
         };
         for place in wheres {
             atoms.insert((
@@ -165,32 +190,79 @@ fn the_chart_grants_exactly_what_the_code_declares() {
     let Some(tools) = tools("the_chart_grants_exactly_what_the_code_declares") else {
         return;
     };
-    let cases: Vec<(Value, Vec<&str>, &str, &str)> = vec![
-        (
-            json!({}),
-            vec![],
-            DEFAULT_KEY_SECRET,
-            "amazon-seller-operator",
-        ),
+    let defaults = InstallNames {
+        service_account: "amazon-seller-operator",
+        operator_ns: "aso-system",
+        watched: &[],
+        key_secret: DEFAULT_KEY_SECRET,
+        lease: "amazon-seller-operator",
+        cert_secret: "amazon-seller-operator-webhook-tls",
+        configurations: "aso-system-amazon-seller-operator",
+    };
+    let files = Features {
+        webhook: true,
+        self_managed_certificates: false,
+    };
+    let cases: Vec<(Value, Features, InstallNames)> = vec![
+        (json!({}), Features::ALL, defaults),
         (
             json!({ "watchNamespaces": ["team-acme", "team-globex"] }),
-            vec!["team-acme", "team-globex"],
-            DEFAULT_KEY_SECRET,
-            "amazon-seller-operator",
+            Features::ALL,
+            InstallNames {
+                watched: &["team-acme", "team-globex"],
+                ..defaults
+            },
         ),
         // The operator's own namespace among the watched ones, other key and Lease names.
         (
             json!({ "watchNamespaces": ["aso-system", "team-acme"],
                     "keys": { "secretName": "aso-keys" }, "leaderElection": { "leaseName": "aso-leader" } }),
-            vec!["aso-system", "team-acme"],
-            "aso-keys",
-            "aso-leader",
+            Features::ALL,
+            InstallNames {
+                watched: &["aso-system", "team-acme"],
+                key_secret: "aso-keys",
+                lease: "aso-leader",
+                ..defaults
+            },
+        ),
+        // Another release name renames the certificate Secret and the configurations.
+        (
+            json!({ "fullnameOverride": "sellers" }),
+            Features::ALL,
+            InstallNames {
+                service_account: "sellers",
+                cert_secret: "sellers-webhook-tls",
+                configurations: "aso-system-sellers",
+                lease: "amazon-seller-operator",
+                ..defaults
+            },
+        ),
+        // Certificates from cert-manager or a provided Secret: no certificate rights.
+        (
+            json!({ "webhook": { "certificates": { "mode": "cert-manager" } } }),
+            files,
+            defaults,
+        ),
+        (
+            json!({ "watchNamespaces": ["team-acme"], "webhook": { "certificates": { "mode": "secret",
+                    "secret": { "name": "provided-tls", "caBundle": "Q0E=" } } } }),
+            files,
+            InstallNames {
+                watched: &["team-acme"],
+                ..defaults
+            },
+        ),
+        // The controller alone.
+        (
+            json!({ "webhook": { "enabled": false } }),
+            Features::default(),
+            defaults,
         ),
     ];
-    for (values, watched, key_secret, lease) in cases {
+    for (values, features, names) in cases {
         let (objects, _) = tools.render(&values, "amazon-seller-operator", "aso-system");
-        let rendered = rendered_atoms(&objects, "amazon-seller-operator", "aso-system");
-        let declared = declared_atoms("aso-system", &watched, key_secret, lease);
+        let rendered = rendered_atoms(&objects, names.service_account, "aso-system");
+        let declared = declared_atoms(features, &names);
         let extra: Vec<_> = rendered.difference(&declared).collect();
         let missing: Vec<_> = declared.difference(&rendered).collect();
         assert!(
@@ -224,7 +296,14 @@ struct Install {
     team_ns: String,
     operator_ns: String,
     objects: Vec<Rendered>,
+    /// The loopback port of the operator's webhook.
+    webhook_port: u16,
+    /// The chart's name for both webhook configurations.
+    configurations: String,
 }
+
+/// The chart's default name for the self-managed certificate Secret.
+const CERT_SECRET: &str = "amazon-seller-operator-webhook-tls";
 
 /// A client that acts as `system:serviceaccount:<ns>:<name>` through impersonation.
 async fn impersonating(namespace: &str, name: &str) -> Client {
@@ -262,6 +341,31 @@ impl Install {
         // Cluster-scoped names carry the release namespace, unique per install.
         let (objects, _) = tools.render(&values, "amazon-seller-operator", &operator_ns);
         let as_operator = impersonating(&operator_ns, "amazon-seller-operator").await;
+        // The chart's webhook configurations, pointed at a loopback port and narrowed to a label
+        // no namespace carries: the operator keeps their caBundle, and they never judge other
+        // tests' requests.
+        let webhook_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let configurations = format!("{operator_ns}-amazon-seller-operator");
+        let mut options = Options::new(ClientTarget::Url(format!(
+            "https://127.0.0.1:{webhook_port}"
+        )));
+        options.validating_name = configurations.clone();
+        options.mutating_name = configurations.clone();
+        options
+            .scope_labels
+            .insert("rbac-test-scope".into(), operator_ns.clone());
+        Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .create(&PostParams::default(), &configuration::validating(&options))
+            .await
+            .unwrap();
+        Api::<MutatingWebhookConfiguration>::all(admin.clone())
+            .create(&PostParams::default(), &configuration::mutating(&options))
+            .await
+            .unwrap();
         Self {
             admin: admin.clone(),
             as_operator,
@@ -269,6 +373,8 @@ impl Install {
             team_ns,
             operator_ns,
             objects,
+            webhook_port,
+            configurations,
         }
     }
 
@@ -352,6 +458,12 @@ impl Install {
     /// Removes the cluster-scoped objects (namespaces stay: the test plane has no namespace
     /// controller to finish deleting them).
     async fn cleanup(&self) {
+        let _ = Api::<ValidatingWebhookConfiguration>::all(self.admin.clone())
+            .delete(&self.configurations, &DeleteParams::default())
+            .await;
+        let _ = Api::<MutatingWebhookConfiguration>::all(self.admin.clone())
+            .delete(&self.configurations, &DeleteParams::default())
+            .await;
         for rendered in &self.objects {
             let _ = match rendered.kind() {
                 "ClusterRole" => Api::<ClusterRole>::all(self.admin.clone())
@@ -411,6 +523,7 @@ where
 }
 
 fn run_args(install: &Install, lwa: &LwaEmulator) -> RunArgs {
+    let webhook_addr = format!("127.0.0.1:{}", install.webhook_port);
     let argv = [
         "amazon-seller-operator",
         "run",
@@ -428,7 +541,21 @@ fn run_args(install: &Install, lwa: &LwaEmulator) -> RunArgs {
         "5",
         "--reseal-qps",
         "100",
-        "--webhook-enabled=false",
+        // The webhook as the chart runs it by default: self-managed certificates.
+        "--webhook-addr",
+        &webhook_addr,
+        "--webhook-cert-mode",
+        "self-managed",
+        "--webhook-cert-secret",
+        CERT_SECRET,
+        "--webhook-extra-san",
+        "127.0.0.1",
+        "--webhook-cert-reload-interval",
+        "1s",
+        "--validating-webhook-configuration",
+        &install.configurations,
+        "--mutating-webhook-configuration",
+        &install.configurations,
     ];
     match Cli::parse_from(argv).command {
         Command::Run(args) => *args,
@@ -529,6 +656,51 @@ async fn steps(
             .and_then(|l| l.spec)
             .and_then(|s| s.holder_identity);
         Ok(published && holder.as_deref() == Some(identity))
+    })
+    .await?;
+
+    // webhook: its certificate issued and stored, the CA in both configurations, and /readyz
+    // answering over TLS that CA verifies (a synced cluster view).
+    until("webhook", timeout, task, || async {
+        let validating = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .get(&install.configurations)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mutating = Api::<MutatingWebhookConfiguration>::all(admin.clone())
+            .get(&install.configurations)
+            .await
+            .map_err(|e| e.to_string())?;
+        let bundle = |hooks: Option<Vec<_>>| -> Option<Vec<u8>> {
+            hooks?.into_iter().next().and_then(
+                |h: k8s_openapi::api::admissionregistration::v1::ValidatingWebhook| {
+                    h.client_config.ca_bundle.map(|b| b.0)
+                },
+            )
+        };
+        let Some(ca) = bundle(validating.webhooks) else {
+            return Err("no caBundle in the ValidatingWebhookConfiguration".into());
+        };
+        if mutating
+            .webhooks
+            .and_then(|h| h.into_iter().next())
+            .and_then(|h| h.client_config.ca_bundle)
+            .is_none()
+        {
+            return Err("no caBundle in the MutatingWebhookConfiguration".into());
+        }
+        let client = support::webhook::https_client(&String::from_utf8_lossy(&ca));
+        let answer = client
+            .get(format!("https://127.0.0.1:{}/readyz", install.webhook_port))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        if status == 200 {
+            Ok(true)
+        } else {
+            Err(format!("/readyz {status}: {}", body.trim()))
+        }
     })
     .await?;
 
@@ -733,7 +905,7 @@ async fn the_operator_runs_its_whole_scenario_as_the_charts_service_account() {
 /// listing again, so a missing `watch` alone would only slow the operator down, not stop it;
 /// the rule as a whole is what the table proves necessary.
 fn expected_failure(rule: &str) -> &'static str {
-    let table: [(&str, &str); 17] = [
+    let table: [(&str, &str); 20] = [
         // Start-up lists SecurityLogReviews (preflight) before anything else.
         (
             r#"cluster: ["securitylogreviews"] ["list","watch"]"#,
@@ -741,6 +913,18 @@ fn expected_failure(rule: &str) -> &'static str {
         ),
         // Re-sealing reads the Team label; without it the rotation re-seals nothing.
         (r#"cluster: ["namespaces"] ["get"]"#, "reseal"),
+        // The webhook's cluster view never syncs, so it never becomes ready.
+        (r#"cluster: ["namespaces"] ["list","watch"]"#, "webhook"),
+        // The self-managed CA never reaches the configurations' caBundle.
+        (
+            r#"cluster: ["validatingwebhookconfigurations","mutatingwebhookconfigurations"] ["get","update"]"#,
+            "webhook",
+        ),
+        // The self-managed certificate Secret cannot be read, so nothing is served.
+        (
+            r#"operator namespace: ["secrets"] ["get","update"]"#,
+            "webhook",
+        ),
         // Leader election cannot create, read or renew its Lease, so `run` fails to start it.
         (r#"operator namespace: ["leases"] ["create"]"#, "start"),
         (r#"operator namespace: ["leases"] ["get","patch"]"#, "start"),
@@ -800,7 +984,7 @@ async fn removing_any_one_chart_rule_makes_the_scenario_fail_where_that_rule_is_
     let template = Install::new(&admin, &tools, true).await;
     let rules = template.rules();
     template.cleanup().await;
-    assert_eq!(rules.len(), 17, "{rules:#?}");
+    assert_eq!(rules.len(), 20, "{rules:#?}");
     // Runs go in parallel, nine at a time. A whole scenario takes about two seconds; a run
     // without a needed rule waits 12 s at the step that needs it.
     let limit = Arc::new(Semaphore::new(9));

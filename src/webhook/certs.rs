@@ -34,6 +34,31 @@ use rustls::pki_types::pem::PemObject;
 
 use super::WebhookError;
 use super::tls::CertStore;
+use crate::rbac::{Names, Permission, Scope};
+
+/// The permissions of the self-managed mode, declared beside its calls (see [`crate::rbac`]).
+pub const RBAC: &[Permission] = &[
+    // The certificate Secret is created on first start when absent (create cannot be narrowed
+    // to a name), then read and replaced with a resourceVersion precondition.
+    Permission::new("", "secrets", &["create"], Scope::OperatorNamespace),
+    Permission::new("", "secrets", &["get", "update"], Scope::OperatorNamespace)
+        .named(Names::WebhookCertSecret),
+    // `caBundle` of the operator's own two configurations.
+    Permission::new(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        &["get", "update"],
+        Scope::Cluster,
+    )
+    .named(Names::WebhookConfigurations),
+    Permission::new(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        &["get", "update"],
+        Scope::Cluster,
+    )
+    .named(Names::WebhookConfigurations),
+];
 
 /// Data key of the CA bundle (current CA first, then the previous one after a renewal).
 pub const CA_BUNDLE_KEY: &str = "ca.crt";
