@@ -506,8 +506,15 @@ async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bo
         )
         .await;
         tokio::time::sleep(Duration::from_secs(5)).await;
+        // Both counted after the settling time, refreshes first: a refresh in between adds
+        // writes but not itself, so the figure errs high, never low.
+        let refreshed = metric_sum(
+            &get_text(&format!("http://127.0.0.1:{port}/metrics")).await,
+            "amazon_seller_token_refresh_total",
+        )
+        .max(done)
+            - refreshes_before;
         let writes = diff(&api_writes(client).await, &before);
-        let refreshed = done - refreshes_before;
         println!(
             "  steady refresh: {refreshed:.0} refreshes, {:.0} API writes = {:.2} per refresh (limit 2) {:?}",
             total(&writes),

@@ -317,6 +317,7 @@ pub async fn run_with(
         audit: audit.clone(),
         clock: Arc::new(SystemClock),
         identity: identity.clone(),
+        applied: Default::default(),
     });
 
     // Shutdown fan-out: one signal, many listeners.

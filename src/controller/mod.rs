@@ -5,6 +5,7 @@
 //! runtime Secret is repaired at once; and sealed credentials Secrets
 //! (`secret-role=lwa-credentials`), mapped to the connections that name them.
 
+pub mod applied;
 pub mod reconcile;
 pub mod runtime_secret;
 
@@ -98,6 +99,9 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// This instance's name, the actor of its audit records.
     pub identity: String,
+    /// The status last written for each connection, so a stale cached copy does not cause
+    /// the same write (and its Events) again.
+    pub applied: applied::AppliedStatus,
 }
 
 impl Context {

@@ -177,22 +177,32 @@ pub async fn apply(
     }
 
     let status = status_of(&connection, &plan, market, now);
-    if connection.status.as_ref() != Some(&status) {
-        let patch = json!({
-            "apiVersion": "connectors.openteam.io/v1alpha1",
-            "kind": "AmazonSellerConnection",
-            "status": status,
-        });
-        Api::<AmazonSellerConnection>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(Error::kube("write the connection status"))?;
+    let version = connection.resource_version();
+    if ctx
+        .applied
+        .already_written(key.as_str(), version.as_deref(), &status)
+    {
+        // A cached copy from before this very write: done, transitions reported.
+    } else {
+        if connection.status.as_ref() != Some(&status) {
+            let patch = json!({
+                "apiVersion": "connectors.openteam.io/v1alpha1",
+                "kind": "AmazonSellerConnection",
+                "status": status,
+            });
+            Api::<AmazonSellerConnection>::namespaced(ctx.client.clone(), &namespace)
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+                .map_err(Error::kube("write the connection status"))?;
+            ctx.applied
+                .record(key.as_str(), version.as_deref(), status.clone());
+        }
+        transitions(&connection, &status, &ctx).await;
     }
-    transitions(&connection, &status, &ctx).await;
     for event in &plan.events {
         ctx.publish(event, &connection.object_ref(&())).await;
     }
@@ -789,7 +799,9 @@ pub async fn cleanup(
     let name = connection.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     delete_runtime_secret(&secrets, &runtime_secret::name(&name)).await?;
-    ctx.engine.forget(&ConnectionKey::new(&namespace, &name));
+    let key = ConnectionKey::new(&namespace, &name);
+    ctx.engine.forget(&key);
+    ctx.applied.forget(key.as_str());
     ctx.metrics
         .forget_connection(&namespace, &name, &connection.spec.team_id);
     audit(
