@@ -19,8 +19,9 @@ lint:
 	cargo clippy --all-targets --locked -- -D warnings
 
 ## The operator's whole job on a local control plane with an LWA emulator (no cluster, no Amazon).
+## `make demo CREDENTIALS=DIR` uses real LWA credentials from files in DIR and Amazon's endpoint.
 demo:
-	hack/demo.sh
+	ASO_DEMO_CREDENTIALS="$(or $(CREDENTIALS),$(ASO_DEMO_CREDENTIALS))" hack/demo.sh
 
 ## Stop what `make demo` started.
 demo-stop:

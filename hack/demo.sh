@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # The operator's whole job on one machine, in a few minutes, without a cluster or Amazon:
 # a real control plane on loopback, a LOCAL LWA EMULATOR (never Amazon), the operator's own
-# `run`, a Team namespace, sealed demo credentials, a connection and a gateway pod.
+# `run` (controller, admission webhook registered with the API server, metrics), a Team
+# namespace, sealed demo credentials, a connection, a gateway pod, and the webhook refusing a
+# pod that is not a listed gateway and a user of another Team.
 #
 #   hack/demo.sh          # start (or: make demo); leaves everything running
 #   hack/demo.sh stop     # stop everything (or: make demo-stop)
+#
+# With real credentials (ASO_DEMO_CREDENTIALS=DIR, or: make demo CREDENTIALS=DIR) no emulator
+# is started: the operator calls Amazon's real LWA token endpoint with the credentials in DIR
+# (files client-id, client-secret, refresh-token, seller-id, and optionally marketplace, default
+# US). The credentials are read from those files only and sealed at once; no token is printed.
 #
 # ASO_DEMO_DIR sets where state and logs go (default ~/.cache/amazon-seller-operator/demo).
 # ASO_BIN and ASO_EMULATOR_BIN use prebuilt binaries instead of building them.
@@ -31,6 +38,7 @@ if [[ "${1:-start}" == "stop" ]]; then
   stop
   exit 0
 fi
+credentials="${ASO_DEMO_CREDENTIALS:-}"
 
 fail() { echo "demo: $*" >&2; exit 1; }
 # Whatever stops the demo half-way stops what it had started, so nothing is left running.
@@ -45,6 +53,13 @@ command -v kubectl >/dev/null || fail "kubectl is missing: install kubectl (http
 for tool in curl openssl python3; do
   command -v "$tool" >/dev/null || fail "$tool is missing: sudo apt-get install -y $tool"
 done
+if [[ -n "$credentials" ]]; then
+  for file in client-id client-secret refresh-token seller-id; do
+    [[ -s "$credentials/$file" ]] ||
+      fail "real-credentials mode: $credentials/$file is missing or empty (put the LWA client id, client secret, refresh token and the seller's merchant token in files of these names)"
+  done
+  credentials="$(cd "$credentials" && pwd)"
+fi
 if [[ -f "$state/operator.pid" ]] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
   fail "a demo is already running from $state: stop it with 'make demo-stop'"
 fi
@@ -52,6 +67,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 metrics_port="${ASO_DEMO_METRICS_PORT:-$(free_port)}"
 python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',$metrics_port))" 2>/dev/null ||
   fail "port $metrics_port is in use: set ASO_DEMO_METRICS_PORT to a free port"
+webhook_port="${ASO_DEMO_WEBHOOK_PORT:-$(free_port)}"
+python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',$webhook_port))" 2>/dev/null ||
+  fail "port $webhook_port is in use: set ASO_DEMO_WEBHOOK_PORT to a free port"
 
 step "building (first run compiles the operator and kube-apiserver; later runs reuse them)"
 if [[ -z "${ASO_BIN:-}" || -z "${ASO_EMULATOR_BIN:-}" ]]; then
@@ -73,18 +91,46 @@ aso crd | kubectl apply -f - >/dev/null
 kubectl wait --for condition=Established crd --all --timeout 60s >/dev/null
 kubectl create namespace amazon-seller-operator >/dev/null
 
-step "starting the LWA EMULATOR (local, never contacts Amazon)"
-"$ASO_EMULATOR_BIN" "$state/lwa" >"$state/lwa-emulator.log" 2>&1 &
-echo $! >"$state/lwa-emulator.pid"
-for _ in $(seq 1 100); do [[ -f "$state/lwa/url" ]] && break; sleep 0.1; done
-[[ -f "$state/lwa/url" ]] || fail "the LWA emulator did not start (log: $state/lwa-emulator.log)"
-head -n1 "$state/lwa-emulator.log"
+if [[ -z "$credentials" ]]; then
+  step "starting the LWA EMULATOR (local, never contacts Amazon)"
+  "$ASO_EMULATOR_BIN" "$state/lwa" >"$state/lwa-emulator.log" 2>&1 &
+  echo $! >"$state/lwa-emulator.pid"
+  for _ in $(seq 1 100); do [[ -f "$state/lwa/url" ]] && break; sleep 0.1; done
+  [[ -f "$state/lwa/url" ]] || fail "the LWA emulator did not start (log: $state/lwa-emulator.log)"
+  head -n1 "$state/lwa-emulator.log"
+  lwa_flags=(--lwa-endpoint "$(cat "$state/lwa/url")" --lwa-ca-file "$state/lwa/ca.pem")
+  credentials="$state/lwa"
+  seller_id=A3FHEXAMPLEYWS
+  marketplace=US
+else
+  step "REAL CREDENTIALS: the operator calls Amazon's LWA token endpoint (no emulator)"
+  lwa_flags=()
+  seller_id="$(tr -d '[:space:]' <"$credentials/seller-id")"
+  marketplace="$( (tr -d '[:space:]' <"$credentials/marketplace") 2>/dev/null || true)"
+  marketplace="${marketplace:-US}"
+  echo "credentials from $credentials (files only), seller $seller_id, marketplace $marketplace"
+fi
 
-step "starting the operator (amazon-seller-operator run)"
-# Started directly, not through the `aso` function, so `$!` is the operator's own pid.
-"$ASO_BIN" run --operator-namespace amazon-seller-operator --leader-election=false --webhook-enabled=false \
-  --lwa-endpoint "$(cat "$state/lwa/url")" --lwa-ca-file "$state/lwa/ca.pem" \
-  --metrics-addr "127.0.0.1:$metrics_port" --log-format json >"$state/operator.log" 2>&1 &
+step "starting the operator (amazon-seller-operator run) as its own ServiceAccount"
+# The webhook lets only the operator's ServiceAccount write runtime Secrets, so the operator
+# runs as that ServiceAccount. The demo binds it to cluster-admin for brevity; the Helm chart
+# grants only the rules the code declares (docs/install.md).
+kubectl create serviceaccount amazon-seller-operator -n amazon-seller-operator >/dev/null
+kubectl create clusterrolebinding amazon-seller-operator-demo --clusterrole cluster-admin \
+  --serviceaccount amazon-seller-operator:amazon-seller-operator >/dev/null
+operator_kubeconfig="$state/operator.kubeconfig"
+cp "$KUBECONFIG" "$operator_kubeconfig"
+KUBECONFIG="$operator_kubeconfig" kubectl config set-credentials amazon-seller-operator \
+  --token "$(kubectl create token amazon-seller-operator -n amazon-seller-operator --duration 24h)" >/dev/null
+KUBECONFIG="$operator_kubeconfig" kubectl config set-context --current --user amazon-seller-operator >/dev/null
+# Started directly, not through the `aso` function, so `$!` is the operator's own pid. The
+# webhook keeps its own CA and certificate (self-managed) and writes the CA into the
+# configurations registered below.
+KUBECONFIG="$operator_kubeconfig" "$ASO_BIN" run --operator-namespace amazon-seller-operator --leader-election=false \
+  "${lwa_flags[@]}" \
+  --metrics-addr "127.0.0.1:$metrics_port" --log-format json \
+  --webhook-addr "127.0.0.1:$webhook_port" --webhook-cert-mode self-managed --webhook-extra-san 127.0.0.1 \
+  >"$state/operator.log" 2>&1 &
 echo $! >"$state/operator.pid"
 for _ in $(seq 1 150); do
   curl -fsS "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break
@@ -93,17 +139,37 @@ for _ in $(seq 1 150); do
 done
 echo "operator ready; metrics on http://127.0.0.1:$metrics_port/metrics"
 
+step "registering the admission webhook with the API server (fail closed)"
+aso webhook-configuration --url "https://127.0.0.1:$webhook_port" | kubectl apply -f -
+ca_bundle=""
+for _ in $(seq 1 150); do
+  ca_bundle="$(kubectl get validatingwebhookconfiguration amazon-seller-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}')"
+  [[ -n "$ca_bundle" ]] && break
+  sleep 0.2
+done
+[[ -n "$ca_bundle" ]] || fail "the operator did not put its CA into the webhook configuration (log: $state/operator.log)"
+echo "$ca_bundle" | base64 -d >"$state/webhook-ca.pem"
+for _ in $(seq 1 150); do
+  curl -fsS --cacert "$state/webhook-ca.pem" "https://127.0.0.1:$webhook_port/readyz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS --cacert "$state/webhook-ca.pem" "https://127.0.0.1:$webhook_port/readyz" >/dev/null ||
+  fail "the webhook did not become ready (log: $state/operator.log)"
+echo "webhook ready on https://127.0.0.1:$webhook_port (its CA is in both configurations)"
+
 step "a Team namespace, sealed credentials, a connection and a gateway pod"
 kubectl apply -f examples/team-namespace.yaml
 for _ in $(seq 1 50); do kubectl get configmap -n amazon-seller-operator amazon-seller-operator-public-key >/dev/null 2>&1 && break; sleep 0.2; done
 aso seal --public-key-from-cluster --operator-namespace amazon-seller-operator \
   --team acme --namespace team-acme --name acme-us-lwa --connection acme-us \
-  --client-id "$(cat "$state/lwa/client-id")" \
-  --client-secret-file "$state/lwa/client-secret" --refresh-token-file "$state/lwa/refresh-token" \
+  --client-id "$(tr -d '[:space:]' <"$credentials/client-id")" \
+  --client-secret-file "$credentials/client-secret" --refresh-token-file "$credentials/refresh-token" \
   >"$state/sealed-secret.yaml"
 echo "sealed with the operator's public key: $(grep -c . "$state/sealed-secret.yaml") lines, no plaintext"
 kubectl apply -f "$state/sealed-secret.yaml"
-kubectl apply -f examples/connection.yaml
+# examples/connection.yaml, with the seller and marketplace of the credentials in use.
+sed -e "s/^  sellerId: .*/  sellerId: $seller_id/" -e "s/^  marketplace: .*/  marketplace: $marketplace/" \
+  examples/connection.yaml | kubectl apply -f -
 kubectl create serviceaccount default -n team-acme >/dev/null 2>&1 || true
 kubectl apply -f - <<'POD'
 apiVersion: v1
@@ -148,6 +214,47 @@ kubectl patch asc acme-us -n team-acme --type merge -p '{"spec":{"suspended":fal
 kubectl wait --for condition=Ready asc/acme-us -n team-acme --timeout 60s >/dev/null
 echo "unsuspended: runtime Secret restored"
 
+step "the webhook refuses a pod that is not a listed gateway"
+# kubectl prints the API server's refusal, which carries the webhook's reason.
+denied() { if "$@" >"$state/denied.out" 2>&1; then cat "$state/denied.out"; fail "expected a refusal: $*"; fi; sed 's/^/  /' "$state/denied.out"; }
+denied kubectl apply -f - <<'POD'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: not-a-gateway
+  namespace: team-acme
+spec:
+  containers:
+  - name: curious
+    image: registry.example/tools:1
+    volumeMounts: [{name: sp-api, mountPath: /var/run/sp-api, readOnly: true}]
+  volumes:
+  - name: sp-api
+    secret: {secretName: acme-us-sp-api}
+POD
+
+step "the webhook refuses a user of another Team"
+# RBAC lets every developer edit connections everywhere; Team scoping is the webhook's job.
+kubectl apply -f - >/dev/null <<'RBAC'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: demo-connection-editor}
+rules:
+- apiGroups: [connectors.openteam.io]
+  resources: [amazonsellerconnections]
+  verbs: [get, list, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: demo-connection-editors}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: demo-connection-editor}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "openteam:developers"}
+RBAC
+echo "bob (team globex) tries to suspend team acme's connection:"
+denied kubectl --as bob --as-group openteam:developers --as-group openteam:team:globex \
+  patch asc acme-us -n team-acme --type merge -p '{"spec":{"suspended":true}}'
+
 step "audit log (JSON lines, SHA-256 hash chain)"
 grep '"log_type":"audit"' "$state/operator.log" | python3 -c '
 import json, sys
@@ -160,13 +267,14 @@ aso audit verify "$state/operator.log"
 
 step "a few metrics"
 curl -fsS "http://127.0.0.1:$metrics_port/metrics" |
-  grep -E '^amazon_seller_(connections|token_expiry_timestamp_seconds|token_refresh_total|reconcile_total|audit_events_total\{category="connector_setup")' || true
+  grep -E '^amazon_seller_(connections|token_expiry_timestamp_seconds|token_refresh_total|reconcile_total|credential_access_total|admission_requests_total\{[^}]*decision="denied"|audit_events_total\{category="(connector_setup|authentication)")' || true
 
 cat <<DONE
 
 The control plane keeps running. Explore it with:
   export KUBECONFIG=$KUBECONFIG
   kubectl get asc,secrets -n team-acme
+  kubectl --as bob --as-group openteam:developers --as-group openteam:team:globex get asc -n team-acme
 Logs: $state/operator.log (the operator), $state/lwa-emulator.log (the emulator)
 Stop everything with: make demo-stop
 DONE

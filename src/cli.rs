@@ -22,6 +22,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::Marketplaces { output } => print_marketplaces(output, out),
         Command::Validate { filename } => return validate(&filename, out, err),
         Command::CheckCredentials(args) => return crate::lwa::check::run(&args, out, err),
+        Command::WebhookConfiguration(args) => print_webhook_configuration(&args, out),
         Command::Run(args) => return run_operator(*args, err),
         Command::Keygen(args) => report(keystore::commands::keygen(&args, out), err),
         Command::Seal(args) => block_on(keystore::commands::seal(&args, out), err),
@@ -114,6 +115,9 @@ pub enum CliError {
     /// The command already printed its error.
     #[error("reported")]
     Reported,
+    /// A flag's value is unusable; the message names the flag and the fix.
+    #[error("{0}")]
+    Usage(String),
     /// A generated object could not be rendered.
     #[error("failed to render {what}: {message}")]
     Render {
@@ -122,6 +126,58 @@ pub enum CliError {
         /// The serializer's message.
         message: String,
     },
+}
+
+/// `webhook-configuration`: both configurations, as YAML documents.
+fn print_webhook_configuration(
+    args: &crate::config::WebhookConfigurationArgs,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    use crate::webhook::configuration::{self, ClientTarget, Options};
+    if !args.url.starts_with("https://") {
+        return Err(CliError::Usage(format!(
+            "--url {:?} must start with https:// (the API server calls webhooks over TLS only)",
+            args.url
+        )));
+    }
+    let mut options = Options::new(ClientTarget::Url(args.url.clone()));
+    options.validating_name = args.name.clone();
+    options.mutating_name = args.name.clone();
+    options.timeout_seconds = args.timeout_seconds;
+    options.namespaces = args.watch_namespaces.clone();
+    if let Some(file) = &args.ca_file {
+        let pem = std::fs::read(file)
+            .map_err(|e| CliError::Usage(format!("--ca-file {}: {e}", file.display())))?;
+        options.ca_bundle = Some(pem);
+    }
+    let render = |what: &'static str, value: serde_json::Result<serde_json::Value>| {
+        let value = value.map_err(|e| CliError::Render {
+            what,
+            message: e.to_string(),
+        })?;
+        serde_saphyr::to_string(&value).map_err(|e| CliError::Render {
+            what,
+            message: e.to_string(),
+        })
+    };
+    let mut validating = serde_json::to_value(configuration::validating(&options));
+    let mut mutating = serde_json::to_value(configuration::mutating(&options));
+    for (object, kind) in [
+        (&mut validating, "ValidatingWebhookConfiguration"),
+        (&mut mutating, "MutatingWebhookConfiguration"),
+    ] {
+        if let Ok(serde_json::Value::Object(map)) = object {
+            map.insert(
+                "apiVersion".into(),
+                "admissionregistration.k8s.io/v1".into(),
+            );
+            map.insert("kind".into(), kind.into());
+        }
+    }
+    let validating = render("the ValidatingWebhookConfiguration", validating)?;
+    let mutating = render("the MutatingWebhookConfiguration", mutating)?;
+    write!(out, "---\n{validating}---\n{mutating}")?;
+    Ok(())
 }
 
 fn print_crds(out: &mut dyn Write) -> Result<(), CliError> {

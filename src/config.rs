@@ -63,6 +63,44 @@ pub enum Command {
     /// when LWA accepts the credentials, 2 when it rejects them (for example a revoked refresh
     /// token), 3 when LWA cannot be reached or fails, 1 on a usage error.
     CheckCredentials(CheckCredentialsArgs),
+    /// Print the Validating- and MutatingWebhookConfiguration for a webhook reached at a URL,
+    /// for an operator run outside the cluster (development, the demo). In-cluster installs get
+    /// them from the Helm chart.
+    ///
+    /// Without `--ca-file` the caBundle is left empty for `run --webhook-cert-mode
+    /// self-managed` to fill in; until then the API server refuses the writes they cover.
+    WebhookConfiguration(WebhookConfigurationArgs),
+}
+
+/// Flags of `webhook-configuration`.
+#[derive(Debug, clap::Args)]
+pub struct WebhookConfigurationArgs {
+    /// Base URL of the webhook's HTTPS server, e.g. `https://127.0.0.1:8443`.
+    #[arg(long, env = "ASO_WEBHOOK_URL")]
+    pub url: String,
+    /// Name of both configurations (what `run` takes as `--validating-webhook-configuration`
+    /// and `--mutating-webhook-configuration`).
+    #[arg(
+        long,
+        env = "ASO_WEBHOOK_CONFIGURATION_NAME",
+        default_value = "amazon-seller-operator"
+    )]
+    pub name: String,
+    /// PEM file of the CA that signs the serving certificate, written into caBundle.
+    #[arg(long, env = "ASO_WEBHOOK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Judge only these namespaces (the operator's `--watch-namespace`; repeat the flag or
+    /// separate with commas). Default: every Team namespace.
+    #[arg(
+        long = "watch-namespace",
+        env = "ASO_WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Seconds the API server waits for an answer (1-30).
+    #[arg(long, env = "ASO_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=30))]
+    pub timeout_seconds: i32,
 }
 
 /// The `audit` subcommands.

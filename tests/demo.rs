@@ -34,7 +34,8 @@ impl Drop for StopDemo {
 }
 
 #[test]
-fn the_demo_shows_a_ready_connection_masked_token_suspend_and_a_verified_audit_log() {
+fn the_demo_shows_a_ready_connection_masked_token_suspend_webhook_denials_and_a_verified_audit_log()
+{
     let missing = missing_tools();
     if !missing.is_empty() {
         let message = format!("DEMO TEST NOT RUN: missing {missing:?}; run it through `make test`");
@@ -76,6 +77,34 @@ fn the_demo_shows_a_ready_connection_masked_token_suspend_and_a_verified_audit_l
         "token not shown masked:\n{stdout}"
     );
     assert!(stdout.contains("runtime Secret acme-us-sp-api: gone"));
+    // The webhook, registered with the API server, refuses a pod that is not a listed gateway
+    // and a user of another Team, and says why.
+    assert!(
+        stdout.contains(
+            "admission webhook \"pods.connectors.openteam.io\" denied the request: \
+             metadata.labels[\"connectors.openteam.io/gateway\"]: missing"
+        ),
+        "no gateway denial:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "admission webhook \"connections.connectors.openteam.io\" denied the request: \
+             \"bob\" is not a member of team \"acme\""
+        ),
+        "no Team denial:\n{stdout}"
+    );
+    for line in [
+        " pod_create             denied   team-acme/acme-us missing_gateway_label",
+        " connection_update      denied   team-acme/acme-us not_team_member",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "audit line {line:?} missing:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains(
+        "amazon_seller_credential_access_total{gateway=\"none\",outcome=\"denied\",team=\"acme\"} 1"
+    ));
     assert!(stdout.contains("unsuspended: runtime Secret restored"));
     assert!(stdout.contains("LWA EMULATOR (local, not Amazon)"));
     for action in ["token_refresh", "connect", "suspend", "resume"] {
@@ -143,4 +172,27 @@ fn the_demo_shows_a_ready_connection_masked_token_suspend_and_a_verified_audit_l
         left.trim().is_empty(),
         "still running after demo stop:\n{left}"
     );
+}
+
+#[test]
+fn real_credentials_mode_names_the_missing_file_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("client-id"),
+        "amzn1.application-oa2-client.demo\n",
+    )
+    .unwrap();
+    let state = dir.path().join("demo");
+    let output = Command::new(repo_path("hack/demo.sh"))
+        .env("ASO_DEMO_DIR", &state)
+        .env("ASO_DEMO_CREDENTIALS", dir.path())
+        .output()
+        .expect("demo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("real-credentials mode:") && stderr.contains("/client-secret is missing"),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "nothing may be started or written");
 }
