@@ -342,6 +342,7 @@ pub async fn run_with(
             keyring: ctx.keyring.clone(),
             metrics: metrics.clone(),
             audit: audit.clone(),
+            watched: (!args.watch_namespaces.is_empty()).then(|| args.watch_namespaces.clone()),
         };
         let task = webhook::start(
             &args.webhook,

@@ -120,6 +120,12 @@ impl ClusterLookup {
         lookup
     }
 
+    /// A connection as the view holds it (spec and metadata; status is not kept).
+    pub fn connection(&self, namespace: &str, name: &str) -> Option<Arc<AmazonSellerConnection>> {
+        self.connections
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
     fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
         self.fetched
             .lock()
