@@ -283,6 +283,8 @@ impl CredentialEndpoint {
         known.pod = Some(caller.pod_name.clone());
 
         if let Err(not_until) = self.limiter.check_key(&caller.username) {
+            // Throttled before any API call; the caller's Team comes from the cached view.
+            known.team = self.cluster.namespace_team(&caller.namespace);
             let wait = not_until.wait_time_from(self.clock.now());
             return Err(Failure::new(
                 StatusCode::TOO_MANY_REQUESTS,
