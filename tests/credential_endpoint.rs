@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::config::{Cli, Command};
-use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+use amazon_seller_operator::crypto::{self, Credentials, SealContext, StoredToken, TokenContext};
 use amazon_seller_operator::keystore::{self, KeyStore};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
@@ -917,4 +917,59 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn prune_keys_keeps_a_key_a_token_store_is_sealed_to() {
+    let Some(s) = Scenario::new("prune_keys_keeps_a_key_a_token_store_is_sealed_to").await else {
+        return;
+    };
+    let store = KeyStore::new(
+        s.client.clone(),
+        &s.operator_namespace,
+        "amazon-seller-operator-keys",
+    );
+    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+    let old_key = keyring.active().id().to_owned();
+    let now = jiff::Timestamp::now();
+    let envelope = crypto::seal_token(
+        &keyring.active().public_key(),
+        &TokenContext {
+            team_id: &s.team,
+            namespace: &s.namespace,
+            connection: "acme-de",
+        },
+        &StoredToken {
+            access_token: "Atza|pinned".into(),
+            token_type: "bearer".into(),
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            issued_at: now,
+        },
+    )
+    .unwrap();
+    let token_store: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "acme-de-sp-api-sealed", "labels": {
+            "connectors.openteam.io/connection": "acme-de",
+            "connectors.openteam.io/secret-role": "token-store",
+        }},
+        "type": "connectors.openteam.io/sp-api-token-sealed",
+        "data": {"sealed": k8s_openapi::ByteString(envelope)},
+    }))
+    .unwrap();
+    s.secrets()
+        .create(&PostParams::default(), &token_store)
+        .await
+        .unwrap();
+    store.rotate(jiff::Timestamp::now()).await.unwrap();
+    let removed = store.prune(&s.client).await.unwrap();
+    assert!(
+        !removed.contains(&old_key),
+        "a key in use by a token store was pruned"
+    );
+    s.secrets()
+        .delete("acme-de-sp-api-sealed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let removed = store.prune(&s.client).await.unwrap();
+    assert_eq!(removed, vec![old_key]);
 }
