@@ -370,6 +370,28 @@ pub struct WebhookArgs {
         default_value = "openteam:security-reviewers"
     )]
     pub reviewer_groups: Vec<String>,
+    /// Serve the runtime credential endpoint
+    /// `GET /v1/namespaces/<namespace>/connections/<name>/token` on the webhook's HTTPS server
+    /// (`--webhook-addr`), for connections with `spec.delivery` `Endpoint` or `Both`. Callers
+    /// authenticate with a projected ServiceAccount token (audience `connectors.openteam.io`);
+    /// the operator then needs to create TokenReviews and get pods (docs/credential-endpoint.md).
+    #[arg(
+        long,
+        env = "ASO_CREDENTIAL_ENDPOINT_ENABLED",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub credential_endpoint_enabled: bool,
+    /// Sustained runtime credential requests per second allowed per calling ServiceAccount;
+    /// above it callers get 429 with `Retry-After`.
+    #[arg(long, env = "ASO_CREDENTIAL_ENDPOINT_QPS", default_value_t = 5.0)]
+    pub credential_endpoint_qps: f64,
+    /// Runtime credential requests per ServiceAccount allowed in a burst above the sustained
+    /// rate.
+    #[arg(long, env = "ASO_CREDENTIAL_ENDPOINT_BURST", default_value_t = 20)]
+    pub credential_endpoint_burst: u32,
     /// The operator's ServiceAccount (in the operator's namespace): the only identity that
     /// may write runtime Secrets.
     #[arg(

@@ -343,11 +343,11 @@ pub async fn run_with(
             keyring: ctx.keyring.clone(),
             metrics: metrics.clone(),
             audit: audit.clone(),
+            watched: (!args.watch_namespaces.is_empty()).then(|| args.watch_namespaces.clone()),
         };
         let task = webhook::start(
             &args.webhook,
             &args.keys.operator_namespace,
-            &namespaces,
             shared,
             stopped(stop_rx.clone()),
         )

@@ -582,6 +582,33 @@ async fn secret_rules_over_https() {
             "may not delete runtime Secret \"acme-us-sp-api\"",
         );
 
+    // Forged token stores: only the operator writes them either.
+    for object in [
+        runtime_secret(
+            "anything",
+            json!({"connectors.openteam.io/secret-role": "token-store"}),
+            "Opaque",
+        ),
+        runtime_secret(
+            "anything",
+            json!({}),
+            "connectors.openteam.io/sp-api-token-sealed",
+        ),
+        runtime_secret("acme-us-sp-api-sealed", json!({}), "Opaque"),
+    ] {
+        h.validate(
+            &as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(object.clone()),
+        )
+        .await
+        .denied(
+            "not_operator",
+            "token stores are written only by the operator",
+        );
+        let by_operator =
+            as_user(Review::secret("CREATE").in_namespace(NS), OPERATOR).object(object);
+        assert!(h.validate(&by_operator).await.allowed());
+    }
+
     // Unrelated Secrets are not the webhook's business.
     let plain = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "app-config", "namespace": NS}, "data": {"clientSecret": "eA=="}});
@@ -696,6 +723,17 @@ async fn pod_rules_over_https() {
         h.validate(&create(ALICE, pod("gw", NS, Some("gw-main"), spec)))
             .await
             .denied("sealed_secret_reference", "holds sealed LWA credentials");
+    }
+
+    // A token store (the runtime credential endpoint's sealed copy): never, in any form, even
+    // for a listed gateway.
+    for spec in [
+        json!({"volumes": [{"name": "t", "secret": {"secretName": "acme-us-sp-api-sealed"}}]}),
+        json!({"containers": [{"name": "main", "image": "x", "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "acme-us-sp-api-sealed", "key": "sealed"}}}]}]}),
+    ] {
+        h.validate(&create(ALICE, pod("gw", NS, Some("gw-main"), spec)))
+            .await
+            .denied("sealed_secret_reference", "sealed token store");
     }
 
     // An ordinary pod is unrelated.

@@ -99,6 +99,35 @@ pub struct AmazonSellerConnectionSpec {
     /// refreshed; setting it back to false publishes a fresh token again.
     #[serde(default)]
     pub suspended: bool,
+
+    /// How gateways receive the access token: `Secret` (the runtime Secret `<name>-sp-api`,
+    /// mounted by gateway pods), `Endpoint` (only the operator's authenticated runtime
+    /// credential endpoint, no runtime Secret) or `Both`. In `Endpoint` and `Both` modes the
+    /// operator keeps the token sealed in `<name>-sp-api-sealed`, which no pod may mount.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// How gateways receive a connection's access token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Delivery {
+    /// The runtime Secret `<name>-sp-api`, mounted by listed gateway pods.
+    #[default]
+    Secret,
+    /// Only the runtime credential endpoint; no runtime Secret is written.
+    Endpoint,
+    /// The runtime Secret and the runtime credential endpoint.
+    Both,
+}
+
+impl From<Delivery> for domain::credential_access::Delivery {
+    fn from(value: Delivery) -> Self {
+        match value {
+            Delivery::Secret => domain::credential_access::Delivery::Secret,
+            Delivery::Endpoint => domain::credential_access::Delivery::Endpoint,
+            Delivery::Both => domain::credential_access::Delivery::Both,
+        }
+    }
 }
 
 /// Which SP-API deployment a connection uses.

@@ -6,7 +6,8 @@ pub mod names;
 pub mod review;
 
 pub use connection::{
-    AmazonSellerConnection, AmazonSellerConnectionSpec, AmazonSellerConnectionStatus, Environment,
+    AmazonSellerConnection, AmazonSellerConnectionSpec, AmazonSellerConnectionStatus, Delivery,
+    Environment,
 };
 pub use review::{SecurityLogReview, SecurityLogReviewSpec};
 

@@ -13,6 +13,9 @@ pub const SECRET_ROLE_LABEL: &str = "connectors.openteam.io/secret-role";
 pub const ROLE_LWA_CREDENTIALS: &str = "lwa-credentials";
 /// `SECRET_ROLE_LABEL` value of runtime token Secrets.
 pub const ROLE_RUNTIME_TOKEN: &str = "runtime-token";
+/// `SECRET_ROLE_LABEL` value of a connection's sealed token store (`<connection>-sp-api-sealed`),
+/// kept by the operator for the runtime credential endpoint.
+pub const ROLE_TOKEN_STORE: &str = "token-store";
 /// `SECRET_ROLE_LABEL` value of the operator's key Secret.
 pub const ROLE_OPERATOR_KEYS: &str = "operator-keys";
 
@@ -22,6 +25,18 @@ pub const LWA_CREDENTIALS_SECRET_TYPE: &str = "connectors.openteam.io/lwa-creden
 pub const SEALED_KEY: &str = "sealed";
 /// Type of a runtime Secret.
 pub const RUNTIME_SECRET_TYPE: &str = "connectors.openteam.io/sp-api-token";
+
+/// Type of a sealed token store: the current access token sealed to the operator's key (data
+/// key `sealed`), read by the runtime credential endpoint on every replica.
+pub const TOKEN_STORE_SECRET_TYPE: &str = "connectors.openteam.io/sp-api-token-sealed";
+
+/// The audience a Gateway's projected ServiceAccount token must carry to call the runtime
+/// credential endpoint.
+pub const CREDENTIAL_ENDPOINT_AUDIENCE: &str = "connectors.openteam.io";
+/// TokenReview `status.user.extra` key naming the pod a ServiceAccount token is bound to.
+pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+/// TokenReview `status.user.extra` key carrying that pod's uid.
+pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
 
 /// Default name of the Secret holding the operator's keyring.
 pub const DEFAULT_KEY_SECRET: &str = "amazon-seller-operator-keys";

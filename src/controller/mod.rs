@@ -1,13 +1,14 @@
 //! The `AmazonSellerConnection` controller: turns connections into runtime Secrets and status.
 //!
 //! Watches, all narrowed by label selectors so memory does not grow with unrelated Secrets:
-//! connections; runtime Secrets it owns (`secret-role=runtime-token`), so a deleted or edited
-//! runtime Secret is repaired at once; and sealed credentials Secrets
+//! connections; runtime Secrets and token stores it owns (`secret-role` `runtime-token` or
+//! `token-store`), so a deleted or edited one is repaired at once; and sealed credentials Secrets
 //! (`secret-role=lwa-credentials`), mapped to the connections that name them.
 
 pub mod applied;
 pub mod reconcile;
 pub mod runtime_secret;
+pub mod token_store;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -23,7 +24,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::api::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL};
+use crate::api::names::{
+    ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE, SECRET_ROLE_LABEL,
+};
 use crate::api::review::{SecurityLogReview, latest_review_time};
 use crate::api::{AmazonSellerConnection, GROUP};
 use crate::crypto::Keyring;
@@ -55,9 +58,10 @@ pub const RBAC: &[Permission] = &[
     // Not `amazonsellerconnections/finalizers`: that is needed only to set blockOwnerDeletion on
     // an owner reference (OwnerReferencesPermissionEnforcement), which the runtime Secret's
     // owner reference does not set.
-    // Runtime and credentials Secrets: the controller's label-selected watches (list, watch),
-    // `get_opt` of both (get), the runtime Secret by server-side apply (patch, and create when
-    // the apply creates it), and its removal on suspend and disconnect (delete).
+    // Runtime, token store and credentials Secrets: the controller's label-selected watches
+    // (list, watch), `get_opt` of all three (get), the runtime Secret and the token store by
+    // server-side apply (patch, and create when the apply creates them), and their removal on
+    // suspend, a change of `spec.delivery` and disconnect (delete).
     Permission::new(
         "",
         "secrets",
@@ -139,6 +143,9 @@ pub enum Error {
     /// The finalizer machinery failed.
     #[error("failed to run the finalizer: {0}")]
     Finalizer(String),
+    /// The access token could not be sealed for the token store.
+    #[error("failed to seal the access token for the token store")]
+    Seal,
 }
 
 impl Error {
@@ -151,6 +158,7 @@ impl Error {
         match self {
             Error::Kube { .. } => "kube_api",
             Error::Finalizer(_) => "finalizer",
+            Error::Seal => "seal",
         }
     }
 }
@@ -298,8 +306,10 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    let runtime_secrets =
-        watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_RUNTIME_TOKEN}"));
+    // Runtime Secrets and token stores it owns: one deleted or edited is repaired at once.
+    let runtime_secrets = watcher::Config::default().labels(&format!(
+        "{SECRET_ROLE_LABEL} in ({ROLE_RUNTIME_TOKEN},{ROLE_TOKEN_STORE})"
+    ));
     let credential_secrets =
         watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"));
     let controller = Controller::new(connections, watcher::Config::default());

@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::runtime_secret::{self, Metadata, Published, whole_seconds};
+use super::token_store;
 use super::{Context, Error};
 use crate::api::names::{FIELD_MANAGER, LWA_CREDENTIALS_SECRET_TYPE};
 use crate::api::{AmazonSellerConnection, AmazonSellerConnectionStatus};
@@ -22,6 +23,7 @@ use crate::crypto::{self, SealContext};
 use crate::domain::conditions::{
     self, CREDENTIALS_VALID, Desired, Observed, READY, SUSPENDED, Status,
 };
+use crate::domain::credential_access::Delivery;
 use crate::domain::{marketplace, validation};
 use crate::keystore;
 use crate::lwa::{ClientCredentials, ConnectionKey, Decision, RefreshError};
@@ -120,21 +122,46 @@ pub async fn apply(
     let key = ConnectionKey::new(&namespace, &name);
     let now = ctx.clock.now();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let delivery: Delivery = connection.spec.delivery.into();
     let runtime_name = runtime_secret::name(&name);
+    let store_name = token_store::name(&name);
+    let store_context = token_store::context(&connection.spec.team_id, &namespace, &name);
     let observed_runtime = secrets
         .get_opt(&runtime_name)
         .await
         .map_err(Error::kube("read the runtime Secret"))?;
+    let observed_store = secrets
+        .get_opt(&store_name)
+        .await
+        .map_err(Error::kube("read the token store"))?;
+    // The token in use, read back after a restart (or a change of spec.delivery) from whichever
+    // of the two holds the later one.
+    let stored_token = observed_store.as_ref().and_then(|store| {
+        let keyring = ctx
+            .keyring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match token_store::open(store, &keyring, &store_context) {
+            Ok(found) => found.map(|(token, _)| token),
+            Err(err) => {
+                tracing::warn!(
+                    connection = %key,
+                    reason = err.category(),
+                    "cannot open the token store; it is replaced with the next token"
+                );
+                None
+            }
+        }
+    });
+    let observed_token = [
+        observed_runtime.as_ref().and_then(runtime_secret::read),
+        stored_token,
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|t| t.expires_at);
 
-    let plan = compute(
-        &connection,
-        &ctx,
-        &secrets,
-        &key,
-        now,
-        observed_runtime.as_ref(),
-    )
-    .await?;
+    let plan = compute(&connection, &ctx, &secrets, &key, now, observed_token).await?;
 
     // Apply: runtime Secret first (so Ready never claims a token that is not there), then status.
     let market = marketplace::lookup(&connection.spec.marketplace).ok();
@@ -146,19 +173,54 @@ pub async fn apply(
                 endpoint: market.endpoint(connection.spec.environment.into()),
                 seller_id: connection.spec.seller_id.clone(),
             };
-            let desired = runtime_secret::build(&connection, token, &metadata);
-            if !observed_runtime
-                .as_ref()
-                .is_some_and(|o| runtime_secret::up_to_date(o, &desired))
-            {
-                secrets
-                    .patch(
-                        &runtime_name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&desired),
-                    )
-                    .await
-                    .map_err(Error::kube("write the runtime Secret"))?;
+            if delivery.writes_runtime_secret() {
+                let desired = runtime_secret::build(&connection, token, &metadata);
+                if !observed_runtime
+                    .as_ref()
+                    .is_some_and(|o| runtime_secret::up_to_date(o, &desired))
+                {
+                    secrets
+                        .patch(
+                            &runtime_name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&desired),
+                        )
+                        .await
+                        .map_err(Error::kube("write the runtime Secret"))?;
+                }
+            } else if observed_runtime.is_some() {
+                delete_secret(&secrets, &runtime_name, "delete the runtime Secret").await?;
+            }
+            if delivery.serves_endpoint() {
+                let desired = {
+                    let keyring = ctx
+                        .keyring
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let current = observed_store.as_ref().is_some_and(|o| {
+                        token_store::up_to_date(o, token, &keyring, &store_context)
+                    });
+                    if current {
+                        None
+                    } else {
+                        Some(
+                            token_store::build(&connection, token, &keyring, &store_context)
+                                .map_err(|_| Error::Seal)?,
+                        )
+                    }
+                };
+                if let Some(desired) = desired {
+                    secrets
+                        .patch(
+                            &store_name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&desired),
+                        )
+                        .await
+                        .map_err(Error::kube("write the token store"))?;
+                }
+            } else if observed_store.is_some() {
+                delete_secret(&secrets, &store_name, "delete the token store").await?;
             }
             ctx.metrics.set_token_expiry(
                 &namespace,
@@ -169,7 +231,10 @@ pub async fn apply(
         }
         _ => {
             if observed_runtime.is_some() {
-                delete_runtime_secret(&secrets, &runtime_name).await?;
+                delete_secret(&secrets, &runtime_name, "delete the runtime Secret").await?;
+            }
+            if observed_store.is_some() {
+                delete_secret(&secrets, &store_name, "delete the token store").await?;
             }
             ctx.metrics
                 .clear_token_expiry(&namespace, &name, &connection.spec.team_id);
@@ -211,14 +276,15 @@ pub async fn apply(
         .map_or_else(Action::await_change, Action::requeue))
 }
 
-async fn delete_runtime_secret(secrets: &Api<Secret>, name: &str) -> Result<(), Error> {
+async fn delete_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    action: &'static str,
+) -> Result<(), Error> {
     match secrets.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Kube {
-            action: "delete the runtime Secret",
-            source,
-        }),
+        Err(source) => Err(Error::Kube { action, source }),
     }
 }
 
@@ -228,7 +294,7 @@ async fn compute(
     secrets: &Api<Secret>,
     key: &ConnectionKey,
     now: Timestamp,
-    observed_runtime: Option<&Secret>,
+    observed_token: Option<Published>,
 ) -> Result<Plan, Error> {
     let spec = &connection.spec;
     let name = connection.name_any();
@@ -360,10 +426,9 @@ async fn compute(
             .set_client_secret_expiry(&namespace, &name, expires.as_second());
     }
 
-    // The token in use, read back from the runtime Secret (after a restart, say).
-    let current = observed_runtime
-        .and_then(runtime_secret::read)
-        .filter(|t| t.expires_at > now);
+    // The token in use, read back from the runtime Secret or the token store (after a restart,
+    // say).
+    let current = observed_token.filter(|t| t.expires_at > now);
     let current_state = current.as_ref().map(Published::state);
     let fingerprint = format!(
         "{}:{}",
@@ -677,6 +742,7 @@ fn status_of(
         runtime_secret_name: plan
             .publish
             .as_ref()
+            .filter(|_| Delivery::from(connection.spec.delivery).writes_runtime_secret())
             .map(|_| runtime_secret::name(&connection.name_any())),
         token_expires_at: plan.publish.as_ref().map(|t| time(t.expires_at)),
         next_refresh_at: plan.next_refresh_at.map(time),
@@ -753,19 +819,23 @@ async fn transitions(
             Outcome::Success,
             "token_published",
         );
-        let secret = new.runtime_secret_name.clone().unwrap_or_default();
-        ctx.publish(
-            &event(
-                EventType::Normal,
-                "Connected",
-                format!(
-                    "access token published in Secret {secret} for gateways {}",
-                    connection.spec.gateways.join(", ")
-                ),
+        let gateways = connection.spec.gateways.join(", ");
+        let note = match (
+            &new.runtime_secret_name,
+            Delivery::from(connection.spec.delivery),
+        ) {
+            (Some(secret), Delivery::Both) => format!(
+                "access token published in Secret {secret} and at the runtime credential endpoint for gateways {gateways}"
             ),
-            &reference,
-        )
-        .await;
+            (Some(secret), _) => {
+                format!("access token published in Secret {secret} for gateways {gateways}")
+            }
+            (None, _) => format!(
+                "access token available at the runtime credential endpoint for gateways {gateways}"
+            ),
+        };
+        ctx.publish(&event(EventType::Normal, "Connected", note), &reference)
+            .await;
     }
 }
 
@@ -789,8 +859,8 @@ pub fn audit(
     }
 }
 
-/// Disconnect: the runtime Secret goes first, then the audit record, then the finalizer is
-/// removed by the caller. Never calls LWA, so it completes when LWA is unreachable.
+/// Disconnect: the runtime Secret and the token store go first, then the audit record, then
+/// the finalizer is removed by the caller. Never calls LWA, so it completes when LWA is unreachable.
 pub async fn cleanup(
     connection: Arc<AmazonSellerConnection>,
     ctx: Arc<Context>,
@@ -798,7 +868,18 @@ pub async fn cleanup(
     let namespace = connection.namespace().unwrap_or_default();
     let name = connection.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    delete_runtime_secret(&secrets, &runtime_secret::name(&name)).await?;
+    delete_secret(
+        &secrets,
+        &runtime_secret::name(&name),
+        "delete the runtime Secret",
+    )
+    .await?;
+    delete_secret(
+        &secrets,
+        &token_store::name(&name),
+        "delete the token store",
+    )
+    .await?;
     let key = ConnectionKey::new(&namespace, &name);
     ctx.engine.forget(&key);
     ctx.applied.forget(key.as_str());

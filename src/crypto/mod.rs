@@ -10,5 +10,8 @@ pub use keys::{KeyError, KeyPair, Keyring, PublicKey, SUITE};
 pub use payload::{
     CLIENT_ID_PREFIX, Credentials, InputError, MAX_SECRET_INPUT_BYTES, REFRESH_TOKEN_PREFIX,
 };
-pub use seal::{ENVELOPE_VERSION, OpenError, SealContext, SealError, open, seal, sealed_key_id};
+pub use seal::{
+    ENVELOPE_VERSION, OpenError, SealContext, SealError, StoredToken, TokenContext, open,
+    open_token, seal, seal_token, sealed_key_id,
+};
 pub use secret::SecretString;

@@ -17,6 +17,9 @@ use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use jiff::Timestamp;
+
+use super::SecretString;
 use super::keys::{Keyring, PublicKey};
 use super::payload::Credentials;
 
@@ -46,8 +49,13 @@ impl SealContext<'_> {
     }
 }
 
-fn info(version: u32, key_id: &str) -> Vec<u8> {
-    format!("connectors.openteam.io/lwa-credentials|v{version}|{key_id}").into_bytes()
+/// The HPKE `info` purpose of sealed credentials.
+const CREDENTIALS_PURPOSE: &str = "connectors.openteam.io/lwa-credentials";
+/// The HPKE `info` purpose of a sealed access token (token store).
+const TOKEN_PURPOSE: &str = "connectors.openteam.io/token-store";
+
+fn info(purpose: &str, version: u32, key_id: &str) -> Vec<u8> {
+    format!("{purpose}|v{version}|{key_id}").into_bytes()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,21 +118,12 @@ pub fn seal(
     credentials: &Credentials,
 ) -> Result<Vec<u8>, SealError> {
     let plaintext = Zeroizing::new(serde_json::to_vec(credentials).map_err(|_| SealError::Hpke)?);
-    let (enc, ciphertext) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
-        &OpModeS::Base,
-        public_key.hpke(),
-        &info(ENVELOPE_VERSION, public_key.id()),
-        &plaintext,
+    seal_bytes(
+        public_key,
+        CREDENTIALS_PURPOSE,
         &context.associated_data(),
+        &plaintext,
     )
-    .map_err(|_| SealError::Hpke)?;
-    let envelope = Envelope {
-        version: ENVELOPE_VERSION,
-        key_id: public_key.id().to_owned(),
-        enc: B64.encode(enc.to_bytes().as_slice()),
-        ciphertext: B64.encode(&ciphertext),
-    };
-    serde_json::to_vec(&envelope).map_err(|_| SealError::Hpke)
 }
 
 /// The key id an envelope records, without opening it (for rotation bookkeeping).
@@ -139,6 +138,113 @@ pub fn open(
     context: &SealContext<'_>,
     envelope: &[u8],
 ) -> Result<(Credentials, String), OpenError> {
+    let (plaintext, key_id) = open_bytes(
+        keyring,
+        CREDENTIALS_PURPOSE,
+        &context.associated_data(),
+        envelope,
+    )?;
+    // serde_json's messages can quote input, so its error is dropped, never shown.
+    let credentials: Credentials =
+        serde_json::from_slice(&plaintext).map_err(|_| OpenError::Payload)?;
+    Ok((credentials, key_id))
+}
+
+/// Where a sealed access token lives: a connection's token store. It opens only for that
+/// connection, and never as credentials (a distinct purpose in the HPKE info and the
+/// associated data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenContext<'a> {
+    /// The connection's Team.
+    pub team_id: &'a str,
+    /// The connection's namespace.
+    pub namespace: &'a str,
+    /// The connection's name.
+    pub connection: &'a str,
+}
+
+impl TokenContext<'_> {
+    /// `connectors.openteam.io/v1/token-store|<teamId>|<namespace>|<connection>`.
+    pub fn associated_data(&self) -> Vec<u8> {
+        format!(
+            "connectors.openteam.io/v1/token-store|{}|{}|{}",
+            self.team_id, self.namespace, self.connection
+        )
+        .into_bytes()
+    }
+}
+
+/// An access token as the token store keeps it. Only ever in memory in plaintext; the token
+/// zeroizes on drop and prints `<redacted>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoredToken {
+    /// The LWA access token (`Atza|…`).
+    pub access_token: SecretString,
+    /// `bearer`.
+    pub token_type: String,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// When it was requested from LWA.
+    pub issued_at: Timestamp,
+}
+
+/// Seals an access token to `public_key` for a connection's token store.
+pub fn seal_token(
+    public_key: &PublicKey,
+    context: &TokenContext<'_>,
+    token: &StoredToken,
+) -> Result<Vec<u8>, SealError> {
+    let plaintext = Zeroizing::new(serde_json::to_vec(token).map_err(|_| SealError::Hpke)?);
+    seal_bytes(
+        public_key,
+        TOKEN_PURPOSE,
+        &context.associated_data(),
+        &plaintext,
+    )
+}
+
+/// Opens a token store's envelope. Returns the token and the key id it was sealed to.
+pub fn open_token(
+    keyring: &Keyring,
+    context: &TokenContext<'_>,
+    envelope: &[u8],
+) -> Result<(StoredToken, String), OpenError> {
+    let (plaintext, key_id) =
+        open_bytes(keyring, TOKEN_PURPOSE, &context.associated_data(), envelope)?;
+    let token: StoredToken = serde_json::from_slice(&plaintext).map_err(|_| OpenError::Payload)?;
+    Ok((token, key_id))
+}
+
+fn seal_bytes(
+    public_key: &PublicKey,
+    purpose: &str,
+    associated_data: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let (enc, ciphertext) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+        &OpModeS::Base,
+        public_key.hpke(),
+        &info(purpose, ENVELOPE_VERSION, public_key.id()),
+        plaintext,
+        associated_data,
+    )
+    .map_err(|_| SealError::Hpke)?;
+    let envelope = Envelope {
+        version: ENVELOPE_VERSION,
+        key_id: public_key.id().to_owned(),
+        enc: B64.encode(enc.to_bytes().as_slice()),
+        ciphertext: B64.encode(&ciphertext),
+    };
+    serde_json::to_vec(&envelope).map_err(|_| SealError::Hpke)
+}
+
+fn open_bytes(
+    keyring: &Keyring,
+    purpose: &str,
+    associated_data: &[u8],
+    envelope: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, String), OpenError> {
     let envelope: Envelope = serde_json::from_slice(envelope).map_err(|_| OpenError::Malformed)?;
     if envelope.version != ENVELOPE_VERSION {
         return Err(OpenError::UnsupportedVersion(envelope.version));
@@ -159,16 +265,13 @@ pub fn open(
             &OpModeR::Base,
             key.private(),
             &enc,
-            &info(envelope.version, &envelope.key_id),
+            &info(purpose, envelope.version, &envelope.key_id),
             &ciphertext,
-            &context.associated_data(),
+            associated_data,
         )
         .map_err(|_| OpenError::Authentication)?,
     );
-    // serde_json's messages can quote input, so its error is dropped, never shown.
-    let credentials: Credentials =
-        serde_json::from_slice(&plaintext).map_err(|_| OpenError::Payload)?;
-    Ok((credentials, envelope.key_id))
+    Ok((plaintext, envelope.key_id))
 }
 
 #[cfg(test)]
@@ -298,6 +401,71 @@ mod tests {
         relabelled["keyId"] = ring.active().id().into();
         assert_eq!(
             open(&ring, &CTX, relabelled.to_string().as_bytes()).unwrap_err(),
+            OpenError::Authentication
+        );
+    }
+
+    fn token() -> StoredToken {
+        StoredToken {
+            access_token: "Atza|AccessTokenPlaintext".into(),
+            token_type: "bearer".into(),
+            expires_at: now(),
+            issued_at: now(),
+        }
+    }
+
+    const TOKEN_CTX: TokenContext<'static> = TokenContext {
+        team_id: "acme",
+        namespace: "team-acme",
+        connection: "acme-us",
+    };
+
+    #[test]
+    fn a_sealed_token_opens_only_for_its_connection_and_never_as_credentials() {
+        let ring = Keyring::generate(now());
+        let sealed = seal_token(&ring.active().public_key(), &TOKEN_CTX, &token()).unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("AccessTokenPlaintext"));
+        let (opened, key_id) = open_token(&ring, &TOKEN_CTX, &sealed).unwrap();
+        assert_eq!(opened, token());
+        assert_eq!(key_id, ring.active().id());
+        for other in [
+            TokenContext {
+                team_id: "other",
+                ..TOKEN_CTX
+            },
+            TokenContext {
+                namespace: "team-other",
+                ..TOKEN_CTX
+            },
+            TokenContext {
+                connection: "acme-de",
+                ..TOKEN_CTX
+            },
+        ] {
+            assert_eq!(
+                open_token(&ring, &other, &sealed).unwrap_err(),
+                OpenError::Authentication
+            );
+        }
+        // The same names as a credentials context: a different purpose, so it does not open.
+        let as_credentials = SealContext {
+            team_id: "acme",
+            namespace: "team-acme",
+            secret_name: "acme-us",
+        };
+        assert_eq!(
+            open(&ring, &as_credentials, &sealed).unwrap_err(),
+            OpenError::Authentication
+        );
+        // And sealed credentials never open as a token.
+        let credentials = seal(&ring.active().public_key(), &CTX, &creds()).unwrap();
+        let same_names = TokenContext {
+            team_id: "acme",
+            namespace: "team-acme",
+            connection: "acme-us-lwa",
+        };
+        assert_eq!(
+            open_token(&ring, &same_names, &credentials).unwrap_err(),
             OpenError::Authentication
         );
     }

@@ -14,10 +14,11 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::validation::{self, RUNTIME_SECRET_SUFFIX, SpecView};
+use super::validation::{self, RUNTIME_SECRET_SUFFIX, SpecView, TOKEN_STORE_SUFFIX};
 use crate::api::names::{
     CONNECTION_LABEL, GATEWAY_LABEL, LWA_CREDENTIALS_SECRET_TYPE, ROLE_LWA_CREDENTIALS,
-    ROLE_RUNTIME_TOKEN, RUNTIME_SECRET_TYPE, SEALED_KEY, SECRET_ROLE_LABEL, TEAM_LABEL,
+    ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE, RUNTIME_SECRET_TYPE, SEALED_KEY, SECRET_ROLE_LABEL,
+    TEAM_LABEL, TOKEN_STORE_SECRET_TYPE,
 };
 use crate::crypto::{self, Credentials, PublicKey, SealContext, SecretString};
 
@@ -160,6 +161,11 @@ impl ConnectionFacts {
     /// The name of this connection's runtime Secret.
     pub fn runtime_secret_name(&self) -> String {
         format!("{}{RUNTIME_SECRET_SUFFIX}", self.name)
+    }
+
+    /// The name of this connection's sealed token store.
+    pub fn token_store_name(&self) -> String {
+        format!("{}{TOKEN_STORE_SUFFIX}", self.name)
     }
 }
 
@@ -516,6 +522,7 @@ enum SecretClass {
     Unrelated,
     Credentials,
     Runtime,
+    TokenStore,
 }
 
 fn classify_secret(
@@ -523,6 +530,15 @@ fn classify_secret(
     connections: &[ConnectionFacts],
 ) -> (SecretClass, Option<String>) {
     let by_label = secret.labels.get(CONNECTION_LABEL).cloned();
+    if secret.role() == Some(ROLE_TOKEN_STORE) || secret.type_ == Some(TOKEN_STORE_SECRET_TYPE) {
+        return (SecretClass::TokenStore, by_label);
+    }
+    if let Some(c) = connections
+        .iter()
+        .find(|c| c.token_store_name() == secret.name)
+    {
+        return (SecretClass::TokenStore, Some(c.name.clone()));
+    }
     if secret.role() == Some(ROLE_RUNTIME_TOKEN) || secret.type_ == Some(RUNTIME_SECRET_TYPE) {
         return (SecretClass::Runtime, by_label);
     }
@@ -554,7 +570,8 @@ fn classify_secret(
 ///
 /// - Runtime Secrets (role `runtime-token`, type `connectors.openteam.io/sp-api-token`, or named
 ///   `<connection>-sp-api` after an existing connection) are created, changed and deleted only
-///   by the operator.
+///   by the operator; so are token stores (role `token-store`, type
+///   `connectors.openteam.io/sp-api-token-sealed`, or named `<connection>-sp-api-sealed`).
 /// - Credentials Secrets (role `lwa-credentials`, type `connectors.openteam.io/lwa-credentials`,
 ///   or named by a connection's `spec.credentialsSecretName`) are written only by the
 ///   namespace's Team, admins or the operator, and only ever hold one well-formed sealed
@@ -589,13 +606,17 @@ pub fn admit_secret(
     if is_cleanup(requester, request.operation) {
         return subject(Decision::allow("cleanup", Concern::Setup));
     }
-    if class == SecretClass::Runtime {
+    if matches!(class, SecretClass::Runtime | SecretClass::TokenStore) {
+        let what = if class == SecretClass::Runtime {
+            "runtime Secret"
+        } else {
+            "token store"
+        };
         if !policy.is_operator(requester) {
             return subject(Decision::deny(
                 "not_operator",
                 format!(
-                    "{:?} may not {} runtime Secret {:?}: runtime Secrets are written only by the \
-                     operator ({})",
+                    "{:?} may not {} {what} {:?}: {what}s are written only by the operator ({})",
                     requester.username,
                     verb(request.operation),
                     secret_name(request),
@@ -988,6 +1009,7 @@ enum Referenced {
         label: Option<String>,
     },
     Credentials,
+    TokenStore,
     Other,
 }
 
@@ -997,6 +1019,9 @@ fn referenced(
     connections: &[ConnectionFacts],
     lookup: &dyn Lookup,
 ) -> Referenced {
+    if connections.iter().any(|c| c.token_store_name() == name) {
+        return Referenced::TokenStore;
+    }
     if let Some(c) = connections.iter().find(|c| c.runtime_secret_name() == name) {
         return Referenced::Runtime {
             connection: Some(c.clone()),
@@ -1015,6 +1040,7 @@ fn referenced(
             };
         }
         Some(facts) if facts.role == ROLE_LWA_CREDENTIALS => return Referenced::Credentials,
+        Some(facts) if facts.role == ROLE_TOKEN_STORE => return Referenced::TokenStore,
         _ => {}
     }
     if connections
@@ -1029,7 +1055,7 @@ fn referenced(
 /// The pod rules: every reference to a runtime Secret requires the pod's gateway label to be
 /// listed in that connection's `spec.gateways`, and must be a whole-volume mount (`env`,
 /// `envFrom` and `subPath` never see a refreshed token); no pod may reference sealed
-/// credentials.
+/// credentials or a sealed token store.
 pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
     let pod = request.pod;
     let connections = lookup.connections(request.namespace);
@@ -1049,6 +1075,18 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
                     message: format!(
                         "{}: Secret {:?} holds sealed LWA credentials: no pod may use them (gateways \
                          mount the runtime Secret <connection>{RUNTIME_SECRET_SUFFIX})",
+                        reference.field, reference.secret
+                    ),
+                });
+            }
+            Referenced::TokenStore => {
+                references_credentials = true;
+                violations.push(Violation {
+                    reason: "sealed_secret_reference",
+                    message: format!(
+                        "{}: Secret {:?} is a connection's sealed token store: no pod may use it \
+                         (gateways call the runtime credential endpoint, or mount the runtime \
+                         Secret <connection>{RUNTIME_SECRET_SUFFIX})",
                         reference.field, reference.secret
                     ),
                 });
@@ -2031,6 +2069,48 @@ mod tests {
     }
 
     #[test]
+    fn only_the_operator_writes_token_stores() {
+        let store_label = labels(&[(SECRET_ROLE_LABEL, ROLE_TOKEN_STORE)]);
+        let none = BTreeMap::new();
+        let m = member();
+        let nobody = groups(&[]);
+        // By label, by type, and by name of an existing connection.
+        let forged = [
+            view("anything", None, &store_label, &[]),
+            view("anything", Some(TOKEN_STORE_SECRET_TYPE), &none, &[]),
+            view("acme-us-sp-api-sealed", Some("Opaque"), &none, &[]),
+        ];
+        for secret in forged {
+            for op in [Operation::Create, Operation::Update, Operation::Delete] {
+                let (object, old) = match op {
+                    Operation::Delete => (None, Some(secret.clone())),
+                    _ => (Some(secret.clone()), Some(secret.clone())),
+                };
+                let d = admit_secret(
+                    &policy(),
+                    &Fake::acme(),
+                    &secret_request(who("alice", &m), op, object, old),
+                    Phase::Validate { key_ids: &[] },
+                );
+                assert_eq!(d.reason, "not_operator", "{secret:?} {op:?}");
+                assert!(d.message.contains("token store"), "{}", d.message);
+            }
+            let d = admit_secret(
+                &policy(),
+                &Fake::acme(),
+                &secret_request(
+                    who(OPERATOR, &nobody),
+                    Operation::Create,
+                    Some(secret),
+                    None,
+                ),
+                Phase::Validate { key_ids: &[] },
+            );
+            assert!(d.allowed);
+        }
+    }
+
+    #[test]
     fn relabelling_a_runtime_secret_is_still_an_operator_only_write() {
         let runtime_label = labels(&[(SECRET_ROLE_LABEL, ROLE_RUNTIME_TOKEN)]);
         let none = BTreeMap::new();
@@ -2188,6 +2268,50 @@ mod tests {
             pod_decision(&gateway_pod(None, vec![projected])).reason,
             "missing_gateway_label"
         );
+    }
+
+    #[test]
+    fn no_pod_may_reference_a_sealed_token_store() {
+        // By the name of an existing connection's store, even from a listed gateway.
+        let by_name = pod_decision(&gateway_pod(
+            Some("gw-main"),
+            vec![reference(
+                "spec.volumes[0].secret",
+                "acme-us-sp-api-sealed",
+                ReferenceKind::Volume,
+                Some("token"),
+            )],
+        ));
+        assert!(!by_name.allowed);
+        assert_eq!(by_name.reason, "sealed_secret_reference");
+        // By the role label of a Secret the view knows.
+        let mut fake = Fake::acme();
+        fake.secrets.insert(
+            (NS.into(), "renamed-store".into()),
+            SecretFacts {
+                role: ROLE_TOKEN_STORE.into(),
+                connection: Some("acme-us".into()),
+            },
+        );
+        let pod = gateway_pod(
+            Some("gw-main"),
+            vec![reference(
+                "spec.containers[0].envFrom[0].secretRef",
+                "renamed-store",
+                ReferenceKind::EnvFrom,
+                None,
+            )],
+        );
+        let d = admit_pod(
+            &fake,
+            &PodRequest {
+                namespace: NS,
+                operation: Operation::Create,
+                requester: who("alice", &member()),
+                pod: &pod,
+            },
+        );
+        assert_eq!(d.reason, "sealed_secret_reference");
     }
 
     #[test]

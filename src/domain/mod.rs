@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod conditions;
+pub mod credential_access;
 pub mod marketplace;
 pub mod review;
 pub mod validation;

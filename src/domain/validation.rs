@@ -16,8 +16,12 @@ pub const MIN_RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 pub const MAX_RENEW_BEFORE: Duration = Duration::from_secs(50 * 60);
 /// The suffix of the runtime Secret's name, appended to the connection's name.
 pub const RUNTIME_SECRET_SUFFIX: &str = "-sp-api";
-/// The longest connection name whose runtime Secret name still fits in 253 characters.
-pub const MAX_CONNECTION_NAME_LEN: usize = 253 - RUNTIME_SECRET_SUFFIX.len();
+/// The suffix of the sealed token store's name (`spec.delivery` `Endpoint` or `Both`), appended
+/// to the connection's name.
+pub const TOKEN_STORE_SUFFIX: &str = "-sp-api-sealed";
+/// The longest connection name whose runtime Secret and token store names still fit in 253
+/// characters.
+pub const MAX_CONNECTION_NAME_LEN: usize = 253 - TOKEN_STORE_SUFFIX.len();
 
 /// A plain view of a connection's spec, so these rules never depend on Kubernetes types.
 #[derive(Clone, Copy, Debug)]
@@ -71,8 +75,8 @@ pub fn validate_spec(spec: &SpecView<'_>) -> Vec<FieldError> {
         errors.push(FieldError::new(
             "metadata.name",
             format!(
-                "must be at most {MAX_CONNECTION_NAME_LEN} characters so that the runtime Secret \
-                 name \"<name>{RUNTIME_SECRET_SUFFIX}\" fits in 253"
+                "must be at most {MAX_CONNECTION_NAME_LEN} characters so that the token store \
+                 name \"<name>{TOKEN_STORE_SUFFIX}\" fits in 253"
             ),
         ));
     }

@@ -239,7 +239,7 @@ pub async fn prune_keys(location: &KeyLocation, out: &mut dyn Write) -> Result<(
     if removed.is_empty() {
         writeln!(
             out,
-            "no unused keys: every inactive key still has credentials sealed to it"
+            "no unused keys: every inactive key still has credentials or token stores sealed to it"
         )?;
     }
     for id in removed {

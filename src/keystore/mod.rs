@@ -20,8 +20,8 @@ use serde_json::json;
 
 use crate::api::names::{
     CONNECTION_LABEL, FIELD_MANAGER, KEYRING_KEY, LWA_CREDENTIALS_SECRET_TYPE,
-    PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY, ROLE_LWA_CREDENTIALS, ROLE_OPERATOR_KEYS, SEALED_KEY,
-    SECRET_ROLE_LABEL, TEAM_LABEL,
+    PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY, ROLE_LWA_CREDENTIALS, ROLE_OPERATOR_KEYS,
+    ROLE_TOKEN_STORE, SEALED_KEY, SECRET_ROLE_LABEL, TEAM_LABEL,
 };
 use crate::crypto::{self, KeyError, Keyring, SealContext};
 use crate::rbac::{Names, Permission, Scope};
@@ -261,10 +261,21 @@ impl KeyStore {
         self.update(|ring| ring.rotate(now)).await
     }
 
-    /// Removes every inactive key that no credentials Secret in the cluster is sealed to.
-    /// Returns the removed ids.
+    /// Removes every inactive key that no credentials Secret and no token store (the runtime
+    /// credential endpoint's sealed access tokens) in the cluster is sealed to. Returns the
+    /// removed ids.
     pub async fn prune(&self, client: &Client) -> Result<Vec<String>, KeyStoreError> {
-        let in_use = keys_in_use(client).await?;
+        let mut in_use = keys_in_use(client).await?;
+        // A token store is re-sealed to the active key at its connection's next reconcile;
+        // until then the key it is sealed to stays.
+        for store in
+            labelled_secrets(client, &[None], ROLE_TOKEN_STORE, "list token stores").await?
+        {
+            let id = envelope_of(&store)
+                .and_then(|e| crypto::sealed_key_id(e).ok())
+                .unwrap_or_else(|| "unreadable".to_owned());
+            *in_use.entry(id).or_insert(0) += 1;
+        }
         let in_use: Vec<&str> = in_use.keys().map(String::as_str).collect();
         let (_, removed) = self.update(|ring| ring.prune(&in_use)).await?;
         Ok(removed)
@@ -330,6 +341,22 @@ async fn credential_secrets(
     client: &Client,
     namespaces: &[Option<String>],
 ) -> Result<Vec<Secret>, KeyStoreError> {
+    labelled_secrets(
+        client,
+        namespaces,
+        ROLE_LWA_CREDENTIALS,
+        "list credentials Secrets",
+    )
+    .await
+}
+
+/// Every Secret with secret-role `role` in `namespaces` (`None`: all namespaces).
+async fn labelled_secrets(
+    client: &Client,
+    namespaces: &[Option<String>],
+    role: &str,
+    action: &'static str,
+) -> Result<Vec<Secret>, KeyStoreError> {
     let mut all = Vec::new();
     for namespace in namespaces {
         let api: Api<Secret> = match namespace {
@@ -337,13 +364,13 @@ async fn credential_secrets(
             None => Api::all(client.clone()),
         };
         let mut params = ListParams::default()
-            .labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"))
+            .labels(&format!("{SECRET_ROLE_LABEL}={role}"))
             .limit(500);
         loop {
             let page = api
                 .list(&params)
                 .await
-                .map_err(KeyStoreError::api("list credentials Secrets"))?;
+                .map_err(KeyStoreError::api(action))?;
             let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
             all.extend(page.items);
             match next {

@@ -15,7 +15,8 @@
 //!
 //! `hash` is the lowercase hex SHA-256 of the record's *canonical form*: the JSON object with
 //! every field except `hash`, in exactly the order above, without whitespace, absent values as
-//! `null`. The written line is that canonical form with `,"hash":"…"` inserted before the
+//! `null`, except `pod` (between `gateway` and `reason`), which is present only in records about
+//! a pod, such as calls to the runtime credential endpoint, and left out otherwise. The written line is that canonical form with `,"hash":"…"` inserted before the
 //! closing brace. Every value is ASCII without quotes, backslashes or control characters (the
 //! writer enforces it), so the canonical form is unambiguous and any JSON library can rebuild
 //! it from a parsed record.
@@ -34,7 +35,7 @@
 //!
 //! An [`AuditEvent`] carries only identifiers and bounded words: `action` and `reason` are
 //! `&'static str` constants; `category` and `outcome` are enums; actor, team, namespace,
-//! connection and gateway are names that must have the shape of a Kubernetes name or user name
+//! connection, gateway and pod are names that must have the shape of a Kubernetes name or user name
 //! (see [`identifier`]). A value of the wrong shape, or one that looks like an LWA token or
 //! client secret, is written as [`REDACTED`] (identifiers) or [`UNCLASSIFIED`] (words) and the
 //! record is still written, so that the event itself is never lost. There is no field for
@@ -154,6 +155,7 @@ pub struct AuditEvent {
     namespace: Option<String>,
     connection: Option<String>,
     gateway: Option<String>,
+    pod: Option<String>,
     reason: Option<&'static str>,
 }
 
@@ -169,6 +171,7 @@ impl AuditEvent {
             namespace: None,
             connection: None,
             gateway: None,
+            pod: None,
             reason: None,
         }
     }
@@ -200,6 +203,12 @@ impl AuditEvent {
     /// The gateway id concerned.
     pub fn gateway(mut self, gateway: &str) -> Self {
         self.gateway = Some(gateway.to_owned());
+        self
+    }
+
+    /// The pod concerned (the caller of the runtime credential endpoint).
+    pub fn pod(mut self, pod: &str) -> Self {
+        self.pod = Some(pod.to_owned());
         self
     }
 
@@ -239,6 +248,10 @@ pub struct AuditRecord {
     pub connection: Option<String>,
     /// The gateway concerned.
     pub gateway: Option<String>,
+    /// The pod concerned. Written only when set (runtime credential endpoint calls), so records
+    /// without it, older ones included, keep their canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// Why, a bounded word.
     pub reason: Option<String>,
     /// `hash` of the previous record in the segment, or [`GENESIS_HASH`].
@@ -261,6 +274,8 @@ struct Canonical<'a> {
     namespace: Option<&'a str>,
     connection: Option<&'a str>,
     gateway: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
     reason: Option<&'a str>,
     prev_hash: &'a str,
 }
@@ -279,6 +294,7 @@ impl AuditRecord {
             namespace: self.namespace.as_deref(),
             connection: self.connection.as_deref(),
             gateway: self.gateway.as_deref(),
+            pod: self.pod.as_deref(),
             reason: self.reason.as_deref(),
             prev_hash: &self.prev_hash,
         }
@@ -408,6 +424,7 @@ impl AuditLog {
                 .as_deref()
                 .map(|v| identifier(v).to_owned()),
             gateway: event.gateway.as_deref().map(|v| identifier(v).to_owned()),
+            pod: event.pod.as_deref().map(|v| identifier(v).to_owned()),
             reason: event.reason.map(|v| word(v).to_owned()),
             prev_hash: chain.prev_hash.clone(),
             hash: String::new(),
@@ -434,7 +451,7 @@ impl AuditLog {
     }
 }
 
-/// The value written for an identifier (actor, team, namespace, connection, gateway): kept
+/// The value written for an identifier (actor, team, namespace, connection, gateway, pod): kept
 /// when it is 1-256 ASCII characters from letters, digits and `-._:@/+=`, starts and ends with a
 /// letter or digit, and does not start like LWA credential material; otherwise [`REDACTED`].
 pub fn identifier(value: &str) -> &str {
@@ -1179,6 +1196,35 @@ mod tests {
         assert_eq!(record.reason.as_deref(), Some(UNCLASSIFIED));
         // The redacted record is still part of an intact chain.
         assert!(run(&lines).is_intact());
+    }
+
+    #[test]
+    fn the_pod_field_is_written_only_when_set_and_is_covered_by_the_hash() {
+        let (log, out, _) = log();
+        log.record(
+            AuditEvent::new(
+                Category::CredentialAccess,
+                "token_request",
+                Outcome::Allowed,
+            )
+            .actor("system:serviceaccount:team-acme:gateway")
+            .pod("gw-main-7d9f")
+            .reason("none"),
+        )
+        .unwrap();
+        log.record(AuditEvent::new(
+            Category::Service,
+            "webhook_started",
+            Outcome::Success,
+        ))
+        .unwrap();
+        let lines = out.lines();
+        assert!(lines[1].contains(r#""gateway":null,"pod":"gw-main-7d9f","reason":"none""#));
+        assert!(!lines[2].contains("\"pod\""), "{}", lines[2]);
+        assert!(run(&lines).is_intact());
+        let mut tampered = lines.clone();
+        tampered[1] = tampered[1].replace("gw-main-7d9f", "gw-main-0000");
+        assert!(!run(&tampered).is_intact());
     }
 
     #[test]

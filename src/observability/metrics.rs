@@ -68,14 +68,19 @@ impl AdmissionDecision {
     }
 }
 
-/// Whether a pod was let near a runtime Secret (`outcome` label of
-/// `amazon_seller_credential_access_total`).
+/// Whether a pod was let near a runtime credential (`outcome` label of
+/// `amazon_seller_credential_access_total`): a runtime Secret mount, or a call to the runtime
+/// credential endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessOutcome {
-    /// A listed gateway mounts the runtime Secret.
+    /// A listed gateway mounts the runtime Secret, or receives the token from the endpoint.
     Allowed,
-    /// Anything else that tried to reference it.
+    /// Anything else that tried (unauthenticated, another namespace, an unlisted gateway, …).
     Denied,
+    /// An authenticated caller over its rate limit at the endpoint (429).
+    RateLimited,
+    /// The endpoint had no valid token to give, or could not check the caller (503).
+    Unavailable,
 }
 
 impl AccessOutcome {
@@ -84,6 +89,8 @@ impl AccessOutcome {
         match self {
             Self::Allowed => "allowed",
             Self::Denied => "denied",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -285,7 +292,7 @@ impl Metrics {
             credential_access: counter_vec(
                 r,
                 "amazon_seller_credential_access_total",
-                "Attempts to reference a runtime credential Secret, by team, gateway and outcome.",
+                "Attempts to reference a runtime credential Secret or to fetch a token from the runtime credential endpoint, by team, gateway and outcome.",
                 &["team", "gateway", "outcome"],
             )?,
             audit_events: counter_vec(
@@ -439,8 +446,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one attempt to reference a runtime credential Secret. `gateway` is the pod's
-    /// gateway label, or `"none"` for a pod without one.
+    /// Counts one attempt to reference a runtime credential Secret or to fetch a token from the
+    /// runtime credential endpoint. `gateway` is the pod's gateway label, or `"none"` for a pod
+    /// without one (or an unauthenticated caller).
     pub fn record_credential_access(&self, team: &str, gateway: &str, outcome: AccessOutcome) {
         self.inner
             .credential_access

@@ -166,6 +166,18 @@ impl ClusterLookup {
         lookup
     }
 
+    /// A connection as the view holds it (spec and metadata; status is not kept).
+    pub fn connection(&self, namespace: &str, name: &str) -> Option<Arc<AmazonSellerConnection>> {
+        self.scopes
+            .iter()
+            .filter(|scope| scope.covers(namespace))
+            .find_map(|scope| {
+                scope
+                    .connections
+                    .get(&ObjectRef::new(name).within(namespace))
+            })
+    }
+
     fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
         self.fetched
             .lock()

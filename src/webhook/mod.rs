@@ -10,12 +10,15 @@
 //! - [`tls`]: the serving certificate, swapped without a restart when its files change.
 //! - [`certs`]: the self-managed CA and serving certificate, and `caBundle` upkeep.
 //! - [`configuration`]: the Validating/MutatingWebhookConfiguration objects the rules need.
+//! - [`credential`]: the runtime credential endpoint on the same server
+//!   (`--credential-endpoint-enabled`), over the rule in [`crate::domain::credential_access`].
 //!
 //! Fail closed: every configuration uses `failurePolicy: Fail`, and a webhook that has not yet
 //! seen the cluster denies what it cannot judge. Request and response bodies are never logged.
 
 pub mod certs;
 pub mod configuration;
+pub mod credential;
 pub mod lookup;
 pub mod review;
 pub mod server;
@@ -39,6 +42,7 @@ use crate::rbac::{Names, Permission, Scope};
 
 pub use certs::SelfManaged;
 pub use configuration::{ClientTarget, Options as ConfigurationOptions};
+pub use credential::{CredentialEndpoint, EndpointSettings, RBAC as CREDENTIAL_ENDPOINT_RBAC};
 pub use lookup::ClusterLookup;
 pub use review::{Admission, Cluster, Endpoint};
 pub use server::{ServerSettings, WebhookServer};
@@ -108,6 +112,9 @@ pub enum WebhookError {
     /// Accepting connections failed.
     #[error("failed to serve webhook requests: {0}")]
     Serve(#[source] std::io::Error),
+    /// A setting of the server is not usable.
+    #[error("{0}")]
+    Settings(&'static str),
 }
 
 impl WebhookError {
@@ -122,6 +129,7 @@ impl WebhookError {
             Self::Kube { .. } => "kube_api",
             Self::MalformedSecret(_) => "webhook_cert_secret",
             Self::Serve(_) => "webhook_serve",
+            Self::Settings(_) => "webhook_settings",
         }
     }
 
@@ -141,6 +149,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The audit log.
     pub audit: AuditLog,
+    /// The namespaces the operator manages (`--watch-namespace`); `None`: all. The cluster
+    /// view watches connections and Secrets there only, and the runtime credential endpoint
+    /// serves connections there only.
+    pub watched: Option<Vec<String>>,
 }
 
 /// The rules' view of who is who, from the flags.
@@ -162,7 +174,6 @@ pub fn policy(args: &WebhookArgs, operator_namespace: &str) -> Policy {
 pub async fn start(
     args: &WebhookArgs,
     operator_namespace: &str,
-    watched: &[Option<String>],
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, WebhookError> {
@@ -174,7 +185,11 @@ pub async fn start(
         }
     };
 
-    let cluster = ClusterLookup::start(shared.client.clone(), watched, stopped());
+    let scopes: Vec<Option<String>> = match &shared.watched {
+        Some(namespaces) => namespaces.iter().cloned().map(Some).collect(),
+        None => vec![None],
+    };
+    let cluster = ClusterLookup::start(shared.client.clone(), &scopes, stopped());
     let certs = CertStore::new();
     let cert_task = match args.webhook_cert_mode {
         CertMode::Files => tokio::spawn(tls::watch_files(
@@ -205,6 +220,25 @@ pub async fn start(
         }
     };
 
+    let credentials = if args.credential_endpoint_enabled {
+        let settings = EndpointSettings {
+            qps: args.credential_endpoint_qps,
+            burst: args.credential_endpoint_burst,
+            watched: shared.watched.clone(),
+        };
+        let endpoint = CredentialEndpoint::new(
+            shared.client.clone(),
+            cluster.clone(),
+            shared.keyring.clone(),
+            shared.metrics.clone(),
+            shared.audit.clone(),
+            &settings,
+        )
+        .map_err(WebhookError::Settings)?;
+        Some(Arc::new(endpoint))
+    } else {
+        None
+    };
     let admission = Arc::new(Admission::new(
         policy(args, operator_namespace),
         cluster,
@@ -216,9 +250,12 @@ pub async fn start(
         request_timeout: args.webhook_request_timeout,
         ..ServerSettings::default()
     };
-    let server = WebhookServer::bind(args.webhook_addr, admission, certs, settings).await?;
+    let endpoint_enabled = credentials.is_some();
+    let server =
+        WebhookServer::bind_with(args.webhook_addr, admission, certs, settings, credentials)
+            .await?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, mode = ?args.webhook_cert_mode, "admission webhook listening");
+    tracing::info!(%addr, mode = ?args.webhook_cert_mode, credential_endpoint = endpoint_enabled, "admission webhook listening");
     let _ = shared.audit.record(
         AuditEvent::new(Category::Service, "webhook_started", Outcome::Success)
             .reason(cert_mode_reason(args.webhook_cert_mode)),

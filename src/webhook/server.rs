@@ -1,5 +1,7 @@
 //! The webhook's HTTPS server: rustls (ring) and HTTP/1.1 on hyper, serving
-//! `POST /validate`, `POST /mutate`, `GET /healthz` and `GET /readyz`.
+//! `POST /validate`, `POST /mutate`, `GET /healthz` and `GET /readyz`, and, when enabled, the
+//! runtime credential endpoint `GET /v1/namespaces/{namespace}/connections/{name}/token`
+//! ([`super::credential`]).
 //!
 //! Bounded in every dimension a client controls: TLS handshakes and request headers must
 //! arrive within seconds, bodies are capped, each review has a deadline, and connections are
@@ -13,8 +15,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::WebhookError;
+use super::credential::{self, CredentialEndpoint};
 use super::review::{Admission, Endpoint};
 use super::tls::{self, CertStore};
 
@@ -69,6 +72,7 @@ impl Default for ServerSettings {
 struct ServerState {
     admission: Arc<Admission>,
     certs: Arc<CertStore>,
+    credentials: Option<Arc<CredentialEndpoint>>,
 }
 
 /// The routes, for tests that drive them without TLS.
@@ -77,17 +81,35 @@ pub fn router(
     certs: Arc<CertStore>,
     settings: ServerSettings,
 ) -> Router {
-    Router::new()
+    router_with(admission, certs, settings, None)
+}
+
+/// The routes, with the runtime credential endpoint when `credentials` is given.
+pub fn router_with(
+    admission: Arc<Admission>,
+    certs: Arc<CertStore>,
+    settings: ServerSettings,
+    credentials: Option<Arc<CredentialEndpoint>>,
+) -> Router {
+    let mut routes = Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if credentials.is_some() {
+        routes = routes.route(credential::ROUTE, get(token));
+    }
+    routes
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             settings.request_timeout,
             deadline,
         ))
-        .with_state(ServerState { admission, certs })
+        .with_state(ServerState {
+            admission,
+            certs,
+            credentials,
+        })
 }
 
 async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
@@ -114,6 +136,17 @@ async fn mutate(State(state): State<ServerState>, body: Bytes) -> Response {
 async fn answer(state: &ServerState, endpoint: Endpoint, body: &[u8]) -> Response {
     let json = state.admission.review_json(endpoint, body).await;
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+async fn token(
+    State(state): State<ServerState>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match &state.credentials {
+        Some(endpoint) => endpoint.serve(&namespace, &name, &headers).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Liveness: the process answers HTTPS.
@@ -158,6 +191,18 @@ impl WebhookServer {
         certs: Arc<CertStore>,
         settings: ServerSettings,
     ) -> Result<Self, WebhookError> {
+        Self::bind_with(addr, admission, certs, settings, None).await
+    }
+
+    /// [`WebhookServer::bind`], also serving the runtime credential endpoint when
+    /// `credentials` is given.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        admission: Arc<Admission>,
+        certs: Arc<CertStore>,
+        settings: ServerSettings,
+        credentials: Option<Arc<CredentialEndpoint>>,
+    ) -> Result<Self, WebhookError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| WebhookError::Bind { addr, source })?;
@@ -165,7 +210,7 @@ impl WebhookServer {
         Ok(Self {
             listener,
             acceptor,
-            router: router(admission, certs, settings),
+            router: router_with(admission, certs, settings, credentials),
             settings,
         })
     }

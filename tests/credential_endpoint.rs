@@ -1,0 +1,975 @@
+//! The runtime credential endpoint end to end: the operator's own `run` with
+//! `--credential-endpoint-enabled`, serving real HTTPS on loopback with a test CA, against the
+//! real control plane (ServiceAccounts, pods, TokenRequest bound to the pod, TokenReview) and
+//! the LWA emulator.
+//!
+//! Pods are stored objects only (no kubelet); each caller's token is requested for its pod with
+//! `boundObjectRef`, exactly what a projected `serviceAccountToken` volume would hold.
+
+mod support;
+
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use amazon_seller_operator::api::AmazonSellerConnection;
+use amazon_seller_operator::config::{Cli, Command};
+use amazon_seller_operator::crypto::{self, Credentials, SealContext, StoredToken, TokenContext};
+use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::observability::audit::AuditLog;
+use amazon_seller_operator::observability::metrics::Metrics;
+use amazon_seller_operator::operator::{self, Deps, RunError};
+
+use support::lwa_emulator::{LwaEmulator, Seller};
+use support::webhook::{TestPki, https_client};
+use support::{Captured, cluster, create_namespace, install_crds, unique_name};
+
+const AUDIENCE: &str = "connectors.openteam.io";
+
+/// Every log line of this test binary, captured by a process-wide subscriber at debug level.
+fn captured_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let subscriber = amazon_seller_operator::observability::logging::subscriber(
+            amazon_seller_operator::observability::logging::LogFormat::Json,
+            "debug",
+            logs.clone(),
+        )
+        .unwrap();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+/// One running operator with the endpoint on its own loopback port.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), RunError>>,
+    audit: Captured,
+    metrics: Metrics,
+    base: String,
+}
+
+impl Operator {
+    async fn stop(mut self) -> (Captured, Metrics) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("operator stops within 30 s")
+            .expect("operator task")
+            .expect("operator ran without error");
+        (self.audit.clone(), self.metrics.clone())
+    }
+}
+
+/// A Team namespace with its connections, an outsider Team's namespace, the operator's
+/// namespace with keys, the LWA emulator and a serving certificate.
+struct Scenario {
+    client: Client,
+    team: String,
+    namespace: String,
+    outsider_namespace: String,
+    operator_namespace: String,
+    lwa: LwaEmulator,
+    pki: TestPki,
+    https: reqwest::Client,
+}
+
+impl Scenario {
+    async fn new(test: &str) -> Option<Self> {
+        let client = cluster(test).await?;
+        install_crds(&client).await;
+        let team = unique_name("team");
+        let namespace = create_namespace(&client, "team", Some(&team)).await;
+        let outsider_team = unique_name("other");
+        let outsider_namespace = create_namespace(&client, "other", Some(&outsider_team)).await;
+        let operator_namespace = create_namespace(&client, "aso", None).await;
+        let lwa = LwaEmulator::start().await;
+        let pki = TestPki::new();
+        let https = https_client(&pki.ca_pem);
+        Some(Self {
+            client,
+            team,
+            namespace,
+            outsider_namespace,
+            operator_namespace,
+            lwa,
+            pki,
+            https,
+        })
+    }
+
+    /// Starts `run` with the endpoint enabled and waits until its server is ready.
+    async fn start(&self, identity: &str, extra: &[&str]) -> Operator {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let watched = format!("{},{}", self.namespace, self.outsider_namespace);
+        let addr = format!("127.0.0.1:{port}");
+        let lwa_url = self.lwa.https_url();
+        let lwa_ca = self.lwa.ca_file().display().to_string();
+        let cert = self.pki.cert_file.display().to_string();
+        let key = self.pki.key_file.display().to_string();
+        let mut argv = vec![
+            "amazon-seller-operator",
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--leader-election=false",
+            "--watch-namespace",
+            &watched,
+            "--operator-namespace",
+            &self.operator_namespace,
+            "--lwa-endpoint",
+            &lwa_url,
+            "--lwa-ca-file",
+            &lwa_ca,
+            "--webhook-addr",
+            &addr,
+            "--webhook-cert-mode",
+            "files",
+            "--webhook-cert-file",
+            &cert,
+            "--webhook-key-file",
+            &key,
+            "--credential-endpoint-enabled",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::parse_from(argv).command else {
+            unreachable!()
+        };
+        let metrics = Metrics::new().unwrap();
+        let audit = Captured::default();
+        let deps = Deps {
+            client: self.client.clone(),
+            url: "test".into(),
+            identity: identity.to_owned(),
+            metrics: metrics.clone(),
+            audit: AuditLog::to_writer(audit.clone(), metrics.clone(), identity).unwrap(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(operator::run_with(*args, deps, async move {
+            let _ = stopped.await;
+        }));
+        let base = format!("https://127.0.0.1:{port}");
+        for _ in 0..300 {
+            if let Ok(response) = self.https.get(format!("{base}/readyz")).send().await
+                && response.status() == 200
+            {
+                return Operator {
+                    stop: Some(stop),
+                    task,
+                    audit,
+                    metrics,
+                    base,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the operator's HTTPS server did not become ready");
+    }
+
+    async fn seal(&self, seller: &Seller, name: &str) {
+        let store = KeyStore::new(
+            self.client.clone(),
+            &self.operator_namespace,
+            "amazon-seller-operator-keys",
+        );
+        let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+        let context = SealContext {
+            team_id: &self.team,
+            namespace: &self.namespace,
+            secret_name: name,
+        };
+        let credentials = Credentials {
+            client_id: seller.client_id.clone(),
+            client_secret: seller.client_secret.as_str().into(),
+            refresh_token: seller.refresh_token.as_str().into(),
+            next_client_secret: None,
+            client_secret_expires_at: None,
+        };
+        let envelope =
+            crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
+        self.secrets()
+            .create(
+                &PostParams::default(),
+                &keystore::sealed_secret(&self.namespace, name, None, envelope),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn create_connection(&self, name: &str, credentials: &str, delivery: &str) {
+        let connection: AmazonSellerConnection = serde_json::from_value(json!({
+            "apiVersion": "connectors.openteam.io/v1alpha1",
+            "kind": "AmazonSellerConnection",
+            "metadata": { "name": name, "namespace": self.namespace },
+            "spec": {
+                "teamId": self.team,
+                "sellerId": "A3FHEXAMPLEYWS",
+                "marketplace": "DE",
+                "credentialsSecretName": credentials,
+                "gateways": ["gw-main"],
+                "delivery": delivery,
+            }
+        }))
+        .unwrap();
+        self.connections()
+            .create(&PostParams::default(), &connection)
+            .await
+            .unwrap();
+    }
+
+    fn connections(&self) -> Api<AmazonSellerConnection> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&AmazonSellerConnection) -> bool,
+    ) -> AmazonSellerConnection {
+        let api = self.connections();
+        for _ in 0..300 {
+            if let Some(c) = api.get_opt(name).await.unwrap()
+                && check(&c)
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn wait_ready(&self, name: &str) -> AmazonSellerConnection {
+        self.wait_for(name, "Ready=True", |c| condition(c, "Ready", "True"))
+            .await
+    }
+
+    /// A ServiceAccount and a pod using it in `namespace`, with an optional gateway label.
+    async fn gateway_pod(&self, namespace: &str, name: &str, gateway: Option<&str>) -> Pod {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let account: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+        let mut labels = serde_json::Map::new();
+        if let Some(gateway) = gateway {
+            labels.insert("connectors.openteam.io/gateway".into(), gateway.into());
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "serviceAccountName": name,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "gateway", "image": "registry.example.com/gateway:1"}],
+            }
+        }))
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        pods.create(&PostParams::default(), &pod).await.unwrap()
+    }
+
+    /// A token for `pod`'s ServiceAccount, bound to the pod, as a projected volume holds it.
+    /// `audience: None` asks for the API server's default audience.
+    async fn token_for(&self, pod: &Pod, audience: Option<&str>) -> String {
+        let namespace = pod.metadata.namespace.clone().unwrap();
+        let account = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .service_account_name
+            .clone()
+            .unwrap();
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: audience.map(|a| vec![a.to_owned()]).unwrap_or_default(),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+                expiration_seconds: Some(600),
+            },
+            ..TokenRequest::default()
+        };
+        Api::<ServiceAccount>::namespaced(self.client.clone(), &namespace)
+            .create_token_request(&account, &PostParams::default(), &request)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token
+    }
+
+    /// A token with no pod binding (what a legacy or TokenRequest-without-pod token is).
+    async fn unbound_token(&self, namespace: &str, account: &str) -> String {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![AUDIENCE.to_owned()],
+                bound_object_ref: None,
+                expiration_seconds: Some(600),
+            },
+            ..TokenRequest::default()
+        };
+        Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
+            .create_token_request(account, &PostParams::default(), &request)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token
+    }
+}
+
+fn condition(c: &AmazonSellerConnection, type_: &str, status: &str) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|x| x.type_ == type_ && x.status == status)
+    })
+}
+
+/// One answer of the endpoint.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn reason(&self) -> &str {
+        self.body["reason"].as_str().unwrap_or_default()
+    }
+}
+
+async fn call(
+    operator: &Operator,
+    https: &reqwest::Client,
+    namespace: &str,
+    name: &str,
+    token: Option<&str>,
+) -> Answer {
+    let mut request = https.get(format!(
+        "{}/v1/namespaces/{namespace}/connections/{name}/token",
+        operator.base
+    ));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "every answer is no-store"
+    );
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Calls until the answer's reason is `reason` (the endpoint's view follows the API by
+/// watch), noting every answer's status in `statuses`.
+async fn call_until(
+    operator: &Operator,
+    https: &reqwest::Client,
+    namespace: &str,
+    name: &str,
+    token: &str,
+    reason: &str,
+    statuses: &mut Vec<u16>,
+) -> Answer {
+    for _ in 0..100 {
+        let answer = call(operator, https, namespace, name, Some(token)).await;
+        statuses.push(answer.status);
+        if answer.reason() == reason {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no answer with reason {reason} for {namespace}/{name}");
+}
+
+fn audit_records(audit: &Captured) -> Vec<Value> {
+    audit
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["action"] == "token_request")
+        .collect()
+}
+
+fn counter(metrics: &Metrics, team: &str, gateway: &str, outcome: &str) -> u64 {
+    let text = metrics.encode().unwrap();
+    let series = format!(
+        "amazon_seller_credential_access_total{{gateway=\"{gateway}\",outcome=\"{outcome}\",team=\"{team}\"}}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
+    let logs = captured_logs();
+    let Some(s) =
+        Scenario::new("the_endpoint_serves_listed_gateways_and_refuses_everyone_else").await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    let revoked = s.lwa.new_seller();
+    s.lwa.revoke(&revoked.refresh_token);
+    s.seal(&seller, "acme-lwa").await;
+    s.seal(&revoked, "revoked-lwa").await;
+    let operator = s.start("aso-endpoint", &[]).await;
+    s.create_connection("acme-de", "acme-lwa", "Endpoint").await;
+    s.create_connection("acme-secret", "acme-lwa", "Secret")
+        .await;
+    s.create_connection("acme-revoked", "revoked-lwa", "Both")
+        .await;
+    s.create_connection("acme-gone", "acme-lwa", "Endpoint")
+        .await;
+    s.wait_ready("acme-de").await;
+    s.wait_ready("acme-secret").await;
+    s.wait_ready("acme-gone").await;
+    s.wait_for("acme-revoked", "credentials rejected", |c| {
+        condition(c, "CredentialsValid", "False")
+    })
+    .await;
+
+    let gateway = s
+        .gateway_pod(&s.namespace, "gw-main", Some("gw-main"))
+        .await;
+    let other_gateway = s
+        .gateway_pod(&s.namespace, "gw-other", Some("gw-other"))
+        .await;
+    let outsider = s
+        .gateway_pod(&s.outsider_namespace, "gw-main", Some("gw-main"))
+        .await;
+    let token = s.token_for(&gateway, Some(AUDIENCE)).await;
+    let https = &s.https;
+    let ns = s.namespace.as_str();
+    // The status of every call, to check one audit record and one increment per call.
+    let mut statuses: Vec<u16> = Vec::new();
+
+    // A listed gateway in the connection's namespace gets the token and the metadata.
+    let ok = call(&operator, https, ns, "acme-de", Some(&token)).await;
+    statuses.push(ok.status);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let issued = s.lwa.issued_tokens();
+    let access_token = ok.body["access_token"].as_str().unwrap().to_owned();
+    assert!(issued.contains(&access_token), "the token LWA issued");
+    assert_eq!(ok.body["token_type"], "bearer");
+    assert_eq!(ok.body["marketplace_id"], "A1PA6795UKMFR9");
+    assert_eq!(ok.body["region"], "EU");
+    assert_eq!(
+        ok.body["endpoint"],
+        "https://sellingpartnerapi-eu.amazon.com"
+    );
+    assert_eq!(ok.body["seller_id"], "A3FHEXAMPLEYWS");
+    let expires: jiff::Timestamp = ok.body["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(expires > jiff::Timestamp::now());
+    // Endpoint mode: no runtime Secret, only the sealed store, which holds no plaintext.
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let store = s.secrets().get("acme-de-sp-api-sealed").await.unwrap();
+    assert_eq!(
+        store.type_.as_deref(),
+        Some("connectors.openteam.io/sp-api-token-sealed")
+    );
+    assert_eq!(
+        store.metadata.labels.as_ref().unwrap()["connectors.openteam.io/secret-role"],
+        "token-store"
+    );
+    let data = store.data.as_ref().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["sealed"]);
+    assert!(!String::from_utf8_lossy(&data["sealed"].0).contains(&access_token));
+
+    // No token, a malformed header: 401.
+    let missing = call(&operator, https, ns, "acme-de", None).await;
+    statuses.push(missing.status);
+    assert_eq!((missing.status, missing.reason()), (401, "missing_token"));
+    assert!(missing.headers.contains_key("www-authenticate"));
+    let garbage = call(&operator, https, ns, "acme-de", Some("not-a-jwt")).await;
+    statuses.push(garbage.status);
+    assert_eq!((garbage.status, garbage.reason()), (401, "invalid_token"));
+
+    // The same pod's token for the API server's audience: 401.
+    let wrong_audience = s.token_for(&gateway, None).await;
+    let answer = call(&operator, https, ns, "acme-de", Some(&wrong_audience)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (401, "invalid_token"));
+    assert!(answer.body["error"].as_str().unwrap().contains(AUDIENCE));
+
+    // A token of the right audience not bound to a pod: 401.
+    let unbound = s.unbound_token(ns, "gw-main").await;
+    let answer = call(&operator, https, ns, "acme-de", Some(&unbound)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (401, "not_bound_to_pod"));
+
+    // Another Team's pod, with a listed gateway label: 403, for existing and unknown names.
+    let outsider_token = s.token_for(&outsider, Some(AUDIENCE)).await;
+    let answer = call(&operator, https, ns, "acme-de", Some(&outsider_token)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (403, "namespace"));
+    let answer = call(&operator, https, ns, "no-such", Some(&outsider_token)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (403, "namespace"));
+
+    // A pod of a gateway the connection does not list: 403 naming the rule.
+    let other_token = s.token_for(&other_gateway, Some(AUDIENCE)).await;
+    let answer = call(&operator, https, ns, "acme-de", Some(&other_token)).await;
+    statuses.push(answer.status);
+    assert_eq!(
+        (answer.status, answer.reason()),
+        (403, "gateway_not_listed")
+    );
+    assert!(
+        answer.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("spec.gateways")
+    );
+
+    // Unknown connection, caller in the namespace: 404.
+    let answer = call(&operator, https, ns, "no-such", Some(&token)).await;
+    statuses.push(answer.status);
+    assert_eq!(
+        (answer.status, answer.reason()),
+        (404, "unknown_connection")
+    );
+
+    // Secret delivery: the endpoint does not serve it.
+    let answer = call(&operator, https, ns, "acme-secret", Some(&token)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (403, "delivery"));
+
+    // No valid token (LWA rejected the credentials): 503 with Retry-After.
+    let answer = call(&operator, https, ns, "acme-revoked", Some(&token)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (503, "no_valid_token"));
+    let retry: u64 = answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+
+    // Suspended: 403, and the store is removed.
+    s.connections()
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspended": true}})),
+        )
+        .await
+        .unwrap();
+    let answer = call_until(
+        &operator,
+        https,
+        ns,
+        "acme-de",
+        &token,
+        "suspended",
+        &mut statuses,
+    )
+    .await;
+    assert_eq!(answer.status, 403);
+    s.wait_for("acme-de", "Suspended=True", |c| {
+        condition(c, "Suspended", "True")
+    })
+    .await;
+    for _ in 0..100 {
+        if s.secrets()
+            .get_opt("acme-de-sp-api-sealed")
+            .await
+            .unwrap()
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api-sealed")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Deleted: 404 for the caller in the namespace, 403 for the outsider.
+    s.connections()
+        .delete("acme-gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    let answer = call_until(
+        &operator,
+        https,
+        ns,
+        "acme-gone",
+        &token,
+        "unknown_connection",
+        &mut statuses,
+    )
+    .await;
+    assert_eq!(answer.status, 404);
+    let answer = call(&operator, https, ns, "acme-gone", Some(&outsider_token)).await;
+    statuses.push(answer.status);
+    assert_eq!((answer.status, answer.reason()), (403, "namespace"));
+
+    let (audit, metrics) = operator.stop().await;
+    // Exactly one audit record per call, naming who called from which pod.
+    let records = audit_records(&audit);
+    assert_eq!(records.len(), statuses.len(), "{}", audit.text());
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let allowed: Vec<_> = records
+        .iter()
+        .filter(|r| r["outcome"] == "allowed")
+        .collect();
+    assert_eq!(allowed.len(), served);
+    let record = allowed[0];
+    assert_eq!(record["category"], "credential_access");
+    assert_eq!(
+        record["actor"],
+        format!("system:serviceaccount:{ns}:gw-main")
+    );
+    assert_eq!(record["pod"], "gw-main");
+    assert_eq!(record["gateway"], "gw-main");
+    assert_eq!(record["team"], s.team.as_str());
+    assert_eq!(record["connection"], "acme-de");
+    assert_eq!(record["reason"], "token_served");
+    for reason in [
+        "missing_token",
+        "invalid_token",
+        "not_bound_to_pod",
+        "namespace",
+        "gateway_not_listed",
+        "unknown_connection",
+        "delivery",
+        "suspended",
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["reason"] == reason && r["outcome"] == "denied"),
+            "no denied record with reason {reason}"
+        );
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "no_valid_token" && r["outcome"] == "failure")
+    );
+    let outsider_record = records.iter().find(|r| r["reason"] == "namespace").unwrap();
+    assert_eq!(
+        outsider_record["actor"],
+        format!("system:serviceaccount:{}:gw-main", s.outsider_namespace)
+    );
+    let verify = amazon_seller_operator::observability::audit::verify(
+        audit.text().as_bytes(),
+        Default::default(),
+    )
+    .unwrap();
+    assert!(verify.is_intact());
+
+    // One metric increment per call.
+    let team = s.team.as_str();
+    assert_eq!(
+        counter(&metrics, team, "gw-main", "allowed") as usize,
+        served
+    );
+    assert_eq!(counter(&metrics, team, "gw-main", "unavailable"), 1);
+    assert_eq!(counter(&metrics, team, "gw-other", "denied"), 1);
+    assert_eq!(counter(&metrics, "none", "none", "denied"), 4);
+    let total: u64 = metrics
+        .encode()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("amazon_seller_credential_access_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total as usize, statuses.len());
+
+    // Neither the access token nor any bearer token reaches logs, audit or metrics.
+    let metrics_text = metrics.encode().unwrap();
+    for (what, text) in [
+        ("logs", logs.text()),
+        ("audit", audit.text()),
+        ("metrics", metrics_text),
+    ] {
+        for secret in [
+            access_token.as_str(),
+            token.as_str(),
+            wrong_audience.as_str(),
+            outsider_token.as_str(),
+            other_token.as_str(),
+            unbound.as_str(),
+            seller.refresh_token.as_str(),
+        ] {
+            assert!(!text.contains(secret), "{what} leak a secret");
+        }
+        assert!(!text.contains("Atza|"), "{what} hold LWA token material");
+    }
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_limit_gets_429_with_retry_after() {
+    let Some(s) = Scenario::new("a_caller_over_its_rate_limit_gets_429_with_retry_after").await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let operator = s
+        .start(
+            "aso-rate",
+            &[
+                "--credential-endpoint-qps",
+                "0.05",
+                "--credential-endpoint-burst",
+                "2",
+            ],
+        )
+        .await;
+    s.create_connection("acme-de", "acme-lwa", "Both").await;
+    s.wait_ready("acme-de").await;
+    let gateway = s
+        .gateway_pod(&s.namespace, "gw-main", Some("gw-main"))
+        .await;
+    let token = s.token_for(&gateway, Some(AUDIENCE)).await;
+    // Both mode: the runtime Secret and the endpoint serve the same token.
+    let runtime = s.secrets().get("acme-de-sp-api").await.unwrap();
+    for _ in 0..2 {
+        let ok = call(&operator, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        assert_eq!(
+            ok.body["access_token"].as_str().unwrap().as_bytes(),
+            runtime.data.as_ref().unwrap()["access_token"].0.as_slice()
+        );
+    }
+    let limited = call(&operator, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+    assert_eq!((limited.status, limited.reason()), (429, "rate_limited"));
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    // Another ServiceAccount has its own budget.
+    let second = s
+        .gateway_pod(&s.namespace, "gw-second", Some("gw-main"))
+        .await;
+    let second_token = s.token_for(&second, Some(AUDIENCE)).await;
+    let ok = call(
+        &operator,
+        &s.https,
+        &s.namespace,
+        "acme-de",
+        Some(&second_token),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+
+    let (audit, metrics) = operator.stop().await;
+    let records = audit_records(&audit);
+    assert_eq!(records.len(), 4);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["reason"] == "rate_limited")
+            .count(),
+        1
+    );
+    // Throttled before the pod is read: the caller's Team, no gateway.
+    assert_eq!(counter(&metrics, &s.team, "none", "rate_limited"), 1);
+    let limited_record = records
+        .iter()
+        .find(|r| r["reason"] == "rate_limited")
+        .unwrap();
+    assert_eq!(limited_record["pod"], "gw-main");
+    assert_eq!(
+        limited_record["actor"],
+        format!("system:serviceaccount:{}:gw-main", s.namespace)
+    );
+    assert_eq!(counter(&metrics, &s.team, "gw-main", "allowed"), 3);
+}
+
+#[tokio::test]
+async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_without_lwa_calls() {
+    let Some(s) = Scenario::new(
+        "endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_without_lwa_calls",
+    )
+    .await
+    else {
+        return;
+    };
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "acme-lwa").await;
+    let first = s.start("aso-first", &[]).await;
+    // Both first: the runtime Secret exists; switching to Endpoint removes it and keeps the
+    // same token in the store, without asking LWA again.
+    s.create_connection("acme-de", "acme-lwa", "Both").await;
+    s.wait_ready("acme-de").await;
+    let runtime = s.secrets().get("acme-de-sp-api").await.unwrap();
+    let published = String::from_utf8(runtime.data.unwrap()["access_token"].0.clone()).unwrap();
+    s.connections()
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"delivery": "Endpoint"}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ready = s.wait_ready("acme-de").await;
+    assert_eq!(ready.status.unwrap().runtime_secret_name, None);
+
+    let gateway = s
+        .gateway_pod(&s.namespace, "gw-main", Some("gw-main"))
+        .await;
+    let token = s.token_for(&gateway, Some(AUDIENCE)).await;
+    let answer = call(&first, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["access_token"], published.as_str());
+    first.stop().await;
+    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    let store_version = s
+        .secrets()
+        .get("acme-de-sp-api-sealed")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    // A restarted operator reads the token back from the store: no LWA call, no write, and
+    // the endpoint serves the same token.
+    let second = s.start("aso-second", &[]).await;
+    let answer = call(&second, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["access_token"], published.as_str());
+    // Give the controller time to reconcile the connection after the restart.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (audit, _) = second.stop().await;
+    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    assert!(!audit.text().contains("\"action\":\"token_refresh\""));
+    assert_eq!(
+        s.secrets()
+            .get("acme-de-sp-api-sealed")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        store_version
+    );
+    assert!(
+        s.secrets()
+            .get_opt("acme-de-sp-api")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn prune_keys_keeps_a_key_a_token_store_is_sealed_to() {
+    let Some(s) = Scenario::new("prune_keys_keeps_a_key_a_token_store_is_sealed_to").await else {
+        return;
+    };
+    let store = KeyStore::new(
+        s.client.clone(),
+        &s.operator_namespace,
+        "amazon-seller-operator-keys",
+    );
+    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+    let old_key = keyring.active().id().to_owned();
+    let now = jiff::Timestamp::now();
+    let envelope = crypto::seal_token(
+        &keyring.active().public_key(),
+        &TokenContext {
+            team_id: &s.team,
+            namespace: &s.namespace,
+            connection: "acme-de",
+        },
+        &StoredToken {
+            access_token: "Atza|pinned".into(),
+            token_type: "bearer".into(),
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            issued_at: now,
+        },
+    )
+    .unwrap();
+    let token_store: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "acme-de-sp-api-sealed", "labels": {
+            "connectors.openteam.io/connection": "acme-de",
+            "connectors.openteam.io/secret-role": "token-store",
+        }},
+        "type": "connectors.openteam.io/sp-api-token-sealed",
+        "data": {"sealed": k8s_openapi::ByteString(envelope)},
+    }))
+    .unwrap();
+    s.secrets()
+        .create(&PostParams::default(), &token_store)
+        .await
+        .unwrap();
+    store.rotate(jiff::Timestamp::now()).await.unwrap();
+    let removed = store.prune(&s.client).await.unwrap();
+    assert!(
+        !removed.contains(&old_key),
+        "a key in use by a token store was pruned"
+    );
+    s.secrets()
+        .delete("acme-de-sp-api-sealed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let removed = store.prune(&s.client).await.unwrap();
+    assert_eq!(removed, vec![old_key]);
+}
