@@ -54,13 +54,16 @@ pub struct Features {
     pub webhook: bool,
     /// It manages its own serving certificate (`--webhook-cert-mode=self-managed`).
     pub self_managed_certificates: bool,
+    /// It serves the runtime credential endpoint (`--credential-endpoint-enabled`).
+    pub credential_endpoint: bool,
 }
 
 impl Features {
-    /// Everything on: the chart's default install.
+    /// Everything on.
     pub const ALL: Self = Self {
         webhook: true,
         self_managed_certificates: true,
+        credential_endpoint: true,
     };
 }
 
@@ -131,6 +134,9 @@ pub fn required(features: Features) -> Vec<Permission> {
         if features.self_managed_certificates {
             parts.push(crate::webhook::certs::RBAC);
         }
+        if features.credential_endpoint {
+            parts.push(crate::webhook::credential::RBAC);
+        }
     }
     parts.concat()
 }
@@ -189,7 +195,8 @@ mod tests {
                         "namespaces",
                         "securitylogreviews",
                         "validatingwebhookconfigurations",
-                        "mutatingwebhookconfigurations"
+                        "mutatingwebhookconfigurations",
+                        "tokenreviews"
                     ]
                     .contains(&permission.resource),
                     "{permission:?}"
@@ -220,6 +227,7 @@ mod tests {
         let files_mode = required_grants(Features {
             webhook: true,
             self_managed_certificates: false,
+            credential_endpoint: false,
         });
         assert!(controller_only.is_subset(&files_mode) && files_mode.is_subset(&all));
         assert!(controller_only.len() < files_mode.len() && files_mode.len() < all.len());

@@ -56,6 +56,10 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             json!({ "watchNamespaces": ["team-acme", "team-globex"] }),
         ),
         (
+            "credential endpoint",
+            json!({ "credentialEndpoint": { "enabled": true, "qps": 2.5, "burst": 10 } }),
+        ),
+        (
             "everything else changed",
             json!({
                 "nameOverride": "aso", "replicaCount": 1,
@@ -787,6 +791,14 @@ fn webhook_configurations_fail_closed_with_each_certificate_mode() {
     // A provided Secret without its CA is refused rather than rendered without a caBundle.
     let refused = tools.render_error(&json!({ "webhook": { "enabled": true, "certificates": { "mode": "secret", "secret": { "name": "provided-tls" } } } }));
     assert!(refused.contains("caBundle is required"), "{refused}");
+    // The credential endpoint is served by the webhook's server: not without it.
+    let refused = tools.render_error(
+        &json!({ "webhook": { "enabled": false }, "credentialEndpoint": { "enabled": true } }),
+    );
+    assert!(
+        refused.contains("credentialEndpoint.enabled needs webhook.enabled=true"),
+        "{refused}"
+    );
 }
 
 /// The chart registers exactly the configurations the webhook's own code generates

@@ -7,7 +7,8 @@
 //!    and the operator's own `run` code runs its whole scenario as that ServiceAccount (the admin
 //!    kubeconfig impersonating it): start-up, the admission webhook with self-managed
 //!    certificates becoming ready (cluster view synced, CA in both configurations), a
-//!    connection becoming Ready, Events, suspend, two key rotations with online re-sealing, and
+//!    connection becoming Ready (delivery `Both`), a gateway pod fetching its token from the
+//!    credential endpoint, Events, suspend, two key rotations with online re-sealing, and
 //!    deletion through the finalizer, with no forbidden error.
 //! 3. The same scenario runs once without each rendered rule, and must then fail at the step
 //!    that rule serves: so no rule is superfluous.
@@ -32,7 +33,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
 use amazon_seller_operator::api::AmazonSellerConnection;
-use amazon_seller_operator::api::names::{DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP};
+use amazon_seller_operator::api::names::{
+    CREDENTIAL_ENDPOINT_AUDIENCE, DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP,
+};
 use amazon_seller_operator::config::{Cli, Command, RunArgs};
 use amazon_seller_operator::crypto::{self, Credentials, SealContext};
 use amazon_seller_operator::keystore::{self, KeyStore};
@@ -199,15 +202,21 @@ fn the_chart_grants_exactly_what_the_code_declares() {
         cert_secret: "amazon-seller-operator-webhook-tls",
         configurations: "aso-system-amazon-seller-operator",
     };
-    let files = Features {
-        webhook: true,
-        self_managed_certificates: false,
+    // The chart's defaults: the webhook with self-managed certificates, no credential endpoint.
+    let chart = Features {
+        credential_endpoint: false,
+        ..Features::ALL
     };
+    let files = Features {
+        self_managed_certificates: false,
+        ..chart
+    };
+    let endpoint = json!({ "enabled": true });
     let cases: Vec<(Value, Features, InstallNames)> = vec![
-        (json!({}), Features::ALL, defaults),
+        (json!({}), chart, defaults),
         (
             json!({ "watchNamespaces": ["team-acme", "team-globex"] }),
-            Features::ALL,
+            chart,
             InstallNames {
                 watched: &["team-acme", "team-globex"],
                 ..defaults
@@ -217,7 +226,7 @@ fn the_chart_grants_exactly_what_the_code_declares() {
         (
             json!({ "watchNamespaces": ["aso-system", "team-acme"],
                     "keys": { "secretName": "aso-keys" }, "leaderElection": { "leaseName": "aso-leader" } }),
-            Features::ALL,
+            chart,
             InstallNames {
                 watched: &["aso-system", "team-acme"],
                 key_secret: "aso-keys",
@@ -228,12 +237,11 @@ fn the_chart_grants_exactly_what_the_code_declares() {
         // Another release name renames the certificate Secret and the configurations.
         (
             json!({ "fullnameOverride": "sellers" }),
-            Features::ALL,
+            chart,
             InstallNames {
                 service_account: "sellers",
                 cert_secret: "sellers-webhook-tls",
                 configurations: "aso-system-sellers",
-                lease: "amazon-seller-operator",
                 ..defaults
             },
         ),
@@ -247,6 +255,20 @@ fn the_chart_grants_exactly_what_the_code_declares() {
             json!({ "watchNamespaces": ["team-acme"], "webhook": { "certificates": { "mode": "secret",
                     "secret": { "name": "provided-tls", "caBundle": "Q0E=" } } } }),
             files,
+            InstallNames {
+                watched: &["team-acme"],
+                ..defaults
+            },
+        ),
+        // The credential endpoint: TokenReviews, and the callers' pods.
+        (
+            json!({ "credentialEndpoint": endpoint }),
+            Features::ALL,
+            defaults,
+        ),
+        (
+            json!({ "watchNamespaces": ["team-acme"], "credentialEndpoint": endpoint }),
+            Features::ALL,
             InstallNames {
                 watched: &["team-acme"],
                 ..defaults
@@ -334,9 +356,9 @@ impl Install {
         let team_ns = create_namespace(admin, "rbac-team", Some(&team)).await;
         let operator_ns = create_namespace(admin, "rbac-aso", None).await;
         let values = if scoped {
-            json!({ "watchNamespaces": [team_ns] })
+            json!({ "watchNamespaces": [team_ns], "credentialEndpoint": { "enabled": true } })
         } else {
-            json!({})
+            json!({ "credentialEndpoint": { "enabled": true } })
         };
         // Cluster-scoped names carry the release namespace, unique per install.
         let (objects, _) = tools.render(&values, "amazon-seller-operator", &operator_ns);
@@ -556,6 +578,7 @@ fn run_args(install: &Install, lwa: &LwaEmulator) -> RunArgs {
         &install.configurations,
         "--mutating-webhook-configuration",
         &install.configurations,
+        "--credential-endpoint-enabled",
     ];
     match Cli::parse_from(argv).command {
         Command::Run(args) => *args,
@@ -752,6 +775,7 @@ async fn steps(
         "spec": {
             "teamId": install.team, "sellerId": "A3FHEXAMPLEYWS", "marketplace": "DE",
             "credentialsSecretName": "acme-lwa", "gateways": ["gw-main"], "renewBefore": "20m",
+            "delivery": "Both",
         }
     }))
     .unwrap();
@@ -774,6 +798,44 @@ async fn steps(
             .await
             .map_err(|e| e.to_string())?;
         Ok(is(&c, "Ready", "True") && runtime.is_some())
+    })
+    .await?;
+
+    // endpoint: a gateway pod fetches the token over the credential endpoint with a
+    // ServiceAccount token bound to it (TokenReview, then the pod is read).
+    let gateway = gateway_pod(admin, &install.team_ns)
+        .await
+        .map_err(|detail| Failed {
+            step: "endpoint",
+            detail,
+        })?;
+    until("endpoint", timeout, task, || async {
+        let validating = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .get(&install.configurations)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ca = validating
+            .webhooks
+            .and_then(|h| h.into_iter().next())
+            .and_then(|h| h.client_config.ca_bundle)
+            .ok_or("no caBundle")?;
+        let answer = support::webhook::https_client(&String::from_utf8_lossy(&ca.0))
+            .get(format!(
+                "https://127.0.0.1:{}/v1/namespaces/{}/connections/acme-de/token",
+                install.webhook_port, install.team_ns
+            ))
+            .bearer_auth(&gateway)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = answer.status();
+        let bytes = answer.bytes().await.map_err(|e| e.to_string())?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        if status == 200 && body["access_token"].as_str().is_some_and(|t| !t.is_empty()) {
+            Ok(true)
+        } else {
+            Err(format!("{status} {}", body["reason"]))
+        }
     })
     .await?;
 
@@ -853,6 +915,55 @@ async fn steps(
     Ok(())
 }
 
+/// A pod labelled as gateway `gw-main` with its own ServiceAccount, and a token for it with
+/// the endpoint's audience, bound to the pod (what its projected volume would hold).
+async fn gateway_pod(admin: &Client, namespace: &str) -> Result<String, String> {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::Pod;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({ "metadata": { "name": "gateway" } })).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "gateway", "labels": { "connectors.openteam.io/gateway": "gw-main" } },
+        "spec": {
+            "serviceAccountName": "gateway",
+            "automountServiceAccountToken": false,
+            "containers": [{ "name": "gateway", "image": "registry.example.com/gateway:1" }],
+        }
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(admin.clone(), namespace)
+        .create(&PostParams::default(), &pod)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![CREDENTIAL_ENDPOINT_AUDIENCE.to_owned()],
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(600),
+        },
+        ..TokenRequest::default()
+    };
+    accounts
+        .create_token_request("gateway", &PostParams::default(), &request)
+        .await
+        .map_err(|e| e.to_string())?
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| "no token issued".to_owned())
+}
+
 async fn setup(test: &str) -> Option<(Client, Tools, Arc<LwaEmulator>)> {
     let tools = tools(test)?;
     let admin = cluster(test).await?;
@@ -905,7 +1016,7 @@ async fn the_operator_runs_its_whole_scenario_as_the_charts_service_account() {
 /// listing again, so a missing `watch` alone would only slow the operator down, not stop it;
 /// the rule as a whole is what the table proves necessary.
 fn expected_failure(rule: &str) -> &'static str {
-    let table: [(&str, &str); 20] = [
+    let table: [(&str, &str); 22] = [
         // Start-up lists SecurityLogReviews (preflight) before anything else.
         (
             r#"cluster: ["securitylogreviews"] ["list","watch"]"#,
@@ -925,6 +1036,9 @@ fn expected_failure(rule: &str) -> &'static str {
             r#"operator namespace: ["secrets"] ["get","update"]"#,
             "webhook",
         ),
+        // The credential endpoint cannot authenticate its caller, or read the caller's pod.
+        (r#"cluster: ["tokenreviews"] ["create"]"#, "endpoint"),
+        (r#"watched namespace: ["pods"] ["get"]"#, "endpoint"),
         // Leader election cannot create, read or renew its Lease, so `run` fails to start it.
         (r#"operator namespace: ["leases"] ["create"]"#, "start"),
         (r#"operator namespace: ["leases"] ["get","patch"]"#, "start"),
@@ -984,7 +1098,7 @@ async fn removing_any_one_chart_rule_makes_the_scenario_fail_where_that_rule_is_
     let template = Install::new(&admin, &tools, true).await;
     let rules = template.rules();
     template.cleanup().await;
-    assert_eq!(rules.len(), 20, "{rules:#?}");
+    assert_eq!(rules.len(), 22, "{rules:#?}");
     // Runs go in parallel, nine at a time. A whole scenario takes about two seconds; a run
     // without a needed rule waits 12 s at the step that needs it.
     let limit = Arc::new(Semaphore::new(9));

@@ -111,6 +111,12 @@ is needed.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [patch]
+{{- if and .Values.webhook.enabled .Values.credentialEndpoint.enabled }}
+# The credential endpoint reads the pod a caller's token is bound to (uid, gateway label).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get]
+{{- end }}
 {{- end -}}
 
 {{/* A webhook clientConfig: dict with root (the chart context), service and path. */}}
