@@ -198,3 +198,65 @@ fn validate_of_empty_input_is_an_error_not_a_pass() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no YAML document found"));
 }
+
+#[test]
+fn webhook_configuration_prints_what_the_webhook_generates_for_a_url() {
+    use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let output = aso(&[
+        "webhook-configuration",
+        "--url",
+        "https://127.0.0.1:9443",
+        "--name",
+        "aso-dev",
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--watch-namespace",
+        "team-acme",
+        "--timeout-seconds",
+        "5",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let docs: Vec<serde_json::Value> = stdout(&output)
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_saphyr::from_str(d).unwrap())
+        .collect();
+    let mut options = Options::new(ClientTarget::Url("https://127.0.0.1:9443".into()));
+    options.validating_name = "aso-dev".into();
+    options.mutating_name = "aso-dev".into();
+    options.ca_bundle = Some(std::fs::read(&ca).unwrap());
+    options.namespaces = vec!["team-acme".into()];
+    options.timeout_seconds = 5;
+    let mut validating = serde_json::to_value(configuration::validating(&options)).unwrap();
+    validating["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    validating["kind"] = "ValidatingWebhookConfiguration".into();
+    let mut mutating = serde_json::to_value(configuration::mutating(&options)).unwrap();
+    mutating["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    mutating["kind"] = "MutatingWebhookConfiguration".into();
+    assert_eq!(docs, vec![validating, mutating]);
+
+    // Plain HTTP is refused, naming the flag; so is a CA file that is not there.
+    let refused = aso(&["webhook-configuration", "--url", "http://127.0.0.1:9443"]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("--url") && message.contains("https://"),
+        "{message}"
+    );
+    let missing = aso(&[
+        "webhook-configuration",
+        "--url",
+        "https://127.0.0.1:9443",
+        "--ca-file",
+        "/nonexistent/ca.pem",
+    ]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--ca-file /nonexistent/ca.pem"));
+}
