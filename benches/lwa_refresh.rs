@@ -352,6 +352,22 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
+    let flag = |name: &str| -> Option<String> {
+        args.iter().skip_while(|a| *a != name).nth(1).cloned()
+    };
+    // `--lwa-qps Q --lwa-burst B`: the base rate limit of the first three scenarios, by default
+    // what `run` uses by default (10/s, bursts of 20); the headroom scenario gets twice as much.
+    let qps: f64 = flag("--lwa-qps")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let burst: u32 = flag("--lwa-burst")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let Some(base) = RateLimit::new(qps, burst) else {
+        eprintln!("--lwa-qps {qps} is out of range");
+        std::process::exit(1);
+    };
+    let headroom = RateLimit::new(qps * 2.0, burst.saturating_mul(2)).unwrap_or(base);
     let runtime = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -366,7 +382,7 @@ fn main() {
             renew_before: Duration::from_secs(20 * 60),
             restart_at: Some(Duration::from_secs(12 * 3600)),
             outage: None,
-            rate: RateLimit::DEFAULT,
+            rate: base,
         },
         Scenario {
             name: "shortest renewBefore",
@@ -374,7 +390,7 @@ fn main() {
             renew_before: Duration::from_secs(5 * 60),
             restart_at: None,
             outage: None,
-            rate: RateLimit::DEFAULT,
+            rate: base,
         },
         Scenario {
             name: "LWA outage",
@@ -382,15 +398,15 @@ fn main() {
             renew_before: Duration::from_secs(20 * 60),
             restart_at: None,
             outage: Some((Duration::from_secs(6 * 3600), Duration::from_secs(15 * 60))),
-            rate: RateLimit::DEFAULT,
+            rate: base,
         },
         Scenario {
-            name: "LWA outage, with headroom (--lwa-qps 10 --lwa-burst 20)",
+            name: "LWA outage, with twice the rate limit",
             connections,
             renew_before: Duration::from_secs(20 * 60),
             restart_at: None,
             outage: Some((Duration::from_secs(6 * 3600), Duration::from_secs(15 * 60))),
-            rate: RateLimit::new(10.0, 20).unwrap_or_default(),
+            rate: headroom,
         },
     ];
     for scenario in &scenarios {
