@@ -352,9 +352,8 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
-    let flag = |name: &str| -> Option<String> {
-        args.iter().skip_while(|a| *a != name).nth(1).cloned()
-    };
+    let flag =
+        |name: &str| -> Option<String> { args.iter().skip_while(|a| *a != name).nth(1).cloned() };
     // `--lwa-qps Q --lwa-burst B`: the base rate limit of the first three scenarios, by default
     // what `run` uses by default (10/s, bursts of 20); the headroom scenario gets twice as much.
     let qps: f64 = flag("--lwa-qps")

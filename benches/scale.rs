@@ -541,7 +541,12 @@ fn main() {
         .iter()
         .skip_while(|a| *a != "--refresh-sizes")
         .nth(1)
-        .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|s| s.parse().ok())
+                .filter(|n| *n > 0)
+                .collect()
+        })
         .unwrap_or_else(|| if bench { vec![1000] } else { Vec::new() });
     let Ok(kubeconfig) = std::env::var("ASO_TEST_KUBECONFIG") else {
         println!(

@@ -255,6 +255,11 @@ pub struct RunArgs {
     /// Credentials Secrets re-sealed per second after a key rotation.
     #[arg(long, env = "ASO_RESEAL_QPS", default_value_t = 5.0)]
     pub reseal_qps: f64,
+    /// Connections reconciled at once, per controller (one per watched namespace, or one for
+    /// the whole cluster). Bounds memory and API load when every connection is due at once,
+    /// as after a restart; 0 is unbounded.
+    #[arg(long, env = "ASO_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub reconcile_concurrency: u16,
     /// Log line format.
     #[arg(long, env = "ASO_LOG_FORMAT", value_enum, default_value_t = crate::observability::logging::LogFormat::Json)]
     pub log_format: crate::observability::logging::LogFormat,

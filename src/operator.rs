@@ -318,6 +318,7 @@ pub async fn run_with(
         clock: Arc::new(SystemClock),
         identity: identity.clone(),
         applied: Default::default(),
+        concurrency: args.reconcile_concurrency,
     });
 
     // Shutdown fan-out: one signal, many listeners.

@@ -106,6 +106,8 @@ pub struct Context {
     /// The status last written for each connection, so a stale cached copy does not cause
     /// the same write (and its Events) again.
     pub applied: applied::AppliedStatus,
+    /// Reconciles run at once per controller (`--reconcile-concurrency`; 0: unbounded).
+    pub concurrency: u16,
 }
 
 impl Context {
@@ -312,7 +314,8 @@ pub async fn run(
     ));
     let credential_secrets =
         watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"));
-    let controller = Controller::new(connections, watcher::Config::default());
+    let controller = Controller::new(connections, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let store = controller.store();
     let counter = tokio::spawn(count_connections(store.clone(), ctx.metrics.clone()));
     controller
