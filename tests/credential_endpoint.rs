@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use clap::Parser;
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::config::{Cli, Command};
-use amazon_seller_operator::crypto::{self, Credentials, SealContext, StoredToken, TokenContext};
-use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::crypto::{self, StoredToken, TokenContext};
+use amazon_seller_operator::keystore::KeyStore;
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::operator::{self, Deps, RunError};
@@ -182,33 +182,15 @@ impl Scenario {
     }
 
     async fn seal(&self, seller: &Seller, name: &str) {
-        let store = KeyStore::new(
-            self.client.clone(),
+        support::seal_credentials(
+            &self.client,
             &self.operator_namespace,
-            "amazon-seller-operator-keys",
-        );
-        let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
-        let context = SealContext {
-            team_id: &self.team,
-            namespace: &self.namespace,
-            secret_name: name,
-        };
-        let credentials = Credentials {
-            client_id: seller.client_id.clone(),
-            client_secret: seller.client_secret.as_str().into(),
-            refresh_token: seller.refresh_token.as_str().into(),
-            next_client_secret: None,
-            client_secret_expires_at: None,
-        };
-        let envelope =
-            crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
-        self.secrets()
-            .create(
-                &PostParams::default(),
-                &keystore::sealed_secret(&self.namespace, name, None, envelope),
-            )
-            .await
-            .unwrap();
+            &self.team,
+            &self.namespace,
+            seller,
+            name,
+        )
+        .await;
     }
 
     async fn create_connection(&self, name: &str, credentials: &str, delivery: &str) {
@@ -292,34 +274,7 @@ impl Scenario {
     /// A token for `pod`'s ServiceAccount, bound to the pod, as a projected volume holds it.
     /// `audience: None` asks for the API server's default audience.
     async fn token_for(&self, pod: &Pod, audience: Option<&str>) -> String {
-        let namespace = pod.metadata.namespace.clone().unwrap();
-        let account = pod
-            .spec
-            .as_ref()
-            .unwrap()
-            .service_account_name
-            .clone()
-            .unwrap();
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: audience.map(|a| vec![a.to_owned()]).unwrap_or_default(),
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: pod.metadata.name.clone(),
-                    uid: pod.metadata.uid.clone(),
-                }),
-                expiration_seconds: Some(600),
-            },
-            ..TokenRequest::default()
-        };
-        Api::<ServiceAccount>::namespaced(self.client.clone(), &namespace)
-            .create_token_request(&account, &PostParams::default(), &request)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .token
+        support::bound_token(&self.client, pod, audience).await
     }
 
     /// A token with no pod binding (what a legacy or TokenRequest-without-pod token is).

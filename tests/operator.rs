@@ -143,33 +143,15 @@ impl Scenario {
     /// Seals `seller`'s credentials to the operator key (bootstrapping it if needed) as
     /// Secret `name`.
     async fn seal(&self, seller: &Seller, name: &str) {
-        let store = KeyStore::new(
-            self.client.clone(),
+        support::seal_credentials(
+            &self.client,
             &self.operator_namespace,
-            "amazon-seller-operator-keys",
-        );
-        let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
-        let context = SealContext {
-            team_id: &self.team,
-            namespace: &self.namespace,
-            secret_name: name,
-        };
-        let credentials = Credentials {
-            client_id: seller.client_id.clone(),
-            client_secret: seller.client_secret.as_str().into(),
-            refresh_token: seller.refresh_token.as_str().into(),
-            next_client_secret: None,
-            client_secret_expires_at: None,
-        };
-        let envelope =
-            crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
-        self.secrets()
-            .create(
-                &PostParams::default(),
-                &keystore::sealed_secret(&self.namespace, name, None, envelope),
-            )
-            .await
-            .unwrap();
+            &self.team,
+            &self.namespace,
+            seller,
+            name,
+        )
+        .await;
     }
 
     async fn create_connection(&self, name: &str, credentials: &str, suspended: bool) {

@@ -918,9 +918,6 @@ async fn steps(
 /// A pod labelled as gateway `gw-main` with its own ServiceAccount, and a token for it with
 /// the endpoint's audience, bound to the pod (what its projected volume would hold).
 async fn gateway_pod(admin: &Client, namespace: &str) -> Result<String, String> {
-    use k8s_openapi::api::authentication::v1::{
-        BoundObjectReference, TokenRequest, TokenRequestSpec,
-    };
     use k8s_openapi::api::core::v1::Pod;
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
     let account: ServiceAccount =
@@ -942,26 +939,7 @@ async fn gateway_pod(admin: &Client, namespace: &str) -> Result<String, String> 
         .create(&PostParams::default(), &pod)
         .await
         .map_err(|e| e.to_string())?;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![CREDENTIAL_ENDPOINT_AUDIENCE.to_owned()],
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            expiration_seconds: Some(600),
-        },
-        ..TokenRequest::default()
-    };
-    accounts
-        .create_token_request("gateway", &PostParams::default(), &request)
-        .await
-        .map_err(|e| e.to_string())?
-        .status
-        .map(|s| s.token)
-        .ok_or_else(|| "no token issued".to_owned())
+    Ok(support::bound_token(admin, &pod, Some(CREDENTIAL_ENDPOINT_AUDIENCE)).await)
 }
 
 async fn setup(test: &str) -> Option<(Client, Tools, Arc<LwaEmulator>)> {

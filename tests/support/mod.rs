@@ -162,3 +162,84 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+/// Seals `seller`'s credentials to the operator key in `operator_namespace` (bootstrapping the
+/// keyring if needed) as Secret `name` in `namespace`, as a Team would with `seal`.
+pub async fn seal_credentials(
+    client: &Client,
+    operator_namespace: &str,
+    team: &str,
+    namespace: &str,
+    seller: &lwa_emulator::Seller,
+    name: &str,
+) {
+    use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+    use amazon_seller_operator::keystore::{self, KeyStore};
+    use k8s_openapi::api::core::v1::Secret;
+    let store = KeyStore::new(
+        client.clone(),
+        operator_namespace,
+        amazon_seller_operator::api::names::DEFAULT_KEY_SECRET,
+    );
+    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+    let context = SealContext {
+        team_id: team,
+        namespace,
+        secret_name: name,
+    };
+    let credentials = Credentials {
+        client_id: seller.client_id.clone(),
+        client_secret: seller.client_secret.as_str().into(),
+        refresh_token: seller.refresh_token.as_str().into(),
+        next_client_secret: None,
+        client_secret_expires_at: None,
+    };
+    let envelope = crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams::default(),
+            &keystore::sealed_secret(namespace, name, None, envelope),
+        )
+        .await
+        .unwrap();
+}
+
+/// A ServiceAccount token for `pod`'s ServiceAccount, bound to the pod (what a projected
+/// `serviceAccountToken` volume holds), from the API server's TokenRequest. `audience: None`
+/// asks for the API server's default audience.
+pub async fn bound_token(
+    client: &Client,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    audience: Option<&str>,
+) -> String {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let namespace = pod.metadata.namespace.clone().unwrap();
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audience.map(|a| vec![a.to_owned()]).unwrap_or_default(),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(600),
+        },
+        ..TokenRequest::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), &namespace)
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
