@@ -16,59 +16,29 @@ use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::config::{Cli, Command};
 use amazon_seller_operator::crypto::{self, StoredToken, TokenContext};
 use amazon_seller_operator::keystore::KeyStore;
-use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::operator::{self, Deps, RunError};
 
 use support::lwa_emulator::{LwaEmulator, Seller};
+use support::operator::{RunningOperator, captured_logs};
 use support::webhook::{TestPki, https_client};
 use support::{Captured, cluster, create_namespace, install_crds, unique_name};
 
 const AUDIENCE: &str = "connectors.openteam.io";
 
-/// Every log line of this test binary, captured by a process-wide subscriber at debug level.
-fn captured_logs() -> &'static Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = amazon_seller_operator::observability::logging::subscriber(
-            amazon_seller_operator::observability::logging::LogFormat::Json,
-            "debug",
-            logs.clone(),
-        )
-        .unwrap();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
 /// One running operator with the endpoint on its own loopback port.
 struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-    audit: Captured,
-    metrics: Metrics,
+    running: RunningOperator,
     base: String,
 }
 
 impl Operator {
-    async fn stop(mut self) -> (Captured, Metrics) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .expect("operator stops within 30 s")
-            .expect("operator task")
-            .expect("operator ran without error");
-        (self.audit.clone(), self.metrics.clone())
+    async fn stop(self) -> (Captured, Metrics) {
+        self.running.stop().await
     }
 }
 
@@ -150,31 +120,13 @@ impl Scenario {
         let Command::Run(args) = Cli::parse_from(argv).command else {
             unreachable!()
         };
-        let metrics = Metrics::new().unwrap();
-        let audit = Captured::default();
-        let deps = Deps {
-            client: self.client.clone(),
-            url: "test".into(),
-            identity: identity.to_owned(),
-            metrics: metrics.clone(),
-            audit: AuditLog::to_writer(audit.clone(), metrics.clone(), identity).unwrap(),
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(operator::run_with(*args, deps, async move {
-            let _ = stopped.await;
-        }));
+        let running = RunningOperator::start(&self.client, identity, *args);
         let base = format!("https://127.0.0.1:{port}");
         for _ in 0..300 {
             if let Ok(response) = self.https.get(format!("{base}/readyz")).send().await
                 && response.status() == 200
             {
-                return Operator {
-                    stop: Some(stop),
-                    task,
-                    audit,
-                    metrics,
-                    base,
-                };
+                return Operator { running, base };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -11,41 +11,16 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::config::{Cli, Command, RunArgs};
 use amazon_seller_operator::crypto::{self, Credentials, SealContext};
 use amazon_seller_operator::keystore::{self, KeyStore};
-use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::operator::{self, Deps, RunError};
 
 use support::lwa_emulator::{LwaEmulator, Reply, Seller};
-use support::{Captured, cluster, create_namespace, install_crds, unique_name};
-
-/// One running operator instance.
-struct Operator {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-    audit: Captured,
-    metrics: Metrics,
-}
-
-impl Operator {
-    async fn stop(mut self) -> (Captured, Metrics) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .expect("operator stops within 30 s")
-            .expect("operator task")
-            .expect("operator ran without error");
-        (self.audit.clone(), self.metrics.clone())
-    }
-}
+use support::operator::{RunningOperator as Operator, captured_logs};
+use support::{cluster, create_namespace, install_crds, unique_name};
 
 fn run_args(flags: &[&str]) -> RunArgs {
     let mut argv = vec![
@@ -65,27 +40,7 @@ fn run_args(flags: &[&str]) -> RunArgs {
 }
 
 fn start(client: &Client, identity: &str, flags: &[&str]) -> Operator {
-    let metrics = Metrics::new().unwrap();
-    let audit = Captured::default();
-    let log = AuditLog::to_writer(audit.clone(), metrics.clone(), identity).unwrap();
-    let deps = Deps {
-        client: client.clone(),
-        url: "test".into(),
-        identity: identity.to_owned(),
-        metrics: metrics.clone(),
-        audit: log,
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let args = run_args(flags);
-    let task = tokio::spawn(operator::run_with(args, deps, async move {
-        let _ = stopped.await;
-    }));
-    Operator {
-        stop: Some(stop),
-        task,
-        audit,
-        metrics,
-    }
+    Operator::start(client, identity, run_args(flags))
 }
 
 /// A Team namespace, an operator namespace with bootstrapped keys, and the emulator.
@@ -763,22 +718,6 @@ async fn a_security_log_review_is_audited_and_exported() {
         "{}",
         audit.text()
     );
-}
-
-/// Every log line of this test binary, captured by a process-wide subscriber at debug level.
-fn captured_logs() -> &'static Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = amazon_seller_operator::observability::logging::subscriber(
-            amazon_seller_operator::observability::logging::LogFormat::Json,
-            "debug",
-            logs.clone(),
-        )
-        .unwrap();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
 }
 
 /// The policy's redaction guarantee: with known secret values driven through connect, a

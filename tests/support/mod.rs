@@ -7,6 +7,7 @@
 
 pub mod chart;
 pub mod lwa_emulator;
+pub mod operator;
 pub mod webhook;
 
 use std::path::PathBuf;
