@@ -319,6 +319,8 @@ pub async fn run_with(
         identity: identity.clone(),
         applied: Default::default(),
         concurrency: args.reconcile_concurrency,
+        tally: Default::default(),
+        lwa_qps: args.lwa_qps,
     });
 
     // Shutdown fan-out: one signal, many listeners.

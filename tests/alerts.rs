@@ -131,7 +131,7 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
         .iter()
         .map(|r| r["alert"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(alerts.len(), 11, "{alerts:?}");
+    assert_eq!(alerts.len(), 12, "{alerts:?}");
     for alert in &alerts {
         assert!(fired.contains(alert), "{alert} has no test where it fires");
         assert!(

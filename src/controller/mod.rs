@@ -8,9 +8,9 @@
 pub mod applied;
 pub mod reconcile;
 pub mod runtime_secret;
+pub mod tally;
 pub mod token_store;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
@@ -108,6 +108,10 @@ pub struct Context {
     pub applied: applied::AppliedStatus,
     /// Reconciles run at once per controller (`--reconcile-concurrency`; 0: unbounded).
     pub concurrency: u16,
+    /// The connection gauges, added up over the controllers.
+    pub tally: Arc<tally::Tally>,
+    /// The configured LWA rate limit (`--lwa-qps`), exported beside the demand.
+    pub lwa_qps: f64,
 }
 
 impl Context {
@@ -203,37 +207,6 @@ fn error_policy(
     Action::requeue(Duration::from_secs(15))
 }
 
-/// How often the per-team connection gauge is recomputed from the controller's cache.
-const COUNT_INTERVAL: Duration = Duration::from_secs(15);
-
-/// Keeps `amazon_seller_connections{team,ready}` current from the controller's cache.
-async fn count_connections(store: Store<AmazonSellerConnection>, metrics: Metrics) {
-    let mut tick = tokio::time::interval(COUNT_INTERVAL);
-    loop {
-        tick.tick().await;
-        let mut counts: BTreeMap<(String, bool), i64> = BTreeMap::new();
-        for connection in store.state() {
-            let ready = connection
-                .status
-                .as_ref()
-                .and_then(|s| {
-                    s.conditions
-                        .iter()
-                        .find(|c| c.type_ == crate::domain::conditions::READY)
-                })
-                .is_some_and(|c| c.status == "True");
-            *counts
-                .entry((connection.spec.team_id.clone(), ready))
-                .or_insert(0) += 1;
-        }
-        metrics.set_connection_counts(
-            counts
-                .iter()
-                .map(|((team, ready), n)| (team.as_str(), *ready, *n)),
-        );
-    }
-}
-
 /// Follows `SecurityLogReview`s: exports the latest reviewed time for the review-overdue alert
 /// and audits each review created since this replica started leading (reviews recorded while
 /// no operator ran are still counted by the gauge, and the API server's own audit log has
@@ -317,7 +290,13 @@ pub async fn run(
     let controller = Controller::new(connections, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
     let store = controller.store();
-    let counter = tokio::spawn(count_connections(store.clone(), ctx.metrics.clone()));
+    let counter = tokio::spawn(tally::count(
+        store.clone(),
+        namespace.unwrap_or_default().to_owned(),
+        ctx.tally.clone(),
+        ctx.lwa_qps,
+        ctx.metrics.clone(),
+    ));
     controller
         .owns(secrets.clone(), runtime_secrets)
         .watches(secrets, credential_secrets, move |secret: Secret| {

@@ -84,6 +84,20 @@ pub fn refresh_at(token: TokenState, renew_before: Duration, seed: u64) -> Times
     clock::sub(clock::sub(token.expires_at, renew_before), jitter)
 }
 
+/// The LWA calls per second one connection needs on average in steady state: one per token,
+/// and a token of `lifetime` is used for `lifetime − renew_before − mean jitter` (the jitter
+/// is uniform, so its mean is half the maximum). Sizing `--lwa-qps` is summing this.
+pub fn steady_calls_per_second(lifetime: Duration, renew_before: Duration) -> f64 {
+    let used = if renew_before >= lifetime {
+        lifetime / 2
+    } else {
+        lifetime
+            .saturating_sub(renew_before)
+            .saturating_sub(max_jitter(lifetime, renew_before) / 2)
+    };
+    1.0 / used.as_secs_f64().max(1.0)
+}
+
 /// Whether `current` must be refreshed at `now`.
 pub fn plan(
     now: Timestamp,
@@ -326,5 +340,19 @@ mod tests {
                 prop_assert!(r >= Duration::from_secs(after).min(policy.max_retry_after));
             }
         }
+    }
+
+    #[test]
+    fn steady_demand_matches_the_schedule_floor() {
+        let hour = Duration::from_secs(3600);
+        // renewBefore 20m: each token is used about 37 minutes, 1.62 calls per token lifetime.
+        let per_hour = steady_calls_per_second(hour, Duration::from_secs(1200)) * 3600.0;
+        assert!((per_hour - 1.62).abs() < 0.01, "{per_hour}");
+        // renewBefore 5m: 1.15.
+        let per_hour = steady_calls_per_second(hour, Duration::from_secs(300)) * 3600.0;
+        assert!((per_hour - 1.15).abs() < 0.01, "{per_hour}");
+        // A token no longer than renewBefore is refreshed halfway through its life.
+        let short = Duration::from_secs(600);
+        assert_eq!(steady_calls_per_second(short, short), 1.0 / 300.0);
     }
 }

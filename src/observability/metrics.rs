@@ -154,6 +154,8 @@ struct Inner {
     key_created: GaugeVec,
     client_secret_expiry: GaugeVec,
     review_last: Gauge,
+    lwa_demand: Gauge,
+    lwa_rate_limit: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -327,6 +329,22 @@ impl Metrics {
                     "End of the latest recorded SecurityLogReview, Unix seconds; 0 if none.",
                 ),
             )?,
+            lwa_demand: register(
+                r,
+                "amazon_seller_lwa_demand_calls_per_second",
+                Gauge::new(
+                    "amazon_seller_lwa_demand_calls_per_second",
+                    "LWA token calls per second the watched connections need in steady state.",
+                ),
+            )?,
+            lwa_rate_limit: register(
+                r,
+                "amazon_seller_lwa_rate_limit_calls_per_second",
+                Gauge::new(
+                    "amazon_seller_lwa_rate_limit_calls_per_second",
+                    "The configured sustained LWA rate limit (--lwa-qps).",
+                ),
+            )?,
             registry,
         };
         Ok(Self {
@@ -348,6 +366,12 @@ impl Metrics {
                 .with_label_values(&[identifier(team), ready])
                 .add(count);
         }
+    }
+
+    /// Records the LWA calls per second the connections need, and the configured limit.
+    pub fn set_lwa_demand(&self, demand: f64, limit: f64) {
+        self.inner.lwa_demand.set(demand);
+        self.inner.lwa_rate_limit.set(limit);
     }
 
     /// Records when the access token of `namespace/connection` expires (Unix seconds).
