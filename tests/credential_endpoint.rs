@@ -805,9 +805,7 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
     assert_eq!(answer.body["access_token"], published.as_str());
     // Give the controller time to reconcile the connection after the restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (audit, _) = second.stop().await;
     assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
-    assert!(!audit.text().contains("\"action\":\"token_refresh\""));
     assert_eq!(
         s.secrets()
             .get("acme-de-sp-api-sealed")
@@ -824,6 +822,37 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
             .unwrap()
             .is_none()
     );
+
+    // Back to Secret: the runtime Secret returns with the same token, the store goes, and the
+    // endpoint refuses by delivery mode.
+    s.connections()
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"delivery": "Secret"}})),
+        )
+        .await
+        .unwrap();
+    let runtime = support::wait_for_secret(&s.secrets(), "acme-de-sp-api", true)
+        .await
+        .unwrap();
+    let republished = String::from_utf8(runtime.data.unwrap()["access_token"].0.clone()).unwrap();
+    assert_eq!(republished, published);
+    support::wait_for_secret(&s.secrets(), "acme-de-sp-api-sealed", false).await;
+    let answer = call_until(
+        &second,
+        &s.https,
+        &s.namespace,
+        "acme-de",
+        &token,
+        "delivery",
+        &mut Vec::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    let (audit, _) = second.stop().await;
+    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    assert!(!audit.text().contains("\"action\":\"token_refresh\""));
 }
 
 #[tokio::test]

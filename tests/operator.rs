@@ -155,17 +155,7 @@ impl Scenario {
     }
 
     async fn wait_for_secret(&self, name: &str, present: bool) -> Option<Secret> {
-        for _ in 0..300 {
-            let secret = self.secrets().get_opt(name).await.unwrap();
-            if secret.is_some() == present {
-                return secret;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "timed out waiting for Secret {name} to be {}",
-            if present { "present" } else { "absent" }
-        );
+        support::wait_for_secret(&self.secrets(), name, present).await
     }
 }
 

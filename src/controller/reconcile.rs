@@ -130,10 +130,22 @@ pub async fn apply(
         .get_opt(&runtime_name)
         .await
         .map_err(Error::kube("read the runtime Secret"))?;
-    let observed_store = secrets
-        .get_opt(&store_name)
-        .await
-        .map_err(Error::kube("read the token store"))?;
+    // In Secret delivery a token store exists only as a leftover of an earlier delivery mode,
+    // and the reconcile that saw the change deleted it before its status recorded the new
+    // generation: once the status is current there is nothing to look for.
+    let status_current = connection
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .is_some_and(|g| Some(g) == connection.metadata.generation);
+    let observed_store = if delivery.serves_endpoint() || !status_current {
+        secrets
+            .get_opt(&store_name)
+            .await
+            .map_err(Error::kube("read the token store"))?
+    } else {
+        None
+    };
     // The token in use, read back after a restart (or a change of spec.delivery) from whichever
     // of the two holds the later one.
     let stored_token = observed_store.as_ref().and_then(|store| {

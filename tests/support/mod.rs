@@ -244,3 +244,22 @@ pub async fn bound_token(
         .unwrap()
         .token
 }
+
+/// Waits (up to 30 s) until Secret `name` is present or absent; returns it when present.
+pub async fn wait_for_secret(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    present: bool,
+) -> Option<k8s_openapi::api::core::v1::Secret> {
+    for _ in 0..300 {
+        let secret = secrets.get_opt(name).await.unwrap();
+        if secret.is_some() == present {
+            return secret;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out waiting for Secret {name} to be {}",
+        if present { "present" } else { "absent" }
+    );
+}
