@@ -138,20 +138,7 @@ impl Scenario {
         what: &str,
         check: impl Fn(&AmazonSellerConnection) -> bool,
     ) -> AmazonSellerConnection {
-        let api = self.connections();
-        for _ in 0..300 {
-            if let Some(c) = api.get_opt(name).await.unwrap()
-                && check(&c)
-            {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let last = api.get_opt(name).await.unwrap();
-        panic!(
-            "timed out waiting for {what}; last state: {:#?}",
-            last.map(|c| c.status)
-        );
+        support::wait_for_connection(&self.connections(), name, what, check).await
     }
 
     async fn wait_for_secret(&self, name: &str, present: bool) -> Option<Secret> {

@@ -191,14 +191,13 @@ pub async fn apply(
                     .as_ref()
                     .is_some_and(|o| runtime_secret::up_to_date(o, &desired))
                 {
-                    secrets
-                        .patch(
-                            &runtime_name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
-                        )
-                        .await
-                        .map_err(Error::kube("write the runtime Secret"))?;
+                    apply_secret(
+                        &secrets,
+                        &runtime_name,
+                        &desired,
+                        "write the runtime Secret",
+                    )
+                    .await?;
                 }
             } else if observed_runtime.is_some() {
                 delete_secret(&secrets, &runtime_name, "delete the runtime Secret").await?;
@@ -222,14 +221,7 @@ pub async fn apply(
                     }
                 };
                 if let Some(desired) = desired {
-                    secrets
-                        .patch(
-                            &store_name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
-                        )
-                        .await
-                        .map_err(Error::kube("write the token store"))?;
+                    apply_secret(&secrets, &store_name, &desired, "write the token store").await?;
                 }
             } else if observed_store.is_some() {
                 delete_secret(&secrets, &store_name, "delete the token store").await?;
@@ -286,6 +278,24 @@ pub async fn apply(
     Ok(plan
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Writes a Secret the operator owns with server-side apply, taking over its fields.
+async fn apply_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    desired: &Secret,
+    action: &'static str,
+) -> Result<(), Error> {
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await
+        .map_err(Error::kube(action))?;
+    Ok(())
 }
 
 async fn delete_secret(

@@ -263,3 +263,26 @@ pub async fn wait_for_secret(
         if present { "present" } else { "absent" }
     );
 }
+
+/// Waits (up to 30 s) until connection `name` exists and `check` holds for it; the panic names
+/// `what` and shows the last status.
+pub async fn wait_for_connection(
+    connections: &Api<amazon_seller_operator::api::AmazonSellerConnection>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&amazon_seller_operator::api::AmazonSellerConnection) -> bool,
+) -> amazon_seller_operator::api::AmazonSellerConnection {
+    for _ in 0..300 {
+        if let Some(c) = connections.get_opt(name).await.unwrap()
+            && check(&c)
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = connections.get_opt(name).await.unwrap();
+    panic!(
+        "timed out waiting for {what}; last state: {:#?}",
+        last.map(|c| c.status)
+    );
+}
