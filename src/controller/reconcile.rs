@@ -146,15 +146,14 @@ pub async fn apply(
     } else {
         None
     };
-    // The token in use, read back after a restart (or a change of spec.delivery) from whichever
-    // of the two holds the later one.
-    let stored_token = observed_store.as_ref().and_then(|store| {
+    // The store's token and the key it is sealed to, opened once for both uses below.
+    let opened_store = observed_store.as_ref().and_then(|store| {
         let keyring = ctx
             .keyring
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match token_store::open(store, &keyring, &store_context) {
-            Ok(found) => found.map(|(token, _)| token),
+            Ok(found) => found,
             Err(err) => {
                 tracing::warn!(
                     connection = %key,
@@ -165,9 +164,11 @@ pub async fn apply(
             }
         }
     });
+    // The token in use, read back after a restart (or a change of spec.delivery) from whichever
+    // of the two holds the later one.
     let observed_token = [
         observed_runtime.as_ref().and_then(runtime_secret::read),
-        stored_token,
+        opened_store.as_ref().map(|(token, _)| token.clone()),
     ]
     .into_iter()
     .flatten()
@@ -209,7 +210,12 @@ pub async fn apply(
                         .read()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let current = observed_store.as_ref().is_some_and(|o| {
-                        token_store::up_to_date(o, token, &keyring, &store_context)
+                        token_store::up_to_date(
+                            o,
+                            opened_store.as_ref(),
+                            token,
+                            keyring.active().id(),
+                        )
                     });
                     if current {
                         None

@@ -77,30 +77,26 @@ pub fn open(
     )))
 }
 
-/// True when `observed` already holds `token` sealed to the keyring's active key: sealing is
-/// randomised, so the comparison is made on the opened value, and an unchanged token is not
-/// written again.
+/// True when `observed`, whose sealed content opened as `opened` (the token and the key it is
+/// sealed to), already holds `token` sealed to `active_key`: sealing is randomised, so the
+/// comparison is made on the opened value, and an unchanged token is not written again.
 pub fn up_to_date(
     observed: &Secret,
+    opened: Option<&(Published, String)>,
     token: &Published,
-    keyring: &Keyring,
-    context: &TokenContext<'_>,
+    active_key: &str,
 ) -> bool {
-    match open(observed, keyring, context) {
-        Ok(Some((current, key_id))) => {
-            key_id == keyring.active().id()
-                && current.access_token == token.access_token
-                && current.expires_at == whole_seconds(token.expires_at)
-                && observed
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SECRET_ROLE_LABEL))
-                    .map(String::as_str)
-                    == Some(ROLE_TOKEN_STORE)
-        }
-        _ => false,
-    }
+    opened.is_some_and(|(current, key_id)| {
+        key_id == active_key
+            && current.access_token == token.access_token
+            && current.expires_at == whole_seconds(token.expires_at)
+    }) && observed
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SECRET_ROLE_LABEL))
+        .map(String::as_str)
+        == Some(ROLE_TOKEN_STORE)
 }
 
 /// The desired token store, sealed to the keyring's active key and owned by the connection.
