@@ -166,16 +166,20 @@ impl ClusterLookup {
         lookup
     }
 
-    /// A connection as the view holds it (spec and metadata; status is not kept).
-    pub fn connection(&self, namespace: &str, name: &str) -> Option<Arc<AmazonSellerConnection>> {
+    /// The watched scopes that hold `namespace`'s objects (none when it is not watched).
+    fn scopes_for<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Scope> {
         self.scopes
             .iter()
-            .filter(|scope| scope.covers(namespace))
-            .find_map(|scope| {
-                scope
-                    .connections
-                    .get(&ObjectRef::new(name).within(namespace))
-            })
+            .filter(move |scope| scope.covers(namespace))
+    }
+
+    /// A connection as the view holds it (spec and metadata; status is not kept).
+    pub fn connection(&self, namespace: &str, name: &str) -> Option<Arc<AmazonSellerConnection>> {
+        self.scopes_for(namespace).find_map(|scope| {
+            scope
+                .connections
+                .get(&ObjectRef::new(name).within(namespace))
+        })
     }
 
     fn fetched(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
@@ -209,9 +213,7 @@ impl Lookup for ClusterLookup {
     }
 
     fn connections(&self, namespace: &str) -> Vec<ConnectionFacts> {
-        self.scopes
-            .iter()
-            .filter(|scope| scope.covers(namespace))
+        self.scopes_for(namespace)
             .flat_map(|scope| scope.connections.state())
             .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
             .map(|c| ConnectionFacts {
@@ -225,9 +227,7 @@ impl Lookup for ClusterLookup {
 
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretFacts> {
         let secret = self
-            .scopes
-            .iter()
-            .filter(|scope| scope.covers(namespace))
+            .scopes_for(namespace)
             .find_map(|scope| scope.secrets.get(&ObjectRef::new(name).within(namespace)))?;
         let labels = secret.labels();
         Some(SecretFacts {
