@@ -3,9 +3,11 @@
 //! Watches, all narrowed by label selectors so memory does not grow with unrelated Secrets:
 //! connections; runtime Secrets and token stores it owns (`secret-role` `runtime-token` or
 //! `token-store`), so a deleted or edited one is repaired at once; and sealed credentials Secrets
-//! (`secret-role=lwa-credentials`), mapped to the connections that name them.
+//! (`secret-role=lwa-credentials`), mapped to the connections that name them through an index
+//! kept from the connection watch ([`credential_users`]), not a scan of the cache.
 
 pub mod applied;
+pub mod credential_users;
 pub mod reconcile;
 pub mod runtime_secret;
 pub mod tally;
@@ -14,13 +16,13 @@ pub mod token_store;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
@@ -34,6 +36,11 @@ use crate::lwa::{Clock, LwaClient, RefreshEngine};
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::Metrics;
 use crate::rbac::{Permission, Scope};
+
+use credential_users::CredentialUsers;
+
+/// kubectl's copy of the last applied object, dropped from the cache.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The finalizer that makes deletion remove the runtime Secret first.
 pub const FINALIZER: &str = "connectors.openteam.io/runtime-secret";
@@ -287,11 +294,26 @@ pub async fn run(
     ));
     let credential_secrets =
         watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"));
-    let controller = Controller::new(connections, watcher::Config::default())
+    // The connection cache without what the reconcile never reads: the field managers and
+    // kubectl's copy of the last applied object (together often larger than the rest).
+    let (store, writer) = reflector::store();
+    let users = Arc::new(CredentialUsers::default());
+    let indexed = users.clone();
+    let connection_events = watcher::watcher(connections, watcher::Config::default())
+        .default_backoff()
+        .modify(|c| {
+            c.metadata.managed_fields = None;
+            if let Some(annotations) = c.metadata.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
+        .reflect(writer)
+        .inspect_ok(move |event| indexed.observe(event))
+        .touched_objects();
+    let controller = Controller::for_stream(connection_events, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
-    let store = controller.store();
     let counter = tokio::spawn(tally::count(
-        store.clone(),
+        store,
         namespace.unwrap_or_default().to_owned(),
         ctx.tally.clone(),
         ctx.lwa_qps,
@@ -300,14 +322,7 @@ pub async fn run(
     controller
         .owns(secrets.clone(), runtime_secrets)
         .watches(secrets, credential_secrets, move |secret: Secret| {
-            let namespace = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|c| c.namespace() == namespace && c.spec.credentials_secret_name == name)
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect::<Vec<_>>()
+            users.users(&secret.namespace().unwrap_or_default(), &secret.name_any())
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
