@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
@@ -235,39 +235,83 @@ fn start_operator(
         .expect("operator starts")
 }
 
+/// Waits until `n` connections report Ready=True, following a watch per namespace (a LIST every
+/// second would cost the API server more than the operator at 100,000 connections).
 async fn wait_ready(
     client: &Client,
     namespaces: &[String],
     n: usize,
     limit: Duration,
 ) -> Option<Duration> {
+    use kube::runtime::watcher;
     let started = Instant::now();
-    while started.elapsed() < limit {
-        let mut ready = 0;
-        for ns in namespaces {
-            let api: Api<AmazonSellerConnection> = Api::namespaced(client.clone(), ns);
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            ready += list
-                .iter()
-                .filter(|c| {
-                    c.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|x| x.type_ == "Ready" && x.status == "True")
-                    })
-                })
-                .count();
+    let watches = namespaces.iter().map(|ns| {
+        watcher::watcher(
+            Api::<AmazonSellerConnection>::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+        )
+        .boxed()
+    });
+    let mut events = stream::select_all(watches);
+    let mut ready = std::collections::HashSet::new();
+    let mut counted = 0;
+    let follow = async {
+        while let Some(event) = events.next().await {
+            let (connection, deleted) = match event {
+                Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => (c, false),
+                Ok(watcher::Event::Delete(c)) => (c, true),
+                _ => continue,
+            };
+            let key = format!(
+                "{}/{}",
+                connection.metadata.namespace.clone().unwrap_or_default(),
+                connection.metadata.name.clone().unwrap_or_default()
+            );
+            let is_ready = !deleted
+                && connection.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|x| x.type_ == "Ready" && x.status == "True")
+                });
+            if is_ready {
+                ready.insert(key);
+            } else {
+                ready.remove(&key);
+            }
+            if ready.len() >= counted + n.div_ceil(10).max(1) && ready.len() < n {
+                counted = ready.len();
+                eprintln!(
+                    "  … {counted} Ready after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            if ready.len() >= n {
+                return started.elapsed();
+            }
         }
-        if ready >= n {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    None
+        started.elapsed()
+    };
+    tokio::time::timeout(limit, follow).await.ok()
+}
+
+/// Resident memory of the control plane's processes, when the plane was started by
+/// `hack/control-plane/start.sh` (its pid files sit beside the kubeconfig).
+fn plane_memory(kubeconfig: &str) -> Option<String> {
+    let dir = Path::new(kubeconfig).parent()?;
+    let pid = |name: &str| -> Option<u32> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (_, apiserver, _) = usage(pid("apiserver.pid")?);
+    let (_, etcd, _) = usage(pid("etcd.pid")?);
+    Some(format!(
+        "kube-apiserver {:.0} MiB, etcd {:.0} MiB",
+        apiserver as f64 / 1024.0,
+        etcd as f64 / 1024.0
+    ))
 }
 
 async fn wait_metric(port: u16, name: &str, at_least: f64, limit: Duration) -> f64 {
@@ -391,6 +435,9 @@ async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bo
                 }))
                 .expect("connection");
                 Api::<AmazonSellerConnection>::namespaced(client, &ns).create(&PostParams::default(), &connection).await?;
+                if n >= 10_000 && (i + 1) % (n / 10) == 0 {
+                    eprintln!("  … about {} created after {:.0} s", i + 1, created.elapsed().as_secs_f64());
+                }
                 Ok::<_, kube::Error>(())
             }
         })
@@ -440,6 +487,9 @@ async fn run_size(client: &Client, kubeconfig: &str, n: usize, refresh_phase: bo
         peak as f64 / 1024.0,
         rss as f64 / n as f64
     );
+    if let Some(plane) = plane_memory(kubeconfig) {
+        println!("  control plane resident memory: {plane}");
+    }
     println!(
         "  LWA refreshes: {refreshes:.0} ({:.2} per connection)",
         refreshes / n as f64
