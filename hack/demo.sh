@@ -140,7 +140,7 @@ done
 echo "operator ready; metrics on http://127.0.0.1:$metrics_port/metrics"
 
 step "registering the admission webhook with the API server (fail closed)"
-aso webhook-configuration --url "https://127.0.0.1:$webhook_port" | kubectl apply -f -
+aso webhook-configuration --webhook-url "https://127.0.0.1:$webhook_port" | kubectl apply -f -
 ca_bundle=""
 for _ in $(seq 1 150); do
   ca_bundle="$(kubectl get validatingwebhookconfiguration amazon-seller-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}')"

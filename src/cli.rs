@@ -136,7 +136,7 @@ fn print_webhook_configuration(
     use crate::webhook::configuration::{self, ClientTarget, Options};
     if !args.url.starts_with("https://") {
         return Err(CliError::Usage(format!(
-            "--url {:?} must start with https:// (the API server calls webhooks over TLS only)",
+            "--webhook-url {:?} must start with https:// (the API server calls webhooks over TLS only)",
             args.url
         )));
     }
@@ -147,7 +147,7 @@ fn print_webhook_configuration(
     options.namespaces = args.watch_namespaces.clone();
     if let Some(file) = &args.ca_file {
         let pem = std::fs::read(file)
-            .map_err(|e| CliError::Usage(format!("--ca-file {}: {e}", file.display())))?;
+            .map_err(|e| CliError::Usage(format!("--webhook-ca-file {}: {e}", file.display())))?;
         options.ca_bundle = Some(pem);
     }
     let render = |what: &'static str, value: serde_json::Result<serde_json::Value>| {

@@ -67,27 +67,28 @@ pub enum Command {
     /// for an operator run outside the cluster (development, the demo). In-cluster installs get
     /// them from the Helm chart.
     ///
-    /// Without `--ca-file` the caBundle is left empty for `run --webhook-cert-mode
+    /// Without `--webhook-ca-file` the caBundle is left empty for `run --webhook-cert-mode
     /// self-managed` to fill in; until then the API server refuses the writes they cover.
     WebhookConfiguration(WebhookConfigurationArgs),
 }
 
-/// Flags of `webhook-configuration`.
+/// Flags of `webhook-configuration`. Named as `run` names the same settings, so each flag's
+/// environment variable is `ASO_` + its name like every other flag's.
 #[derive(Debug, clap::Args)]
 pub struct WebhookConfigurationArgs {
     /// Base URL of the webhook's HTTPS server, e.g. `https://127.0.0.1:8443`.
-    #[arg(long, env = "ASO_WEBHOOK_URL")]
+    #[arg(long = "webhook-url", env = "ASO_WEBHOOK_URL")]
     pub url: String,
     /// Name of both configurations (what `run` takes as `--validating-webhook-configuration`
     /// and `--mutating-webhook-configuration`).
     #[arg(
-        long,
+        long = "webhook-configuration-name",
         env = "ASO_WEBHOOK_CONFIGURATION_NAME",
         default_value = "amazon-seller-operator"
     )]
     pub name: String,
     /// PEM file of the CA that signs the serving certificate, written into caBundle.
-    #[arg(long, env = "ASO_WEBHOOK_CA_FILE")]
+    #[arg(long = "webhook-ca-file", env = "ASO_WEBHOOK_CA_FILE")]
     pub ca_file: Option<PathBuf>,
     /// Judge only these namespaces (the operator's `--watch-namespace`; repeat the flag or
     /// separate with commas). Default: every Team namespace.
@@ -98,7 +99,7 @@ pub struct WebhookConfigurationArgs {
     )]
     pub watch_namespaces: Vec<String>,
     /// Seconds the API server waits for an answer (1-30).
-    #[arg(long, env = "ASO_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
+    #[arg(long = "webhook-timeout-seconds", env = "ASO_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(1..=30))]
     pub timeout_seconds: i32,
 }
@@ -220,7 +221,7 @@ pub struct RunArgs {
     /// commas); all namespaces when absent.
     #[arg(
         long = "watch-namespace",
-        env = "ASO_WATCH_NAMESPACES",
+        env = "ASO_WATCH_NAMESPACE",
         value_delimiter = ','
     )]
     pub watch_namespaces: Vec<String>,
@@ -465,4 +466,38 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{value:?} must be longer than zero"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every command can be set by the environment variable `ASO_` + its name,
+    /// the one rule the docs give (a flag without a variable is reported too).
+    #[test]
+    fn every_flag_has_the_environment_variable_its_name_gives() {
+        fn walk(command: &clap::Command, path: &str, wrong: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else {
+                    continue;
+                };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let expected = format!("ASO_{}", long.to_uppercase().replace('-', "_"));
+                let actual = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                if actual.as_deref() != Some(expected.as_str()) {
+                    wrong.push(format!("{path} --{long}: {actual:?}, expected {expected}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), wrong);
+            }
+        }
+        let mut wrong = Vec::new();
+        let command = Cli::command();
+        walk(&command, command.get_name(), &mut wrong);
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
 }

@@ -234,6 +234,13 @@ pub async fn run(
     let audit = AuditLog::stdout(metrics.clone(), &identity)
         .map_err(|e| RunError::Component(e.to_string()))?;
     let result = async {
+        // The variable's old name: ignoring it would widen a namespace-scoped install to every
+        // namespace without a word.
+        if std::env::var_os("ASO_WATCH_NAMESPACES").is_some() {
+            return Err(RunError::Flags(
+                "ASO_WATCH_NAMESPACES is no longer read: rename it to ASO_WATCH_NAMESPACE (the variable of --watch-namespace)".into(),
+            ));
+        }
         let config = Config::infer()
             .await
             .map_err(|e| RunError::Config(e.to_string()))?;

@@ -479,7 +479,7 @@ fn the_deployment_runs_hardened_replicas_with_probes_and_pod_identity() {
     );
     assert_eq!(vars["ASO_LEADER_ELECTION"]["value"], "true");
     assert_eq!(vars["ASO_METRICS_ADDR"]["value"], "0.0.0.0:8080");
-    assert!(!vars.contains_key("ASO_WATCH_NAMESPACES"));
+    assert!(!vars.contains_key("ASO_WATCH_NAMESPACE"));
     // No secret value anywhere in the rendered chart: the operator makes its keys itself.
     let text =
         serde_json::to_string(&objects.iter().map(|o| &o.object).collect::<Vec<_>>()).unwrap();
@@ -491,7 +491,7 @@ fn the_deployment_runs_hardened_replicas_with_probes_and_pod_identity() {
         &json!({ "watchNamespaces": ["team-acme", "team-globex"] }),
     );
     assert_eq!(
-        env(&scoped)["ASO_WATCH_NAMESPACES"]["value"],
+        env(&scoped)["ASO_WATCH_NAMESPACE"]["value"],
         "team-acme,team-globex"
     );
     let single = render(&tools, &json!({ "replicaCount": 1 }));

@@ -211,15 +211,15 @@ fn webhook_configuration_prints_what_the_webhook_generates_for_a_url() {
     .unwrap();
     let output = aso(&[
         "webhook-configuration",
-        "--url",
+        "--webhook-url",
         "https://127.0.0.1:9443",
-        "--name",
+        "--webhook-configuration-name",
         "aso-dev",
-        "--ca-file",
+        "--webhook-ca-file",
         ca.to_str().unwrap(),
         "--watch-namespace",
         "team-acme",
-        "--timeout-seconds",
+        "--webhook-timeout-seconds",
         "5",
     ]);
     assert!(output.status.success(), "{output:?}");
@@ -243,20 +243,44 @@ fn webhook_configuration_prints_what_the_webhook_generates_for_a_url() {
     assert_eq!(docs, vec![validating, mutating]);
 
     // Plain HTTP is refused, naming the flag; so is a CA file that is not there.
-    let refused = aso(&["webhook-configuration", "--url", "http://127.0.0.1:9443"]);
+    let refused = aso(&[
+        "webhook-configuration",
+        "--webhook-url",
+        "http://127.0.0.1:9443",
+    ]);
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        message.contains("--url") && message.contains("https://"),
+        message.contains("--webhook-url") && message.contains("https://"),
         "{message}"
     );
     let missing = aso(&[
         "webhook-configuration",
-        "--url",
+        "--webhook-url",
         "https://127.0.0.1:9443",
-        "--ca-file",
+        "--webhook-ca-file",
         "/nonexistent/ca.pem",
     ]);
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("--ca-file /nonexistent/ca.pem"));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("--webhook-ca-file /nonexistent/ca.pem")
+    );
+}
+
+#[test]
+fn run_refuses_the_old_name_of_the_watch_namespace_variable() {
+    // Unit tier: fails before any cluster is contacted (KUBECONFIG points nowhere).
+    let output = Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+        .arg("run")
+        .env("ASO_WATCH_NAMESPACES", "team-acme")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("binary runs");
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("ASO_WATCH_NAMESPACES is no longer read")
+            && message.contains("ASO_WATCH_NAMESPACE "),
+        "{message}"
+    );
 }
