@@ -290,13 +290,21 @@ pub async fn run_with(
         &args.keys.operator_namespace,
         &args.keys.key_secret,
     );
-    let keyring = store
-        .bootstrap(Timestamp::now())
-        .await
-        .map_err(|e| match e {
-            keystore::KeyStoreError::Api { source, action } => classify(action, source),
-            other => RunError::Component(other.to_string()),
-        })?;
+    let (keyring, created) =
+        store
+            .bootstrap_reporting(Timestamp::now())
+            .await
+            .map_err(|e| match e {
+                keystore::KeyStoreError::Api { source, action } => classify(action, source),
+                other => RunError::Component(other.to_string()),
+            })?;
+    if created {
+        let _ = audit.record(
+            AuditEvent::new(Category::Service, "key_created", Outcome::Success)
+                .actor(&identity)
+                .reason("no_keyring"),
+        );
+    }
 
     let lwa = LwaClient::new(&args.lwa.client_config())
         .map_err(|e| RunError::Flags(format!("--lwa-endpoint/--lwa-ca-file: {e}")))?;
@@ -501,6 +509,30 @@ async fn export_key_metrics(
     metrics.set_encryption_keys(&stats);
 }
 
+/// One `connector_setup` / `reseal_credentials` record per credentials Secret a re-sealing pass
+/// rewrote or could not (the Warning Event on the Secret names it).
+fn audit_reseal(ctx: &Context, report: &keystore::ResealReport) {
+    let outcomes = report
+        .resealed
+        .iter()
+        .map(|object| (object, Outcome::Success, "key_rotated"))
+        .chain(
+            report
+                .failed
+                .iter()
+                .map(|(object, reason)| (object, Outcome::Failure, *reason)),
+        );
+    for (object, outcome, reason) in outcomes {
+        let namespace = object.split_once('/').map_or("", |(ns, _)| ns);
+        let _ = ctx.audit.record(
+            AuditEvent::new(Category::ConnectorSetup, "reseal_credentials", outcome)
+                .actor(&ctx.identity)
+                .namespace(namespace)
+                .reason(reason),
+        );
+    }
+}
+
 /// Follows the key Secret: every replica reloads the keyring when it changes (so all can
 /// open credentials sealed to a new key), and the leader re-seals the credentials stored in the
 /// watched namespaces to the active key.
@@ -538,9 +570,25 @@ async fn watch_keys(
                 }
             };
             // Swap first: credentials re-sealed below must open at once.
-            *ctx.keyring
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = keyring.clone();
+            let previous = std::mem::replace(
+                &mut *ctx
+                    .keyring
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                keyring.clone(),
+            );
+            if previous.active().id() != keyring.active().id() {
+                tracing::info!(
+                    key_id = keyring.active().id(),
+                    previous = previous.active().id(),
+                    "new active operator key"
+                );
+                let _ = ctx.audit.record(
+                    AuditEvent::new(Category::Service, "key_rotated", Outcome::Success)
+                        .actor(&ctx.identity)
+                        .reason("new_active_key"),
+                );
+            }
             if *leader.borrow() {
                 if let Err(err) = store.publish(&keyring).await {
                     tracing::warn!("cannot publish the public key: {err}");
@@ -555,6 +603,7 @@ async fn watch_keys(
                 .await
                 {
                     Ok(report) if !report.resealed.is_empty() || !report.failed.is_empty() => {
+                        audit_reseal(&ctx, &report);
                         tracing::info!(
                             resealed = report.resealed.len(),
                             failed = report.failed.len(),

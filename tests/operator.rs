@@ -863,3 +863,119 @@ async fn no_secret_reaches_logs_audit_metrics_events_or_status() {
         "the log capture runs at debug level"
     );
 }
+
+/// The audit records of `action` in a captured audit log, parsed.
+fn audit_records(audit: &str, action: &str) -> Vec<serde_json::Value> {
+    audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["action"] == action)
+        .collect()
+}
+
+#[tokio::test]
+async fn key_creation_rotation_and_resealing_are_audited() {
+    let Some(s) = Scenario::new("key_creation_rotation_and_resealing_are_audited").await else {
+        return;
+    };
+    let logs = captured_logs();
+    // The operator starts in a namespace without keys: it creates them.
+    let operator = s.start("aso-keys");
+    let store = KeyStore::new(
+        s.client.clone(),
+        &s.operator_namespace,
+        "amazon-seller-operator-keys",
+    );
+    let mut first = None;
+    for _ in 0..100 {
+        if let Some(loaded) = store.load().await.unwrap() {
+            first = Some(loaded.keyring);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("the operator created its keyring");
+    let seller = s.lwa.new_seller();
+    s.seal(&seller, "good-lwa").await;
+    // Sealed for another namespace, then copied here: re-sealing it must fail.
+    let moved = crypto::seal(
+        &first.active().public_key(),
+        &SealContext {
+            team_id: &s.team,
+            namespace: "elsewhere",
+            secret_name: "moved-lwa",
+        },
+        &Credentials {
+            client_id: seller.client_id.clone(),
+            client_secret: seller.client_secret.as_str().into(),
+            refresh_token: seller.refresh_token.as_str().into(),
+            next_client_secret: None,
+            client_secret_expires_at: None,
+        },
+    )
+    .unwrap();
+    s.secrets()
+        .create(
+            &PostParams::default(),
+            &keystore::sealed_secret(&s.namespace, "moved-lwa", None, moved),
+        )
+        .await
+        .unwrap();
+
+    let (_, new_id) = store.rotate(jiff::Timestamp::now()).await.unwrap();
+    for _ in 0..300 {
+        let text = operator.audit.text();
+        if audit_records(&text, "reseal_credentials").len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sealed = s.secrets().get("good-lwa").await.unwrap();
+    let sealed_to = keystore::envelope_of(&sealed).and_then(|e| crypto::sealed_key_id(e).ok());
+    assert_eq!(sealed_to.as_deref(), Some(new_id.as_str()));
+    let (audit, _) = operator.stop().await;
+    let text = audit.text();
+
+    let created = audit_records(&text, "key_created");
+    assert_eq!(created.len(), 1, "{text}");
+    assert_eq!(created[0]["category"], "service");
+    assert_eq!(created[0]["actor"], "aso-keys");
+    let rotated = audit_records(&text, "key_rotated");
+    assert_eq!(rotated.len(), 1, "{text}");
+    assert_eq!(rotated[0]["category"], "service");
+    let resealed = audit_records(&text, "reseal_credentials");
+    let outcomes: Vec<(&str, &str, &str)> = resealed
+        .iter()
+        .map(|r| {
+            assert_eq!(r["category"], "connector_setup");
+            assert_eq!(r["namespace"], s.namespace.as_str());
+            (
+                r["outcome"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+                r["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("success", "key_rotated", "aso-keys"))
+            && outcomes.iter().any(|(o, _, _)| *o == "failure"),
+        "{outcomes:?}"
+    );
+    // Neither private key nor any credential reaches the log.
+    let keyring: serde_json::Value =
+        serde_json::from_str(&store.load().await.unwrap().unwrap().keyring.to_json()).unwrap();
+    let private_keys: Vec<&str> = keyring["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["privateKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(private_keys.len(), 2);
+    for secret in private_keys
+        .into_iter()
+        .chain([seller.refresh_token.as_str(), seller.client_secret.as_str()])
+    {
+        assert!(!text.contains(secret));
+    }
+    assert!(!logs.text().contains(&seller.refresh_token));
+}

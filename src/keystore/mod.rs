@@ -167,22 +167,32 @@ impl KeyStore {
     /// call it at once: exactly one create succeeds and everyone returns that keyring.
     /// Also publishes the active public key.
     pub async fn bootstrap(&self, now: Timestamp) -> Result<Keyring, KeyStoreError> {
-        let keyring = match self.load().await? {
-            Some(loaded) => loaded.keyring,
+        Ok(self.bootstrap_reporting(now).await?.0)
+    }
+
+    /// [`bootstrap`](Self::bootstrap), also saying whether this call created the keyring.
+    pub async fn bootstrap_reporting(
+        &self,
+        now: Timestamp,
+    ) -> Result<(Keyring, bool), KeyStoreError> {
+        let (keyring, created) = match self.load().await? {
+            Some(loaded) => (loaded.keyring, false),
             None => {
                 let fresh = Keyring::generate(now);
                 let secret = key_secret(&self.namespace, &self.name, &fresh);
                 match self.secrets.create(&PostParams::default(), &secret).await {
                     Ok(_) => {
                         tracing::info!(key_id = fresh.active().id(), secret = %self.display(), "created operator keyring");
-                        fresh
+                        (fresh, true)
                     }
                     // Another replica won the race: use its keyring, never overwrite it.
                     Err(kube::Error::Api(status)) if status.code == 409 => {
-                        self.load()
+                        let theirs = self
+                            .load()
                             .await?
                             .ok_or_else(|| KeyStoreError::Missing(self.display()))?
-                            .keyring
+                            .keyring;
+                        (theirs, false)
                     }
                     Err(source) => {
                         return Err(KeyStoreError::Api {
@@ -194,7 +204,7 @@ impl KeyStore {
             }
         };
         self.publish(&keyring).await?;
-        Ok(keyring)
+        Ok((keyring, created))
     }
 
     /// Publishes the active public key in the ConfigMap `amazon-seller-operator-public-key`.
