@@ -917,6 +917,40 @@ fn the_network_policy_admits_only_the_webhook_and_metrics_ports() {
             [(53, "TCP"), (53, "UDP"), (443, "TCP"), (6443, "TCP")].into()
         );
     }
+    // By default the egress rules name ports only (no cluster's API server or LWA addresses are
+    // known in advance); the CIDR values pin each rule to its destinations.
+    let pinned = render(
+        &tools,
+        &json!({ "networkPolicy": {
+            "apiServer": { "cidrs": ["10.0.0.1/32"] },
+            "lwa": { "cidrs": ["52.94.0.0/16", "54.239.0.0/17"] } } }),
+    );
+    let policy = &find(&pinned, "NetworkPolicy", "")
+        .expect("a NetworkPolicy")
+        .object;
+    let destinations: Vec<Vec<&str>> = policy["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            rule["to"]
+                .as_array()
+                .map(|to| {
+                    to.iter()
+                        .filter_map(|peer| peer["ipBlock"]["cidr"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        destinations,
+        [
+            vec!["10.0.0.1/32"],
+            vec!["52.94.0.0/16", "54.239.0.0/17"],
+            vec![]
+        ]
+    );
     let disabled = render(&tools, &json!({ "networkPolicy": { "enabled": false } }));
     assert!(find(&disabled, "NetworkPolicy", "").is_none());
 }
