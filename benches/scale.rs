@@ -190,7 +190,8 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
 }
 
 fn total(writes: &BTreeMap<String, f64>) -> f64 {
-    writes.values().sum()
+    // From +0.0: an empty f64 sum is -0.0, printed "-0".
+    writes.values().fold(0.0, |sum, v| sum + v)
 }
 
 fn start_operator(
