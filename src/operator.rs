@@ -348,7 +348,7 @@ pub async fn run_with(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let admin_state = AdminState::new(metrics.clone());
+    let admin_state = AdminState::new(metrics.clone()).with_keyring(ctx.keyring.clone());
     let admin = AdminServer::bind(args.metrics_addr, admin_state.clone())
         .await
         .map_err(|e| RunError::Component(e.to_string()))?;

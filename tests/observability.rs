@@ -73,6 +73,63 @@ async fn admin_server_serves_metrics_health_and_readiness() {
 }
 
 #[tokio::test]
+async fn admin_server_serves_the_active_public_key_and_follows_a_rotation() {
+    use amazon_seller_operator::crypto::{Keyring, PublicKey};
+    let keyring = std::sync::Arc::new(std::sync::RwLock::new(Keyring::generate(
+        jiff::Timestamp::now(),
+    )));
+    let state = AdminState::new(Metrics::new().unwrap()).with_keyring(keyring.clone());
+    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let (status, head, body) = http_get(addr, "/public-key").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    // The same document the ConfigMap holds, which `seal --public-key FILE` reads.
+    let first_id = keyring.read().unwrap().active().id().to_owned();
+    assert_eq!(
+        body,
+        keyring.read().unwrap().active().public_key().to_json()
+    );
+    assert_eq!(PublicKey::from_json(&body).unwrap().id(), first_id);
+    // No private key in it.
+    let private: serde_json::Value =
+        serde_json::from_str(&keyring.read().unwrap().to_json()).unwrap();
+    let private_key = private["keys"][0]["privateKey"].as_str().unwrap();
+    assert!(!body.contains(private_key));
+
+    keyring.write().unwrap().rotate(jiff::Timestamp::now());
+    let (_, _, body) = http_get(addr, "/public-key").await;
+    let rotated = PublicKey::from_json(&body).unwrap();
+    assert_ne!(rotated.id(), first_id);
+
+    // A process without a keyring says so.
+    let bare = AdminServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        AdminState::new(Metrics::new().unwrap()),
+    )
+    .await
+    .unwrap();
+    let bare_addr = bare.local_addr().unwrap();
+    let (bare_stop, bare_stopped) = tokio::sync::oneshot::channel::<()>();
+    let bare_serving = tokio::spawn(bare.run(async {
+        let _ = bare_stopped.await;
+    }));
+    assert_eq!(http_get(bare_addr, "/public-key").await.0, 404);
+
+    stop.send(()).unwrap();
+    bare_stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    bare_serving.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn binding_a_taken_address_fails_with_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();

@@ -1,11 +1,13 @@
-//! The admin HTTP server: `/metrics` for Prometheus, `/healthz` for liveness and `/readyz`
-//! for readiness. Plain HTTP on its own port: it serves nothing secret, and keeping it apart
-//! from the webhook's TLS port lets probes and scrapes work without certificates.
+//! The admin HTTP server: `/metrics` for Prometheus, `/healthz` for liveness, `/readyz` for
+//! readiness and `/public-key`, the operator's active public key for sealing (the document the
+//! `amazon-seller-operator-public-key` ConfigMap holds, for `seal --public-key FILE`). Plain
+//! HTTP on its own port: it serves nothing secret, and keeping it apart from the webhook's TLS
+//! port lets probes and scrapes work without certificates.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,15 +17,26 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::metrics::{self, Metrics};
+use crate::crypto::Keyring;
 
 /// Where the admin server listens unless `--metrics-addr` says otherwise.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8080";
 
-/// What the admin endpoints read: the metrics registry and the readiness flag.
-#[derive(Clone, Debug)]
+/// What the admin endpoints read: the metrics registry, the readiness flag and the keyring
+/// (its public half only).
+#[derive(Clone)]
 pub struct AdminState {
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    keyring: Option<Arc<RwLock<Keyring>>>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminState {
@@ -32,7 +45,14 @@ impl AdminState {
         Self {
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            keyring: None,
         }
+    }
+
+    /// Serves the active public key of `keyring` (shared, so a rotation shows at once).
+    pub fn with_keyring(mut self, keyring: Arc<RwLock<Keyring>>) -> Self {
+        self.keyring = Some(keyring);
+        self
     }
 
     /// Marks the process ready (caches synced, webhook serving) or not.
@@ -84,7 +104,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/public-key", get(public_key))
         .with_state(state)
+}
+
+/// The active public key as JSON; 404 where this process holds no keyring.
+async fn public_key(State(state): State<AdminState>) -> Response {
+    let Some(keyring) = &state.keyring else {
+        return (StatusCode::NOT_FOUND, "no keyring in this process\n").into_response();
+    };
+    let document = keyring
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .active()
+        .public_key()
+        .to_json();
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
 }
 
 async fn metrics_handler(State(state): State<AdminState>) -> Response {
