@@ -5,8 +5,8 @@
 //! # Record
 //!
 //! ```json
-//! {"log_type":"audit","time":"2026-05-16T10:00:00.123Z","seq":7,"category":"credential_access",
-//!  "action":"mount_runtime_secret","outcome":"denied","actor":"system:serviceaccount:team-acme:web",
+//! {"log_type":"audit","time":"2026-05-16T10:00:00.123Z","seq":7,"category":"gateway_activity",
+//!  "action":"pod_create","outcome":"denied","actor":"system:serviceaccount:team-acme:web",
 //!  "team":"acme","namespace":"team-acme","connection":"acme-us","gateway":null,
 //!  "reason":"gateway_not_listed","prev_hash":"<64 hex>","hash":"<64 hex>"}
 //! ```
