@@ -586,7 +586,12 @@ fn main() {
         .iter()
         .skip_while(|a| *a != "--sizes")
         .nth(1)
-        .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|s| s.parse().ok())
+                .filter(|n| *n > 0)
+                .collect()
+        })
         .unwrap_or_else(|| if bench { vec![1000, 10_000] } else { vec![20] });
     let refresh_sizes: Vec<usize> = args
         .iter()
