@@ -20,9 +20,10 @@ use amazon_seller_operator::observability::metrics::{
     AccessOutcome, AdmissionDecision, KeyStats, RefreshOutcome,
 };
 use amazon_seller_operator::observability::{
-    AdminServer, AdminState, AuditEvent, AuditLog, Category, Metrics, Outcome,
+    AdminState, AuditEvent, AuditLog, Category, Metrics, Outcome,
 };
 
+use support::operator::Admin;
 use support::repo_path;
 
 /// The path of `name` on PATH, or `None` after a loud message (a panic under `CI=true`).
@@ -363,14 +364,8 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
     metrics.set_security_log_review_last(Some(now() - 15 * 86400));
     let state = AdminState::new(metrics);
     state.set_ready(true);
-    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state)
-        .await
-        .unwrap();
-    let admin = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let server = Admin::start(state).await;
+    let admin = server.addr;
 
     // Prometheus scraping it every second under both jobs the rules expect, evaluating the
     // shipped rules every second.
@@ -454,6 +449,5 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(env!("CARGO_PKG_VERSION")), "{body}");
 
-    let _ = stop.send(());
-    serving.await.unwrap().unwrap();
+    server.stop().await;
 }

@@ -4,6 +4,7 @@
 mod support;
 
 use support::Captured;
+use support::operator::Admin;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,14 +39,8 @@ async fn admin_server_serves_metrics_health_and_readiness() {
     let metrics = Metrics::new().unwrap();
     metrics.record_refresh("acme", RefreshOutcome::Success, "none");
     let state = AdminState::new(metrics);
-    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state.clone())
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let admin = Admin::start(state.clone()).await;
+    let addr = admin.addr;
 
     let (status, head, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
@@ -68,8 +63,7 @@ async fn admin_server_serves_metrics_health_and_readiness() {
 
     // Shutdown ends the server task cleanly. (Whether the port then refuses connections is not
     // asserted: under parallel tests another listener may take the freed port at once.)
-    stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
+    admin.stop().await;
 }
 
 #[tokio::test]
@@ -78,15 +72,9 @@ async fn admin_server_serves_the_active_public_key_and_follows_a_rotation() {
     let keyring = std::sync::Arc::new(std::sync::RwLock::new(Keyring::generate(
         jiff::Timestamp::now(),
     )));
-    let state = AdminState::new(Metrics::new().unwrap()).with_keyring(keyring.clone());
-    let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state)
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let admin =
+        Admin::start(AdminState::new(Metrics::new().unwrap()).with_keyring(keyring.clone())).await;
+    let addr = admin.addr;
 
     let (status, head, body) = http_get(addr, "/public-key").await;
     assert_eq!(status, 200);
@@ -110,23 +98,11 @@ async fn admin_server_serves_the_active_public_key_and_follows_a_rotation() {
     assert_ne!(rotated.id(), first_id);
 
     // A process without a keyring says so.
-    let bare = AdminServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        AdminState::new(Metrics::new().unwrap()),
-    )
-    .await
-    .unwrap();
-    let bare_addr = bare.local_addr().unwrap();
-    let (bare_stop, bare_stopped) = tokio::sync::oneshot::channel::<()>();
-    let bare_serving = tokio::spawn(bare.run(async {
-        let _ = bare_stopped.await;
-    }));
-    assert_eq!(http_get(bare_addr, "/public-key").await.0, 404);
+    let bare = Admin::start(AdminState::new(Metrics::new().unwrap())).await;
+    assert_eq!(http_get(bare.addr, "/public-key").await.0, 404);
 
-    stop.send(()).unwrap();
-    bare_stop.send(()).unwrap();
-    serving.await.unwrap().unwrap();
-    bare_serving.await.unwrap().unwrap();
+    admin.stop().await;
+    bare.stop().await;
 }
 
 #[tokio::test]

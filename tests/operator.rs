@@ -109,6 +109,40 @@ impl Scenario {
         .await;
     }
 
+    /// Seals `seller`'s credentials for namespace "elsewhere" and stores them here as Secret
+    /// `name`: a copy that must never open (the namespace is part of the associated data).
+    async fn seal_moved(&self, seller: &Seller, name: &str) {
+        let store = KeyStore::new(
+            self.client.clone(),
+            &self.operator_namespace,
+            "amazon-seller-operator-keys",
+        );
+        let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+        let moved = crypto::seal(
+            &keyring.active().public_key(),
+            &SealContext {
+                team_id: &self.team,
+                namespace: "elsewhere",
+                secret_name: name,
+            },
+            &Credentials {
+                client_id: seller.client_id.clone(),
+                client_secret: seller.client_secret.as_str().into(),
+                refresh_token: seller.refresh_token.as_str().into(),
+                next_client_secret: None,
+                client_secret_expires_at: None,
+            },
+        )
+        .unwrap();
+        self.secrets()
+            .create(
+                &PostParams::default(),
+                &keystore::sealed_secret(&self.namespace, name, None, moved),
+            )
+            .await
+            .unwrap();
+    }
+
     async fn create_connection(&self, name: &str, credentials: &str, suspended: bool) {
         let connection: AmazonSellerConnection = serde_json::from_value(json!({
             "apiVersion": "connectors.openteam.io/v1alpha1",
@@ -713,35 +747,7 @@ async fn no_secret_reaches_logs_audit_metrics_events_or_status() {
     s.seal(&good, "good-lwa").await;
     s.seal(&revoked, "revoked-lwa").await;
     // Sealed for another namespace, then copied here: it must not open.
-    let store = KeyStore::new(
-        s.client.clone(),
-        &s.operator_namespace,
-        "amazon-seller-operator-keys",
-    );
-    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
-    let moved = crypto::seal(
-        &keyring.active().public_key(),
-        &SealContext {
-            team_id: &s.team,
-            namespace: "elsewhere",
-            secret_name: "moved-lwa",
-        },
-        &Credentials {
-            client_id: good.client_id.clone(),
-            client_secret: good.client_secret.as_str().into(),
-            refresh_token: good.refresh_token.as_str().into(),
-            next_client_secret: None,
-            client_secret_expires_at: None,
-        },
-    )
-    .unwrap();
-    s.secrets()
-        .create(
-            &PostParams::default(),
-            &keystore::sealed_secret(&s.namespace, "moved-lwa", None, moved),
-        )
-        .await
-        .unwrap();
+    s.seal_moved(&good, "moved-lwa").await;
 
     let operator = s.start("aso-redaction");
     s.create_connection("good", "good-lwa", false).await;
@@ -886,41 +892,20 @@ async fn key_creation_rotation_and_resealing_are_audited() {
         &s.operator_namespace,
         "amazon-seller-operator-keys",
     );
-    let mut first = None;
+    // Sealing waits for the operator's keyring rather than creating one itself.
+    let mut created = false;
     for _ in 0..100 {
-        if let Some(loaded) = store.load().await.unwrap() {
-            first = Some(loaded.keyring);
+        if store.load().await.unwrap().is_some() {
+            created = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let first = first.expect("the operator created its keyring");
+    assert!(created, "the operator created its keyring");
     let seller = s.lwa.new_seller();
     s.seal(&seller, "good-lwa").await;
     // Sealed for another namespace, then copied here: re-sealing it must fail.
-    let moved = crypto::seal(
-        &first.active().public_key(),
-        &SealContext {
-            team_id: &s.team,
-            namespace: "elsewhere",
-            secret_name: "moved-lwa",
-        },
-        &Credentials {
-            client_id: seller.client_id.clone(),
-            client_secret: seller.client_secret.as_str().into(),
-            refresh_token: seller.refresh_token.as_str().into(),
-            next_client_secret: None,
-            client_secret_expires_at: None,
-        },
-    )
-    .unwrap();
-    s.secrets()
-        .create(
-            &PostParams::default(),
-            &keystore::sealed_secret(&s.namespace, "moved-lwa", None, moved),
-        )
-        .await
-        .unwrap();
+    s.seal_moved(&seller, "moved-lwa").await;
 
     let (_, new_id) = store.rotate(jiff::Timestamp::now()).await.unwrap();
     for _ in 0..300 {

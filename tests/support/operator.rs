@@ -73,3 +73,39 @@ pub fn captured_logs() -> &'static Captured {
         logs
     })
 }
+
+/// An admin server serving `state` on a free loopback port, until [`Admin::stop`].
+pub struct Admin {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    serving: JoinHandle<Result<(), amazon_seller_operator::observability::admin::AdminError>>,
+}
+
+impl Admin {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub async fn start(state: amazon_seller_operator::observability::AdminState) -> Self {
+        let server = amazon_seller_operator::observability::AdminServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            state,
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop,
+            serving,
+        }
+    }
+
+    /// Stops it, requiring a clean end of the server task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.serving.await.unwrap().unwrap();
+    }
+}
