@@ -333,6 +333,7 @@ pub async fn run_with(
         clock: Arc::new(SystemClock),
         identity: identity.clone(),
         applied: Default::default(),
+        opened: Default::default(),
         concurrency: args.reconcile_concurrency,
         tally: Default::default(),
         lwa_qps: args.lwa_qps,

@@ -906,6 +906,12 @@ async fn key_creation_rotation_and_resealing_are_audited() {
     s.seal(&seller, "good-lwa").await;
     // Sealed for another namespace, then copied here: re-sealing it must fail.
     s.seal_moved(&seller, "moved-lwa").await;
+    // A connection on the good credentials: its status names the key they are sealed to.
+    s.create_connection("acme-de", "good-lwa", false).await;
+    let ready = s
+        .wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+        .await;
+    let first_key = ready.status.and_then(|st| st.key_id).unwrap();
 
     let (_, new_id) = store.rotate(jiff::Timestamp::now()).await.unwrap();
     for _ in 0..300 {
@@ -918,6 +924,14 @@ async fn key_creation_rotation_and_resealing_are_audited() {
     let sealed = s.secrets().get("good-lwa").await.unwrap();
     let sealed_to = keystore::envelope_of(&sealed).and_then(|e| crypto::sealed_key_id(e).ok());
     assert_eq!(sealed_to.as_deref(), Some(new_id.as_str()));
+    // The re-sealed Secret is a new version: the connection opens it again and reports the new
+    // key, although its token stays in use (no reconcile keeps an old key id).
+    assert_ne!(first_key, new_id);
+    s.wait_for("acme-de", "status.keyId = the new key", |c| {
+        c.status.as_ref().and_then(|st| st.key_id.as_deref()) == Some(new_id.as_str())
+    })
+    .await;
+    assert_eq!(s.lwa.total_calls(), 1, "the rotation made no LWA call");
     let (audit, _) = operator.stop().await;
     let text = audit.text();
 

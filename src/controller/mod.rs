@@ -8,6 +8,7 @@
 
 pub mod applied;
 pub mod credential_users;
+pub mod opened;
 pub mod reconcile;
 pub mod runtime_secret;
 pub mod tally;
@@ -113,6 +114,9 @@ pub struct Context {
     /// The status last written for each connection, so a stale cached copy does not cause
     /// the same write (and its Events) again.
     pub applied: applied::AppliedStatus,
+    /// Which version of each credentials Secret was opened, so a reconcile that keeps the token
+    /// in use does not open it again.
+    pub opened: opened::OpenedCredentials,
     /// Reconciles run at once per controller (`--reconcile-concurrency`; 0: unbounded).
     pub concurrency: u16,
     /// The connection gauges, added up over the controllers.

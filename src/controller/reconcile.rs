@@ -19,7 +19,7 @@ use super::token_store;
 use super::{Context, Error};
 use crate::api::names::{FIELD_MANAGER, LWA_CREDENTIALS_SECRET_TYPE};
 use crate::api::{AmazonSellerConnection, AmazonSellerConnectionStatus};
-use crate::crypto::{self, SealContext};
+use crate::crypto::{self, Credentials, SealContext};
 use crate::domain::conditions::{
     self, CREDENTIALS_VALID, Desired, Observed, READY, SUSPENDED, Status,
 };
@@ -425,48 +425,70 @@ async fn compute(
         namespace: &namespace,
         secret_name: &spec.credentials_secret_name,
     };
-    let opened = {
-        let keyring = ctx
-            .keyring
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        crypto::open(&keyring, &context, envelope)
-    };
-    let (credentials, key_id) = match opened {
-        Ok(opened) => opened,
-        Err(err) => {
-            audit(
-                ctx,
-                connection,
-                Category::ConnectorSetup,
-                "open_credentials",
-                Outcome::Failure,
-                err.category(),
-            );
-            return Ok(unreadable(format!(
-                "Secret {:?}: {err}",
-                spec.credentials_secret_name
-            )));
+    let version = sealed.metadata.resource_version.clone().unwrap_or_default();
+    // Opens the envelope; on failure (audited here), the message to report.
+    let open = || -> Result<(Credentials, String), String> {
+        let opened = {
+            let keyring = ctx
+                .keyring
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crypto::open(&keyring, &context, envelope)
+        };
+        match opened {
+            Ok((credentials, key_id)) => {
+                if let Some(expires) = credentials.client_secret_expires_at {
+                    ctx.metrics
+                        .set_client_secret_expiry(&namespace, &name, expires.as_second());
+                }
+                ctx.opened.record(key.as_str(), &version, &key_id);
+                Ok((credentials, key_id))
+            }
+            Err(err) => {
+                ctx.opened.forget(key.as_str());
+                audit(
+                    ctx,
+                    connection,
+                    Category::ConnectorSetup,
+                    "open_credentials",
+                    Outcome::Failure,
+                    err.category(),
+                );
+                Err(format!("Secret {:?}: {err}", spec.credentials_secret_name))
+            }
         }
     };
-    if let Some(expires) = credentials.client_secret_expires_at {
-        ctx.metrics
-            .set_client_secret_expiry(&namespace, &name, expires.as_second());
-    }
 
     // The token in use, read back from the runtime Secret or the token store (after a restart,
     // say).
     let current = observed_token.filter(|t| t.expires_at > now);
     let current_state = current.as_ref().map(Published::state);
     let fingerprint = format!(
-        "{}:{}",
-        connection.metadata.generation.unwrap_or_default(),
-        sealed
-            .metadata
-            .resource_version
-            .as_deref()
-            .unwrap_or_default()
+        "{}:{version}",
+        connection.metadata.generation.unwrap_or_default()
     );
+    let decision = ctx
+        .engine
+        .decide(now, key, &fingerprint, current_state, renew_before);
+    // Keeping the token in use needs no plaintext: a version of the Secret already opened with
+    // a key still held is not opened again (see `opened`).
+    let known_key = match (&decision, &current) {
+        (Decision::UseExisting { .. }, Some(_)) => {
+            let keyring = ctx
+                .keyring
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ctx.opened.key_id(key.as_str(), &version, &keyring)
+        }
+        _ => None,
+    };
+    let (mut credentials, key_id) = match known_key {
+        Some(key_id) => (None, key_id),
+        None => match open() {
+            Ok((credentials, key_id)) => (Some(credentials), key_id),
+            Err(message) => return Ok(unreadable(message)),
+        },
+    };
     let until = |at: Timestamp| wait_until(now, at);
     let serving = |token: &Published| {
         ready(
@@ -486,9 +508,6 @@ async fn compute(
     // Read after the decision below too: a refresh changes it.
     let attempts = |ctx: &Context| ctx.engine.failed_attempts(key);
 
-    let decision = ctx
-        .engine
-        .decide(now, key, &fingerprint, current_state, renew_before);
     match (decision, current) {
         (Decision::UseExisting { refresh_at }, Some(token)) => {
             plan.conditions = vec![serving(&token), valid(), not_suspended()];
@@ -497,6 +516,13 @@ async fn compute(
             plan.publish = Some(token);
         }
         (Decision::UseExisting { .. } | Decision::RefreshNow, current) => {
+            let credentials = match credentials.take() {
+                Some(credentials) => credentials,
+                None => match open() {
+                    Ok((credentials, _)) => credentials,
+                    Err(message) => return Ok(unreadable(message)),
+                },
+            };
             let lwa = ClientCredentials {
                 client_id: credentials.client_id.clone(),
                 client_secret: credentials.client_secret.clone(),
@@ -911,6 +937,7 @@ pub async fn cleanup(
     let key = ConnectionKey::new(&namespace, &name);
     ctx.engine.forget(&key);
     ctx.applied.forget(key.as_str());
+    ctx.opened.forget(key.as_str());
     ctx.metrics
         .forget_connection(&namespace, &name, &connection.spec.team_id);
     audit(
