@@ -279,7 +279,7 @@ async fn wait_ready(
             } else {
                 ready.remove(&key);
             }
-            if ready.len() >= counted + n.div_ceil(10).max(1) && ready.len() < n {
+            if n >= 10_000 && ready.len() >= counted + n / 10 && ready.len() < n {
                 counted = ready.len();
                 eprintln!(
                     "  … {counted} Ready after {:.0} s",
