@@ -14,7 +14,7 @@ use serde_json::json;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::config::{Cli, Command, RunArgs};
-use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+use amazon_seller_operator::crypto::{self, SealContext};
 use amazon_seller_operator::keystore::{self, KeyStore};
 use amazon_seller_operator::observability::metrics::Metrics;
 
@@ -125,13 +125,7 @@ impl Scenario {
                 namespace: "elsewhere",
                 secret_name: name,
             },
-            &Credentials {
-                client_id: seller.client_id.clone(),
-                client_secret: seller.client_secret.as_str().into(),
-                refresh_token: seller.refresh_token.as_str().into(),
-                next_client_secret: None,
-                client_secret_expires_at: None,
-            },
+            &seller.credentials(),
         )
         .unwrap();
         self.secrets()

@@ -37,7 +37,7 @@ use amazon_seller_operator::api::names::{
     CREDENTIAL_ENDPOINT_AUDIENCE, DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP,
 };
 use amazon_seller_operator::config::{Cli, Command, RunArgs};
-use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+use amazon_seller_operator::crypto::{self, SealContext};
 use amazon_seller_operator::keystore::{self, KeyStore};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
@@ -740,13 +740,7 @@ async fn steps(
         })?
         .keyring;
     let public = keyring.active().public_key();
-    let credentials = Credentials {
-        client_id: seller.client_id.clone(),
-        client_secret: seller.client_secret.as_str().into(),
-        refresh_token: seller.refresh_token.as_str().into(),
-        next_client_secret: None,
-        client_secret_expires_at: None,
-    };
+    let credentials = seller.credentials();
     for (name, sealed_for_ns) in [
         ("acme-lwa", install.team_ns.as_str()),
         ("broken-lwa", "elsewhere"),

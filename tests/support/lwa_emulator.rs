@@ -115,6 +115,19 @@ pub struct Seller {
     pub refresh_token: String,
 }
 
+impl Seller {
+    /// The credentials to seal for this seller.
+    pub fn credentials(&self) -> amazon_seller_operator::crypto::Credentials {
+        amazon_seller_operator::crypto::Credentials {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.as_str().into(),
+            refresh_token: self.refresh_token.as_str().into(),
+            next_client_secret: None,
+            client_secret_expires_at: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct EmulatorState {
     /// client id → accepted secrets.

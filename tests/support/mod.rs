@@ -174,7 +174,7 @@ pub async fn seal_credentials(
     seller: &lwa_emulator::Seller,
     name: &str,
 ) {
-    use amazon_seller_operator::crypto::{self, Credentials, SealContext};
+    use amazon_seller_operator::crypto::{self, SealContext};
     use amazon_seller_operator::keystore::{self, KeyStore};
     use k8s_openapi::api::core::v1::Secret;
     let store = KeyStore::new(
@@ -188,13 +188,7 @@ pub async fn seal_credentials(
         namespace,
         secret_name: name,
     };
-    let credentials = Credentials {
-        client_id: seller.client_id.clone(),
-        client_secret: seller.client_secret.as_str().into(),
-        refresh_token: seller.refresh_token.as_str().into(),
-        next_client_secret: None,
-        client_secret_expires_at: None,
-    };
+    let credentials = seller.credentials();
     let envelope = crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
     Api::<Secret>::namespaced(client.clone(), namespace)
         .create(
