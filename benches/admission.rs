@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use amazon_seller_operator::crypto::Keyring;
+use amazon_seller_operator::https::tls;
 use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::webhook::tls;
 
 use support::Captured;
 use support::webhook::{FakeCluster, Review, RunningWebhook, TestPki, https_client, pod};

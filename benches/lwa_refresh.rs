@@ -22,8 +22,8 @@ use amazon_seller_operator::crypto::SecretString;
 use amazon_seller_operator::lwa::clock;
 use amazon_seller_operator::lwa::schedule;
 use amazon_seller_operator::lwa::{
-    ClientCredentials, Clock, ConnectionKey, Decision, EngineConfig, LwaError, ManualClock,
-    RateLimit, RefreshEngine, RefreshError, TokenGrant, TokenSource, TokenState, WaitReason,
+    ClientCredentials, Clock, ConnectionKey, EngineConfig, LwaError, ManualClock, RateLimit,
+    RefreshDecision, RefreshEngine, RefreshError, TokenGrant, TokenSource, TokenState, WaitReason,
 };
 use jiff::Timestamp;
 
@@ -184,7 +184,7 @@ async fn simulate(scenario: &Scenario) -> Figures {
             for (j, token) in tokens.iter().enumerate() {
                 let state = token.map(|t| TokenState::from_expiry(t.expires_at));
                 match engine.decide(restart_at, &keys[j], "fp", state, scenario.renew_before) {
-                    Decision::RefreshNow => {
+                    RefreshDecision::RefreshNow => {
                         let _ = engine.refresh(&keys[j], "fp", &creds[j]).await;
                     }
                     _ => resync.push(j),
@@ -196,15 +196,15 @@ async fn simulate(scenario: &Scenario) -> Figures {
         clock.set(at);
         figures.events += 1;
         let next = match engine.decide(at, &keys[i], "fp", tokens[i], scenario.renew_before) {
-            Decision::UseExisting { refresh_at } => refresh_at,
-            Decision::RefreshAt { at, reason } => {
+            RefreshDecision::UseExisting { refresh_at } => refresh_at,
+            RefreshDecision::RefreshAt { at, reason } => {
                 if reason == WaitReason::CircuitOpen {
                     figures.deferred_by_breaker += 1;
                 }
                 at
             }
-            Decision::Blocked { .. } => continue,
-            Decision::RefreshNow => match engine.refresh(&keys[i], "fp", &creds[i]).await {
+            RefreshDecision::Blocked { .. } => continue,
+            RefreshDecision::RefreshNow => match engine.refresh(&keys[i], "fp", &creds[i]).await {
                 Ok(outcome) => {
                     figures.successes += 1;
                     if at >= steady_from {

@@ -21,7 +21,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         },
         Command::Marketplaces { output } => print_marketplaces(output, out),
         Command::Validate { filename } => return validate(&filename, out, err),
-        Command::CheckCredentials(args) => return crate::lwa::check::run(&args, out, err),
+        Command::CheckCredentials(args) => {
+            return crate::lwa::check::run(&args.options(), out, err);
+        }
         Command::WebhookConfiguration(args) => print_webhook_configuration(&args, out),
         Command::Run(args) => return run_operator(*args, err),
         Command::Keygen(args) => report(keystore::commands::keygen(&args, out), err),
@@ -133,7 +135,7 @@ fn print_webhook_configuration(
     args: &crate::config::WebhookConfigurationArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    use crate::webhook::configuration::{self, ClientTarget, Options};
+    use crate::https::admission::configuration::{self, ClientTarget, Options};
     if !args.url.starts_with("https://") {
         return Err(CliError::Usage(format!(
             "--webhook-url {:?} must start with https:// (the API server calls webhooks over TLS only)",
@@ -320,11 +322,11 @@ pub fn validate_text(
     for report in &reports {
         let at = format!("{source}: document {} ({})", report.index, report.subject);
         match &report.outcome {
-            manifest::Outcome::Valid => writeln!(out, "{at}: valid")?,
-            manifest::Outcome::Skipped => {
+            manifest::DocumentOutcome::Valid => writeln!(out, "{at}: valid")?,
+            manifest::DocumentOutcome::Skipped => {
                 writeln!(out, "{at}: skipped, not an AmazonSellerConnection")?
             }
-            manifest::Outcome::Invalid(problems) => {
+            manifest::DocumentOutcome::Invalid(problems) => {
                 all_valid = false;
                 for problem in problems {
                     writeln!(out, "{at}: {problem}")?;

@@ -141,7 +141,7 @@ pub struct KeyLocation {
     )]
     pub operator_namespace: String,
     /// The name of the Secret holding the operator's keyring.
-    #[arg(long, env = "ASO_KEY_SECRET", default_value = crate::api::names::DEFAULT_KEY_SECRET)]
+    #[arg(long, env = "ASO_KEY_SECRET", default_value = crate::names::DEFAULT_KEY_SECRET)]
     pub key_secret: String,
 }
 
@@ -424,6 +424,18 @@ pub struct CheckCredentialsArgs {
     /// How to reach LWA.
     #[command(flatten)]
     pub lwa: LwaClientArgs,
+}
+
+impl CheckCredentialsArgs {
+    /// The check these flags ask for.
+    pub fn options(&self) -> crate::lwa::check::CheckOptions {
+        crate::lwa::check::CheckOptions {
+            client_id: self.client_id.clone(),
+            client_secret_file: self.client_secret_file.clone(),
+            refresh_token_file: self.refresh_token_file.clone(),
+            client: self.lwa.client_config(),
+        }
+    }
 }
 
 /// How to reach LWA's token endpoint (shared by `run` and `check-credentials`).

@@ -805,7 +805,7 @@ fn webhook_configurations_fail_closed_with_each_certificate_mode() {
 /// (src/webhook/configuration.rs), for each way the CA reaches them.
 #[test]
 fn the_chart_registers_the_webhook_configurations_the_webhook_generates() {
-    use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
+    use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};
     let Some(tools) = tools("the_chart_registers_the_webhook_configurations_the_webhook_generates")
     else {
         return;

@@ -201,7 +201,7 @@ fn validate_of_empty_input_is_an_error_not_a_pass() {
 
 #[test]
 fn webhook_configuration_prints_what_the_webhook_generates_for_a_url() {
-    use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
+    use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(

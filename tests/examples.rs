@@ -18,9 +18,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
-use amazon_seller_operator::api::names::PUBLIC_KEY_CONFIGMAP;
 use amazon_seller_operator::api::review::SecurityLogReview;
 use amazon_seller_operator::config::{Cli, Command as Sub};
+use amazon_seller_operator::names::PUBLIC_KEY_CONFIGMAP;
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::operator::{self, Deps};

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amazon_seller_operator::crypto::SecretString;
+use amazon_seller_operator::error::Categorized;
 use amazon_seller_operator::lwa::client::ROTATION_SCOPE;
 use amazon_seller_operator::lwa::clock;
 use amazon_seller_operator::lwa::{
-    BreakerState, ClientCredentials, Clock, ConnectionKey, Decision, EngineConfig, ErrorClass,
-    LwaClient, LwaClientConfig, ManualClock, RateLimit, RefreshEngine, RefreshError, SystemClock,
-    TokenState, WaitReason,
+    BreakerState, ClientCredentials, Clock, ConnectionKey, EngineConfig, ErrorClass, LwaClient,
+    LwaClientConfig, ManualClock, RateLimit, RefreshDecision, RefreshEngine, RefreshError,
+    SystemClock, TokenState, WaitReason,
 };
 use jiff::Timestamp;
 use support::lwa_emulator::{LwaEmulator, Reply, Seller};
@@ -165,7 +166,7 @@ async fn invalid_grant_is_terminal_and_not_retried() {
     assert_eq!(
         rig.engine
             .decide(rig.clock.now(), &key(&seller), "gen-1", None, RENEW_BEFORE),
-        Decision::Blocked {
+        RefreshDecision::Blocked {
             category: "invalid_grant"
         }
     );
@@ -175,7 +176,7 @@ async fn invalid_grant_is_terminal_and_not_retried() {
     assert_eq!(
         rig.engine
             .decide(rig.clock.now(), &key(&seller), "gen-2", None, RENEW_BEFORE),
-        Decision::RefreshNow
+        RefreshDecision::RefreshNow
     );
     assert!(
         rig.engine
@@ -315,7 +316,7 @@ async fn every_retriable_error_is_classified_and_retried_after_backoff() {
         // Backing off: no call before retry_at, and decide says when.
         assert!(matches!(
             rig.engine.decide(rig.clock.now(), &key(&seller), "fp", None, RENEW_BEFORE),
-            Decision::RefreshAt { at, reason: WaitReason::Backoff { attempts: 1, .. } } if at == retry_at
+            RefreshDecision::RefreshAt { at, reason: WaitReason::Backoff { attempts: 1, .. } } if at == retry_at
         ));
         assert!(rig.engine.refresh(&key(&seller), "fp", &c).await.is_err());
         assert_eq!(rig.emulator.calls_for(&seller.client_id), 1, "{reply:?}");
@@ -494,7 +495,7 @@ async fn breaker_opens_after_failures_for_everyone_and_closes_after_a_successful
     assert!(matches!(
         rig.engine
             .decide(rig.clock.now(), &key(&sellers[6]), "fp", None, RENEW_BEFORE),
-        Decision::RefreshAt {
+        RefreshDecision::RefreshAt {
             reason: WaitReason::CircuitOpen,
             ..
         }
@@ -674,7 +675,7 @@ async fn a_restart_with_valid_tokens_makes_no_lwa_calls() {
     }
     assert_eq!(rig.emulator.total_calls(), 25);
     rig.clock.advance(Duration::from_secs(10 * 60));
-    let before: Vec<Decision> = sellers
+    let before: Vec<RefreshDecision> = sellers
         .iter()
         .zip(&tokens)
         .map(|(s, t)| {
@@ -700,12 +701,12 @@ async fn a_restart_with_valid_tokens_makes_no_lwa_calls() {
             RENEW_BEFORE,
         );
         assert!(
-            matches!(decision, Decision::UseExisting { .. }),
+            matches!(decision, RefreshDecision::UseExisting { .. }),
             "{decision:?}"
         );
         // The same schedule as before the restart.
         assert_eq!(&decision, earlier);
-        if decision == Decision::RefreshNow {
+        if decision == RefreshDecision::RefreshNow {
             let _ = restarted.refresh(&key(seller), "fp", &creds(seller)).await;
         }
     }
@@ -827,7 +828,7 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
         if let Err(e) = client_error {
             printed.push(format!(
                 "{e} {e:?} {}",
-                amazon_seller_operator::lwa::client::error_chain(&e)
+                amazon_seller_operator::error::chain(&e)
             ));
         }
     }

@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use amazon_seller_operator::error::Categorized;
 use amazon_seller_operator::observability::audit::{self, AuditRecord};
 use amazon_seller_operator::observability::metrics::RefreshOutcome;
 use amazon_seller_operator::observability::{

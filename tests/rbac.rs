@@ -1,7 +1,7 @@
 //! Least privilege, proven both ways.
 //!
 //! 1. The chart's rendered ClusterRole and Roles grant exactly what the code declares beside its
-//!    API calls (`amazon_seller_operator::rbac::required`), with no wildcards, for a cluster-wide
+//!    API calls (`amazon_seller_operator::operator::permissions::required`), with no wildcards, for a cluster-wide
 //!    and for a namespace-scoped install.
 //! 2. Against the real API server, the rendered ServiceAccount, roles and bindings are applied
 //!    and the operator's own `run` code runs its whole scenario as that ServiceAccount (the admin
@@ -33,17 +33,18 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
 use amazon_seller_operator::api::AmazonSellerConnection;
-use amazon_seller_operator::api::names::{
-    CREDENTIAL_ENDPOINT_AUDIENCE, DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP,
-};
 use amazon_seller_operator::config::{Cli, Command, RunArgs};
 use amazon_seller_operator::crypto::{self, SealContext};
+use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};
 use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::names::{
+    CREDENTIAL_ENDPOINT_AUDIENCE, DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP,
+};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
+use amazon_seller_operator::operator::permissions::{self, Features};
 use amazon_seller_operator::operator::{self, Deps};
-use amazon_seller_operator::rbac::{self, Features, Names, Scope};
-use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
+use amazon_seller_operator::rbac::{Names, Scope};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -72,7 +73,7 @@ struct InstallNames<'a> {
     configurations: &'a str,
 }
 
-/// What `rbac::required(features)` means for an install with these names.
+/// What `permissions::required(features)` means for an install with these names.
 fn declared_atoms(features: Features, install: &InstallNames) -> BTreeSet<Atom> {
     let InstallNames {
         service_account: _,
@@ -84,7 +85,7 @@ fn declared_atoms(features: Features, install: &InstallNames) -> BTreeSet<Atom> 
         configurations,
     } = *install;
     let mut atoms = BTreeSet::new();
-    for grant in rbac::required_grants(features) {
+    for grant in permissions::required_grants(features) {
         let wheres: Vec<Option<String>> = match grant.scope {
             Scope::Cluster => vec![None],
             Scope::OperatorNamespace => vec![Some(operator_ns.to_owned())],

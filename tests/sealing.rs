@@ -12,9 +12,9 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 
-use amazon_seller_operator::api::names::{PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY};
 use amazon_seller_operator::crypto::{self, Credentials, Keyring, PublicKey, SealContext};
 use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::names::{PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY};
 
 use support::{cluster, create_namespace, unique_name};
 

@@ -17,9 +17,9 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use amazon_seller_operator::crypto::{self, Keyring, SealContext};
+use amazon_seller_operator::https::{CertStore, ServerSettings, Webhook, listener, tls};
 use amazon_seller_operator::observability::audit::{self, VerifyOptions};
 use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::webhook::{CertStore, Endpoint, ServerSettings, server, tls};
 
 use support::webhook::{
     Captured, FakeCluster, Review, RunningWebhook, TestPki, admission, https_client, pod,
@@ -971,7 +971,7 @@ async fn readyz_waits_for_a_serving_certificate_and_healthz_answers() {
         Captured::default(),
     );
     let certs = CertStore::new();
-    let router = server::router(admission.clone(), certs.clone(), ServerSettings::default());
+    let router = listener::router(admission.clone(), certs.clone(), ServerSettings::default());
     let get = |path: &str| {
         axum::http::Request::get(path)
             .body(axum::body::Body::empty())
@@ -1163,7 +1163,7 @@ fn fixtures() -> Vec<Vec<u8>> {
 
 fn handler() -> (
     tokio::runtime::Runtime,
-    Arc<amazon_seller_operator::webhook::Admission>,
+    Arc<amazon_seller_operator::https::Reviewer>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1186,7 +1186,7 @@ proptest! {
     #[test]
     fn random_bytes_are_answered_invalid(body in proptest::collection::vec(any::<u8>(), 0..2048), mutate in any::<bool>()) {
         let (runtime, admission) = handler();
-        let endpoint = if mutate { Endpoint::Mutate } else { Endpoint::Validate };
+        let endpoint = if mutate { Webhook::Mutate } else { Webhook::Validate };
         let answer = runtime.block_on(admission.review_json(endpoint, &body));
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         prop_assert_eq!(&answer["response"]["allowed"], &Value::Bool(false));
@@ -1197,7 +1197,7 @@ proptest! {
         let (runtime, admission) = handler();
         let body = &fixtures()[which];
         let end = ((body.len() as f64) * cut) as usize;
-        let endpoint = if mutate { Endpoint::Mutate } else { Endpoint::Validate };
+        let endpoint = if mutate { Webhook::Mutate } else { Webhook::Validate };
         let answer = runtime.block_on(admission.review_json(endpoint, &body[..end]));
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         prop_assert_eq!(&answer["response"]["allowed"], &Value::Bool(false));
@@ -1212,7 +1212,7 @@ proptest! {
         let (runtime, admission) = handler();
         let mut review: Value = serde_json::from_slice(&fixtures()[which]).unwrap();
         review["request"]["object"] = value;
-        let endpoint = if mutate { Endpoint::Mutate } else { Endpoint::Validate };
+        let endpoint = if mutate { Webhook::Mutate } else { Webhook::Validate };
         let answer = runtime.block_on(admission.review_json(endpoint, &serde_json::to_vec(&review).unwrap()));
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         prop_assert!(answer["response"]["allowed"].is_boolean());

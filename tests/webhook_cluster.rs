@@ -27,12 +27,12 @@ use amazon_seller_operator::api::{AmazonSellerConnection, SecurityLogReview};
 use amazon_seller_operator::config::{Cli, Command};
 use amazon_seller_operator::crypto::{self, Keyring, SealContext};
 use amazon_seller_operator::domain::admission::{Lookup, Policy};
+use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};
+use amazon_seller_operator::https::certs::{self, SelfManaged};
+use amazon_seller_operator::https::{CertStore, Cluster, ClusterLookup, Reviewer};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::operator::{self, Deps};
-use amazon_seller_operator::webhook::certs::{self, SelfManaged};
-use amazon_seller_operator::webhook::configuration::{self, ClientTarget, Options};
-use amazon_seller_operator::webhook::{Admission, CertStore, Cluster, ClusterLookup};
 
 use support::webhook::{Captured, RunningWebhook, TestPki, merge, pod};
 use support::{cluster, install_crds, unique_name};
@@ -345,7 +345,7 @@ async fn serve(env: &mut Env) -> Served {
     let metrics = Metrics::new().unwrap();
     let audit = Captured::default();
     let log = AuditLog::to_writer(audit.clone(), metrics.clone(), "webhook-cluster-test").unwrap();
-    let admission = Arc::new(Admission::new(
+    let admission = Arc::new(Reviewer::new(
         env.policy(),
         lookup.clone(),
         keyring.clone(),

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{self, SpecView};
+pub use crate::domain::{Delivery, Environment};
 
 /// What the Team asks for: which seller, marketplace and credentials, and which gateways may use
 /// the runtime Secret.
@@ -106,47 +107,6 @@ pub struct AmazonSellerConnectionSpec {
     /// operator keeps the token sealed in `<name>-sp-api-sealed`, which no pod may mount.
     #[serde(default)]
     pub delivery: Delivery,
-}
-
-/// How gateways receive a connection's access token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-pub enum Delivery {
-    /// The runtime Secret `<name>-sp-api`, mounted by listed gateway pods.
-    #[default]
-    Secret,
-    /// Only the runtime credential endpoint; no runtime Secret is written.
-    Endpoint,
-    /// The runtime Secret and the runtime credential endpoint.
-    Both,
-}
-
-impl From<Delivery> for domain::credential_access::Delivery {
-    fn from(value: Delivery) -> Self {
-        match value {
-            Delivery::Secret => domain::credential_access::Delivery::Secret,
-            Delivery::Endpoint => domain::credential_access::Delivery::Endpoint,
-            Delivery::Both => domain::credential_access::Delivery::Both,
-        }
-    }
-}
-
-/// Which SP-API deployment a connection uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-pub enum Environment {
-    /// Live seller data.
-    #[default]
-    Production,
-    /// Amazon's static sandbox, for integration tests.
-    Sandbox,
-}
-
-impl From<Environment> for domain::Environment {
-    fn from(value: Environment) -> Self {
-        match value {
-            Environment::Production => domain::Environment::Production,
-            Environment::Sandbox => domain::Environment::Sandbox,
-        }
-    }
 }
 
 fn default_renew_before() -> String {

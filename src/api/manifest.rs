@@ -22,12 +22,12 @@ pub struct DocumentReport {
     /// `Kind namespace/name`, or as much of it as the document has.
     pub subject: String,
     /// What was found.
-    pub outcome: Outcome,
+    pub outcome: DocumentOutcome,
 }
 
 /// The result of checking one document.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DocumentOutcome {
     /// A connection that passes every rule.
     Valid,
     /// A connection that breaks one or more rules.
@@ -39,12 +39,11 @@ pub enum Outcome {
 /// The input is not YAML at all, so no document could be checked.
 #[derive(Debug, thiserror::Error)]
 #[error("failed to parse YAML: {0}")]
-pub struct ParseError(String);
+pub struct ParseError(#[source] serde_saphyr::Error);
 
 /// Checks every document of a multi-document YAML stream.
 pub fn validate_manifests(input: &str) -> Result<Vec<DocumentReport>, ParseError> {
-    let documents: Vec<Value> =
-        serde_saphyr::from_multiple(input).map_err(|e| ParseError(e.to_string()))?;
+    let documents: Vec<Value> = serde_saphyr::from_multiple(input).map_err(ParseError)?;
     Ok(documents
         .into_iter()
         .enumerate()
@@ -74,10 +73,10 @@ fn check_document(index: usize, doc: Value) -> DocumentReport {
 
     if !doc.is_object() {
         let problem = FieldError::new("<document>", "must be a YAML mapping (a Kubernetes object)");
-        return report(index, subject, Outcome::Invalid(vec![problem]));
+        return report(index, subject, DocumentOutcome::Invalid(vec![problem]));
     }
     if kind.as_deref() != Some(KIND) {
-        return report(index, subject, Outcome::Skipped);
+        return report(index, subject, DocumentOutcome::Skipped);
     }
     if api_version.as_deref() != Some(API_VERSION) {
         let problem = FieldError::new(
@@ -87,7 +86,7 @@ fn check_document(index: usize, doc: Value) -> DocumentReport {
                 api_version.as_deref().unwrap_or("")
             ),
         );
-        return report(index, subject, Outcome::Invalid(vec![problem]));
+        return report(index, subject, DocumentOutcome::Invalid(vec![problem]));
     }
 
     let mut problems = Vec::new();
@@ -95,7 +94,7 @@ fn check_document(index: usize, doc: Value) -> DocumentReport {
         Ok(connection) => connection,
         Err(problem) => {
             problems.push(problem);
-            return report(index, subject, Outcome::Invalid(problems));
+            return report(index, subject, DocumentOutcome::Invalid(problems));
         }
     };
     let name = connection.metadata.name.as_deref().unwrap_or_default();
@@ -104,14 +103,14 @@ fn check_document(index: usize, doc: Value) -> DocumentReport {
     }
     problems.extend(validation::validate_spec(&connection.spec.view(name)));
     let outcome = if problems.is_empty() {
-        Outcome::Valid
+        DocumentOutcome::Valid
     } else {
-        Outcome::Invalid(problems)
+        DocumentOutcome::Invalid(problems)
     };
     report(index, subject, outcome)
 }
 
-fn report(index: usize, subject: String, outcome: Outcome) -> DocumentReport {
+fn report(index: usize, subject: String, outcome: DocumentOutcome) -> DocumentReport {
     DocumentReport {
         index,
         subject,
@@ -167,22 +166,24 @@ spec:
   gateways: [gw-main]
 "#;
 
-    fn only(input: &str) -> Outcome {
+    fn only(input: &str) -> DocumentOutcome {
         let mut reports = validate_manifests(input).unwrap();
         assert_eq!(reports.len(), 1);
         reports.remove(0).outcome
     }
 
-    fn problem_lines(outcome: Outcome) -> Vec<String> {
+    fn problem_lines(outcome: DocumentOutcome) -> Vec<String> {
         match outcome {
-            Outcome::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            DocumentOutcome::Invalid(problems) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
             other => panic!("expected problems, got {other:?}"),
         }
     }
 
     #[test]
     fn valid_connection_passes_with_defaults_applied() {
-        assert_eq!(only(VALID), Outcome::Valid);
+        assert_eq!(only(VALID), DocumentOutcome::Valid);
     }
 
     #[test]
@@ -226,9 +227,9 @@ spec:
         );
         let reports = validate_manifests(&input).unwrap();
         assert_eq!(reports.len(), 3);
-        assert_eq!(reports[0].outcome, Outcome::Skipped);
+        assert_eq!(reports[0].outcome, DocumentOutcome::Skipped);
         assert_eq!(reports[0].subject, "Namespace team-acme");
-        assert_eq!(reports[1].outcome, Outcome::Valid);
+        assert_eq!(reports[1].outcome, DocumentOutcome::Valid);
         assert_eq!(
             reports[1].subject,
             "AmazonSellerConnection team-acme/acme-us"

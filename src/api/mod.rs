@@ -2,7 +2,6 @@
 
 pub mod connection;
 pub mod manifest;
-pub mod names;
 pub mod review;
 
 pub use connection::{

@@ -10,9 +10,7 @@ pub mod applied;
 pub mod credential_users;
 pub mod opened;
 pub mod reconcile;
-pub mod runtime_secret;
 pub mod tally;
-pub mod token_store;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -27,13 +25,12 @@ use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use crate::api::names::{
-    ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE, SECRET_ROLE_LABEL,
-};
 use crate::api::review::{SecurityLogReview, latest_review_time};
 use crate::api::{AmazonSellerConnection, GROUP};
 use crate::crypto::Keyring;
+use crate::error::Categorized;
 use crate::lwa::{Clock, LwaClient, RefreshEngine};
+use crate::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE, SECRET_ROLE_LABEL};
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::Metrics;
 use crate::rbac::{Permission, Scope};
@@ -138,7 +135,7 @@ impl Context {
         Recorder::new(
             client,
             Reporter {
-                controller: crate::api::names::FIELD_MANAGER.to_owned(),
+                controller: crate::names::FIELD_MANAGER.to_owned(),
                 instance: Some(identity.to_owned()),
             },
         )
@@ -159,7 +156,7 @@ pub enum Error {
     },
     /// The finalizer machinery failed.
     #[error("failed to run the finalizer: {0}")]
-    Finalizer(String),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// The access token could not be sealed for the token store.
     #[error("failed to seal the access token for the token store")]
     Seal,
@@ -169,9 +166,10 @@ impl Error {
     fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Error::Kube { action, source }
     }
+}
 
-    /// A bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl crate::error::Categorized for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube_api",
             Error::Finalizer(_) => "finalizer",
@@ -197,7 +195,7 @@ async fn reconcile(
     .map_err(|err| match err {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+        other => Error::Finalizer(Box::new(other)),
     });
     let label = if result.is_ok() { "success" } else { "error" };
     ctx.metrics.record_reconcile(label, started.elapsed());

@@ -14,10 +14,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::runtime_secret::{self, Metadata, Published, whole_seconds};
-use super::token_store;
 use super::{Context, Error};
-use crate::api::names::{FIELD_MANAGER, LWA_CREDENTIALS_SECRET_TYPE};
 use crate::api::{AmazonSellerConnection, AmazonSellerConnectionStatus};
 use crate::crypto::{self, Credentials, SealContext};
 use crate::domain::conditions::{
@@ -25,10 +22,14 @@ use crate::domain::conditions::{
 };
 use crate::domain::credential_access::Delivery;
 use crate::domain::{marketplace, validation};
+use crate::error::Categorized;
 use crate::keystore;
-use crate::lwa::{ClientCredentials, ConnectionKey, Decision, RefreshError};
+use crate::lwa::{ClientCredentials, ConnectionKey, RefreshDecision, RefreshError};
+use crate::names::{FIELD_MANAGER, LWA_CREDENTIALS_SECRET_TYPE};
 use crate::observability::audit::{AuditEvent, Category, Outcome};
 use crate::observability::metrics::RefreshOutcome;
+use crate::secrets::runtime_secret::{self, Metadata, Published, whole_seconds};
+use crate::secrets::token_store;
 
 /// How often a connection that waits on something the operator cannot watch (a credentials
 /// Secret without its label, say) is looked at again.
@@ -122,7 +123,7 @@ pub async fn apply(
     let key = ConnectionKey::new(&namespace, &name);
     let now = ctx.clock.now();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let delivery: Delivery = connection.spec.delivery.into();
+    let delivery: Delivery = connection.spec.delivery;
     let runtime_name = runtime_secret::name(&name);
     let store_name = token_store::name(&name);
     let store_context = token_store::context(&connection.spec.team_id, &namespace, &name);
@@ -183,7 +184,7 @@ pub async fn apply(
             let metadata = Metadata {
                 marketplace_id: market.marketplace_id,
                 region: market.region.code(),
-                endpoint: market.endpoint(connection.spec.environment.into()),
+                endpoint: market.endpoint(connection.spec.environment),
                 seller_id: connection.spec.seller_id.clone(),
             };
             if delivery.writes_runtime_secret() {
@@ -473,7 +474,7 @@ async fn compute(
     // Keeping the token in use needs no plaintext: a version of the Secret already opened with
     // a key still held is not opened again (see `opened`).
     let known_key = match (&decision, &current) {
-        (Decision::UseExisting { .. }, Some(_)) => {
+        (RefreshDecision::UseExisting { .. }, Some(_)) => {
             let keyring = ctx
                 .keyring
                 .read()
@@ -509,13 +510,13 @@ async fn compute(
     let attempts = |ctx: &Context| ctx.engine.failed_attempts(key);
 
     match (decision, current) {
-        (Decision::UseExisting { refresh_at }, Some(token)) => {
+        (RefreshDecision::UseExisting { refresh_at }, Some(token)) => {
             plan.conditions = vec![serving(&token), valid(), not_suspended()];
             plan.next_refresh_at = Some(refresh_at);
             plan.requeue = Some(until(refresh_at));
             plan.publish = Some(token);
         }
-        (Decision::UseExisting { .. } | Decision::RefreshNow, current) => {
+        (RefreshDecision::UseExisting { .. } | RefreshDecision::RefreshNow, current) => {
             let credentials = match credentials.take() {
                 Some(credentials) => credentials,
                 None => match open() {
@@ -574,7 +575,7 @@ async fn compute(
                 Err(err) => failed(ctx, connection, &mut plan, &err, current, now, true),
             }
         }
-        (Decision::RefreshAt { at, .. }, current) => {
+        (RefreshDecision::RefreshAt { at, .. }, current) => {
             plan.requeue = Some(until(at));
             plan.next_refresh_at = Some(at);
             plan.conditions = match &current {
@@ -591,7 +592,7 @@ async fn compute(
             };
             plan.publish = current;
         }
-        (Decision::Blocked { category }, current) => {
+        (RefreshDecision::Blocked { category }, current) => {
             // Reported (metric, audit record, Event) when LWA answered; this is the memory of it.
             let err = RefreshError::Terminal { category };
             failed(ctx, connection, &mut plan, &err, current, now, false);
@@ -788,7 +789,7 @@ fn status_of(
         whole_seconds(now),
     );
     let time = |t: Timestamp| Time(whole_seconds(t));
-    let environment = connection.spec.environment.into();
+    let environment = connection.spec.environment;
     AmazonSellerConnectionStatus {
         marketplace_id: market.map(|m| m.marketplace_id.to_owned()),
         region: market.map(|m| m.region.code().to_owned()),
@@ -796,7 +797,7 @@ fn status_of(
         runtime_secret_name: plan
             .publish
             .as_ref()
-            .filter(|_| Delivery::from(connection.spec.delivery).writes_runtime_secret())
+            .filter(|_| connection.spec.delivery.writes_runtime_secret())
             .map(|_| runtime_secret::name(&connection.name_any())),
         token_expires_at: plan.publish.as_ref().map(|t| time(t.expires_at)),
         next_refresh_at: plan.next_refresh_at.map(time),
@@ -874,10 +875,7 @@ async fn transitions(
             "token_published",
         );
         let gateways = connection.spec.gateways.join(", ");
-        let note = match (
-            &new.runtime_secret_name,
-            Delivery::from(connection.spec.delivery),
-        ) {
+        let note = match (&new.runtime_secret_name, connection.spec.delivery) {
             (Some(secret), Delivery::Both) => format!(
                 "access token published in Secret {secret} and at the runtime credential endpoint for gateways {gateways}"
             ),

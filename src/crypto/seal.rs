@@ -98,9 +98,8 @@ pub enum OpenError {
     Payload,
 }
 
-impl OpenError {
-    /// A bounded label for metrics and condition reasons.
-    pub fn category(&self) -> &'static str {
+impl crate::error::Categorized for OpenError {
+    fn category(&self) -> &'static str {
         match self {
             OpenError::Malformed => "malformed",
             OpenError::UnsupportedVersion(_) => "unsupported_version",

@@ -15,12 +15,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::validation::{self, RUNTIME_SECRET_SUFFIX, SpecView, TOKEN_STORE_SUFFIX};
-use crate::api::names::{
+use crate::crypto::{self, Credentials, PublicKey, SealContext, SecretString};
+use crate::names::{
     CONNECTION_LABEL, GATEWAY_LABEL, LWA_CREDENTIALS_SECRET_TYPE, ROLE_LWA_CREDENTIALS,
     ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE, RUNTIME_SECRET_TYPE, SEALED_KEY, SECRET_ROLE_LABEL,
     TEAM_LABEL, TOKEN_STORE_SECRET_TYPE,
 };
-use crate::crypto::{self, Credentials, PublicKey, SealContext, SecretString};
 
 /// Intake data key: the LWA client id.
 pub const INTAKE_CLIENT_ID: &str = "clientId";

@@ -12,17 +12,22 @@
 
 use std::fmt;
 
-use crate::api::names::GATEWAY_LABEL;
+use schemars::JsonSchema;
 
-/// How a connection delivers its access token to gateways (`spec.delivery`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+use crate::names::GATEWAY_LABEL;
+
+/// How a connection delivers its access token to gateways (`spec.delivery`; the CRD field's
+/// own type, which is why it derives the schema).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, JsonSchema,
+)]
 pub enum Delivery {
-    /// Only the runtime Secret.
+    /// The runtime Secret `<name>-sp-api`, mounted by listed gateway pods.
     #[default]
     Secret,
-    /// Only the runtime credential endpoint.
+    /// Only the runtime credential endpoint; no runtime Secret is written.
     Endpoint,
-    /// Both.
+    /// The runtime Secret and the runtime credential endpoint.
     Both,
 }
 

@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// An SP-API selling region. Each region has one production and one sandbox endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -60,10 +61,12 @@ impl fmt::Display for Region {
     }
 }
 
-/// Which SP-API deployment a connection talks to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which SP-API deployment a connection talks to (`spec.environment`; the CRD field's own
+/// type, which is why it derives the schema).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
 pub enum Environment {
     /// Live seller data.
+    #[default]
     Production,
     /// Amazon's static sandbox, for integration testing.
     Sandbox,

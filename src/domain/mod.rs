@@ -10,5 +10,6 @@ pub mod marketplace;
 pub mod review;
 pub mod validation;
 
+pub use credential_access::Delivery;
 pub use marketplace::{Environment, Marketplace, Region};
 pub use validation::{FieldError, SpecView};

@@ -9,13 +9,13 @@ use kube::Api;
 use zeroize::Zeroizing;
 
 use super::{KeyStore, KeyStoreError, key_secret, sealed_secret};
-use crate::api::names::{PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY};
 use crate::config::{KeyLocation, KeygenArgs, SealArgs};
 use crate::crypto::{
     self, Credentials, InputError, KeyError, Keyring, MAX_SECRET_INPUT_BYTES, PublicKey,
     SealContext, SecretString,
 };
 use crate::domain::validation::{check_dns_label, check_dns_subdomain};
+use crate::names::{PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY};
 
 /// Why a key or sealing command failed. Messages name inputs, never their values.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +54,14 @@ pub enum CommandError {
     Seal(#[from] crypto::SealError),
     /// Rendering YAML failed.
     #[error("failed to render YAML: {0}")]
-    Render(String),
+    Render(#[source] serde_saphyr::SerializeError),
     /// Writing the output failed.
     #[error("failed to write output: {0}")]
     Write(#[from] io::Error),
 }
 
 fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, CommandError> {
-    serde_saphyr::to_string(value).map_err(|e| CommandError::Render(e.to_string()))
+    serde_saphyr::to_string(value).map_err(CommandError::Render)
 }
 
 /// `keygen`: prints a key Secret manifest with one new key.

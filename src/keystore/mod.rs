@@ -18,12 +18,13 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::names::{
+use crate::crypto::{self, KeyError, Keyring, SealContext};
+use crate::error::Categorized;
+use crate::names::{
     CONNECTION_LABEL, FIELD_MANAGER, KEYRING_KEY, LWA_CREDENTIALS_SECRET_TYPE,
     PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY, ROLE_LWA_CREDENTIALS, ROLE_OPERATOR_KEYS,
     ROLE_TOKEN_STORE, SEALED_KEY, SECRET_ROLE_LABEL, TEAM_LABEL,
 };
-use crate::crypto::{self, KeyError, Keyring, SealContext};
 use crate::rbac::{Names, Permission, Scope};
 
 /// The permissions the operator's calls in this module need (see [`crate::rbac`]). `rotate`

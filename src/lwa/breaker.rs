@@ -70,7 +70,7 @@ impl BreakerState {
 
 /// Whether a request may go to LWA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub enum BreakerAnswer {
     /// It may; `probe` is true when it is the half-open probe, whose outcome must be reported.
     Allowed {
         /// This request is the probe.
@@ -119,23 +119,23 @@ impl CircuitBreaker {
     /// Asks to send a request at `now`. A probe handed out while half-open must be followed
     /// by [`record_success`](Self::record_success), [`record_failure`](Self::record_failure) or
     /// [`abandon_probe`](Self::abandon_probe).
-    pub fn admit(&mut self, now: Timestamp) -> Admission {
+    pub fn admit(&mut self, now: Timestamp) -> BreakerAnswer {
         match self.state(now) {
-            BreakerState::Closed => Admission::Allowed { probe: false },
-            BreakerState::Open { until } => Admission::Paused { until },
+            BreakerState::Closed => BreakerAnswer::Allowed { probe: false },
+            BreakerState::Open { until } => BreakerAnswer::Paused { until },
             BreakerState::HalfOpen {
                 probe_in_flight: false,
             } => {
                 self.state = BreakerState::HalfOpen {
                     probe_in_flight: true,
                 };
-                Admission::Allowed { probe: true }
+                BreakerAnswer::Allowed { probe: true }
             }
             // Everyone else waits for the probe; they are told to come back after a short
             // while, by when the probe has normally answered.
             BreakerState::HalfOpen {
                 probe_in_flight: true,
-            } => Admission::Paused {
+            } => BreakerAnswer::Paused {
                 until: clock::add(now, self.config.open_for / 6),
             },
         }
@@ -203,7 +203,10 @@ mod tests {
     fn open_breaker() -> CircuitBreaker {
         let mut breaker = CircuitBreaker::new(BreakerConfig::default());
         for i in 0..5 {
-            assert_eq!(breaker.admit(at(0)), Admission::Allowed { probe: false });
+            assert_eq!(
+                breaker.admit(at(0)),
+                BreakerAnswer::Allowed { probe: false }
+            );
             breaker.record_failure(at(0), i % 2, false);
         }
         breaker
@@ -239,11 +242,22 @@ mod tests {
     #[test]
     fn after_the_pause_exactly_one_probe_goes_and_its_success_closes() {
         let mut breaker = open_breaker();
-        assert!(matches!(breaker.admit(at(29)), Admission::Paused { until } if until == at(30)));
-        assert_eq!(breaker.admit(at(30)), Admission::Allowed { probe: true });
-        assert!(matches!(breaker.admit(at(30)), Admission::Paused { .. }));
+        assert!(
+            matches!(breaker.admit(at(29)), BreakerAnswer::Paused { until } if until == at(30))
+        );
+        assert_eq!(
+            breaker.admit(at(30)),
+            BreakerAnswer::Allowed { probe: true }
+        );
+        assert!(matches!(
+            breaker.admit(at(30)),
+            BreakerAnswer::Paused { .. }
+        ));
         breaker.record_success();
-        assert_eq!(breaker.admit(at(31)), Admission::Allowed { probe: false });
+        assert_eq!(
+            breaker.admit(at(31)),
+            BreakerAnswer::Allowed { probe: false }
+        );
     }
 
     #[test]
@@ -252,7 +266,7 @@ mod tests {
         let mut now = at(30);
         let mut pauses = Vec::new();
         for _ in 0..6 {
-            assert_eq!(breaker.admit(now), Admission::Allowed { probe: true });
+            assert_eq!(breaker.admit(now), BreakerAnswer::Allowed { probe: true });
             breaker.record_failure(now, 0, true);
             let BreakerState::Open { until } = breaker.state(now) else {
                 panic!("a failed probe reopens the breaker");
@@ -266,8 +280,14 @@ mod tests {
     #[test]
     fn an_abandoned_probe_lets_another_probe() {
         let mut breaker = open_breaker();
-        assert_eq!(breaker.admit(at(30)), Admission::Allowed { probe: true });
+        assert_eq!(
+            breaker.admit(at(30)),
+            BreakerAnswer::Allowed { probe: true }
+        );
         breaker.abandon_probe();
-        assert_eq!(breaker.admit(at(30)), Admission::Allowed { probe: true });
+        assert_eq!(
+            breaker.admit(at(30)),
+            BreakerAnswer::Allowed { probe: true }
+        );
     }
 }

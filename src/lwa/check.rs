@@ -12,9 +12,10 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 use zeroize::Zeroizing;
 
-use super::client::{ErrorClass, LwaClient, LwaError, error_chain};
-use crate::config::CheckCredentialsArgs;
+use super::client::{ErrorClass, LwaClient, LwaClientConfig, LwaError};
 use crate::crypto::SecretString;
+use crate::error::Categorized;
+use crate::error::chain;
 
 /// LWA accepted the credentials.
 pub const EXIT_VALID: u8 = 0;
@@ -77,8 +78,21 @@ impl CheckError {
     }
 }
 
+/// What to check: the client id, the files holding the secrets, and how to reach LWA.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// The LWA client id (not a secret).
+    pub client_id: String,
+    /// The file holding the LWA client secret.
+    pub client_secret_file: PathBuf,
+    /// The file holding the seller's refresh token.
+    pub refresh_token_file: PathBuf,
+    /// How to reach LWA.
+    pub client: LwaClientConfig,
+}
+
 /// Runs the check, printing facts to `out` and the classified error with advice to `err`.
-pub fn run(args: &CheckCredentialsArgs, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+pub fn run(args: &CheckOptions, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     match check(args) {
         Ok(report) => match report.print(out) {
             Ok(()) => ExitCode::from(EXIT_VALID),
@@ -88,7 +102,7 @@ pub fn run(args: &CheckCredentialsArgs, out: &mut dyn Write, err: &mut dyn Write
             }
         },
         Err(e) => {
-            let _ = writeln!(err, "error: {}", error_chain(&e));
+            let _ = writeln!(err, "error: {}", chain(&e));
             if let Some(advice) = advice(&e) {
                 let _ = writeln!(err, "advice: {advice}");
             }
@@ -115,13 +129,13 @@ impl Report {
     }
 }
 
-fn check(args: &CheckCredentialsArgs) -> Result<Report, CheckError> {
+fn check(args: &CheckOptions) -> Result<Report, CheckError> {
     if args.client_id.trim().is_empty() {
         return Err(CheckError::EmptyClientId);
     }
     let client_secret = read_secret("client secret", &args.client_secret_file)?;
     let refresh_token = read_secret("refresh token", &args.refresh_token_file)?;
-    let client = LwaClient::new(&args.lwa.client_config())?;
+    let client = LwaClient::new(&args.client)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -292,8 +292,25 @@ impl LwaError {
         }
     }
 
-    /// A bounded label (one of [`CATEGORIES`]) for metrics, condition reasons and Events.
-    pub fn category(&self) -> &'static str {
+    /// LWA's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LwaError::Unavailable { retry_after, .. } | LwaError::RateLimited { retry_after } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether LWA (or the path to it) is failing, as opposed to answering: what the circuit
+    /// breaker counts.
+    pub fn is_outage(&self) -> bool {
+        self.class() == ErrorClass::Retriable
+    }
+}
+
+impl crate::error::Categorized for LwaError {
+    fn category(&self) -> &'static str {
         match self {
             LwaError::Rejected { code, .. } => match code {
                 OAuthErrorCode::InvalidGrant
@@ -324,22 +341,6 @@ impl LwaError {
             | LwaError::InvalidCaFile { .. }
             | LwaError::BuildClient { .. } => "config",
         }
-    }
-
-    /// LWA's `Retry-After`, when it sent one.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            LwaError::Unavailable { retry_after, .. } | LwaError::RateLimited { retry_after } => {
-                *retry_after
-            }
-            _ => None,
-        }
-    }
-
-    /// Whether LWA (or the path to it) is failing, as opposed to answering: what the circuit
-    /// breaker counts.
-    pub fn is_outage(&self) -> bool {
-        self.class() == ErrorClass::Retriable
     }
 }
 
@@ -386,19 +387,6 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
         .parse_timestamp(value)
         .ok()?;
     Some(clock::since(at, now))
-}
-
-/// `error` and its sources joined by `: `, for logs and the CLI. No error of this module
-/// carries a secret (see the module docs), so the whole chain is safe to print.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Something that turns a refresh token into an access token: [`LwaClient`], or an in-process
@@ -712,6 +700,7 @@ fn tls_config(extra_ca_file: Option<&Path>) -> Result<rustls::ClientConfig, LwaE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Categorized;
 
     #[test]
     fn terminal_codes_are_terminal_with_their_own_category() {

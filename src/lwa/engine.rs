@@ -11,7 +11,7 @@
 //!   circuit breaker pauses everyone while LWA fails for everyone.
 //! - Terminal failures stop calls for the connection until the caller's fingerprint of its
 //!   spec and credentials changes. `invalid_client` with a `nextClientSecret` tries that secret
-//!   once, and keeps using it (reported in [`RefreshOutcome::used_next_secret`]).
+//!   once, and keeps using it (reported in [`Refreshed::used_next_secret`]).
 //!
 //! The engine never sleeps: every refusal carries the instant to come back, which the
 //! reconciler turns into a requeue. Time comes from a [`Clock`], virtual in tests.
@@ -29,11 +29,13 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use jiff::Timestamp;
 
-use super::breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
-use super::client::{ErrorClass, LwaClient, LwaError, OAuthErrorCode, TokenSource, error_chain};
+use super::breaker::{BreakerAnswer, BreakerConfig, BreakerState, CircuitBreaker};
+use super::client::{ErrorClass, LwaClient, LwaError, OAuthErrorCode, TokenSource};
 use super::clock::{self, Clock};
-use super::schedule::{self, BackoffPolicy, Plan};
+use super::schedule::{self, BackoffPolicy, TokenPlan};
 use super::token::{AccessToken, ClientCredentials, ConnectionKey, TokenState};
+use crate::error::Categorized;
+use crate::error::chain as error_chain;
 
 /// The global rate limit toward LWA: a token bucket refilled at `qps`, holding `burst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,7 +114,7 @@ pub enum WaitReason {
 
 /// What to do about a connection's token now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum RefreshDecision {
     /// The current token is valid and not due: keep it and look again at `refresh_at`.
     UseExisting {
         /// When the token becomes due.
@@ -136,7 +138,7 @@ pub enum Decision {
 
 /// A successful refresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RefreshOutcome {
+pub struct Refreshed {
     /// The new access token.
     pub token: AccessToken,
     /// LWA rejected the current client secret and accepted `nextClientSecret`: the caller
@@ -187,17 +189,6 @@ pub enum RefreshError {
 }
 
 impl RefreshError {
-    /// A bounded label: an [`LwaError::category`], `circuit_open` or `throttled`.
-    pub fn category(&self) -> &'static str {
-        match self {
-            RefreshError::Terminal { category } | RefreshError::Retriable { category, .. } => {
-                category
-            }
-            RefreshError::CircuitOpen { .. } => "circuit_open",
-            RefreshError::Throttled { .. } => "throttled",
-        }
-    }
-
     /// When to come back; `None` for terminal errors.
     pub fn retry_at(&self) -> Option<Timestamp> {
         match self {
@@ -206,6 +197,18 @@ impl RefreshError {
                 Some(*retry_at)
             }
             RefreshError::CircuitOpen { until } => Some(*until),
+        }
+    }
+}
+
+impl crate::error::Categorized for RefreshError {
+    fn category(&self) -> &'static str {
+        match self {
+            RefreshError::Terminal { category } | RefreshError::Retriable { category, .. } => {
+                category
+            }
+            RefreshError::CircuitOpen { .. } => "circuit_open",
+            RefreshError::Throttled { .. } => "throttled",
         }
     }
 }
@@ -239,7 +242,7 @@ struct SlotState {
     /// LWA rejected the current secret and accepted (or was last asked with) the next one.
     prefer_next_secret: bool,
     /// The last result with the fingerprint it was for, for callers that waited on it.
-    last: Option<(String, Result<RefreshOutcome, RefreshError>)>,
+    last: Option<(String, Result<Refreshed, RefreshError>)>,
 }
 
 impl SlotState {
@@ -334,19 +337,19 @@ impl<S: TokenSource> RefreshEngine<S> {
         fingerprint: &str,
         current: Option<TokenState>,
         renew_before: Duration,
-    ) -> Decision {
+    ) -> RefreshDecision {
         let seed = schedule::jitter_seed(key.as_str());
-        if let Plan::UseUntil(refresh_at) = schedule::plan(now, current, renew_before, seed) {
-            return Decision::UseExisting { refresh_at };
+        if let TokenPlan::UseUntil(refresh_at) = schedule::plan(now, current, renew_before, seed) {
+            return RefreshDecision::UseExisting { refresh_at };
         }
         if let Some(slot) = lock(&self.slots).get(key).cloned() {
             let state = lock(&slot.state);
             if state.fingerprint == fingerprint {
                 if let Some(category) = state.terminal {
-                    return Decision::Blocked { category };
+                    return RefreshDecision::Blocked { category };
                 }
                 if let Some(at) = state.retry_at.filter(|at| now < *at) {
-                    return Decision::RefreshAt {
+                    return RefreshDecision::RefreshAt {
                         at,
                         reason: WaitReason::Backoff {
                             attempts: state.failures,
@@ -357,17 +360,17 @@ impl<S: TokenSource> RefreshEngine<S> {
             }
         }
         match lock(&self.breaker).state(now) {
-            BreakerState::Open { until } => Decision::RefreshAt {
+            BreakerState::Open { until } => RefreshDecision::RefreshAt {
                 at: self.spread(until, seed),
                 reason: WaitReason::CircuitOpen,
             },
             BreakerState::HalfOpen {
                 probe_in_flight: true,
-            } => Decision::RefreshAt {
+            } => RefreshDecision::RefreshAt {
                 at: clock::add(now, self.config.breaker.open_for / 6),
                 reason: WaitReason::CircuitOpen,
             },
-            BreakerState::Closed | BreakerState::HalfOpen { .. } => Decision::RefreshNow,
+            BreakerState::Closed | BreakerState::HalfOpen { .. } => RefreshDecision::RefreshNow,
         }
     }
 
@@ -379,7 +382,7 @@ impl<S: TokenSource> RefreshEngine<S> {
         key: &ConnectionKey,
         fingerprint: &str,
         creds: &ClientCredentials,
-    ) -> Result<RefreshOutcome, RefreshError> {
+    ) -> Result<Refreshed, RefreshError> {
         let slot = self.slot(key);
         let seen = slot.completed.load(Ordering::SeqCst);
         let _flight = slot.flight.lock().await;
@@ -434,7 +437,7 @@ impl<S: TokenSource> RefreshEngine<S> {
         slot: &Slot,
         fingerprint: &str,
         creds: &ClientCredentials,
-    ) -> Result<RefreshOutcome, RefreshError> {
+    ) -> Result<Refreshed, RefreshError> {
         let now = self.clock.now();
         let seed = schedule::jitter_seed(key.as_str());
         let prefer_next = {
@@ -456,11 +459,11 @@ impl<S: TokenSource> RefreshEngine<S> {
         };
         let admission = lock(&self.breaker).admit(now);
         let mut probe = match admission {
-            Admission::Allowed { probe } => ProbeGuard {
+            BreakerAnswer::Allowed { probe } => ProbeGuard {
                 breaker: &self.breaker,
                 probe,
             },
-            Admission::Paused { until } => {
+            BreakerAnswer::Paused { until } => {
                 return Err(RefreshError::CircuitOpen {
                     until: self.spread(until, seed),
                 });
@@ -519,7 +522,7 @@ impl<S: TokenSource> RefreshEngine<S> {
         requested_at: Timestamp,
         result: Result<super::token::TokenGrant, LwaError>,
         used_next_secret: bool,
-    ) -> Result<RefreshOutcome, RefreshError> {
+    ) -> Result<Refreshed, RefreshError> {
         let error = match result {
             Ok(grant) => {
                 lock(&self.breaker).record_success();
@@ -528,7 +531,7 @@ impl<S: TokenSource> RefreshEngine<S> {
                 state.retry_at = None;
                 let token = grant.issued_at(requested_at);
                 tracing::debug!(connection = %key, expires_at = %token.expires_at, used_next_secret, "refreshed the LWA access token");
-                return Ok(RefreshOutcome {
+                return Ok(Refreshed {
                     token,
                     used_next_secret,
                 });
@@ -708,13 +711,13 @@ mod tests {
         assert_eq!(engine.source.calls.load(Ordering::SeqCst), 1);
         assert_eq!(
             engine.decide(start(), &key(1), "gen1", None, Duration::from_secs(1200)),
-            Decision::Blocked {
+            RefreshDecision::Blocked {
                 category: "invalid_grant"
             }
         );
         assert_eq!(
             engine.decide(start(), &key(1), "gen2", None, Duration::from_secs(1200)),
-            Decision::RefreshNow
+            RefreshDecision::RefreshNow
         );
         assert!(engine.refresh(&key(1), "gen2", &c).await.is_ok());
         assert_eq!(engine.source.calls.load(Ordering::SeqCst), 2);

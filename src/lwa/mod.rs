@@ -27,7 +27,7 @@ pub use client::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Decision, EngineConfig, RateLimit, RefreshEngine, RefreshError, RefreshOutcome, WaitReason,
+    EngineConfig, RateLimit, RefreshDecision, RefreshEngine, RefreshError, Refreshed, WaitReason,
 };
 pub use schedule::BackoffPolicy;
 pub use token::{AccessToken, ClientCredentials, ConnectionKey, TokenGrant, TokenState};

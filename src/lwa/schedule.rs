@@ -6,7 +6,7 @@
 //!   created together drift apart instead of refreshing in the same second, and a restarted
 //!   operator computes the same schedule it had before.
 //! - A token that is still valid and not yet due is never refreshed: [`plan`] returns
-//!   [`Plan::UseUntil`], which is how a restart with valid tokens makes no LWA calls.
+//!   [`TokenPlan::UseUntil`], which is how a restart with valid tokens makes no LWA calls.
 //! - Retriable failures back off exponentially (5 s doubling to 5 min by default) with full
 //!   jitter, and never sooner than LWA's `Retry-After`.
 //!
@@ -28,7 +28,7 @@ pub const MAX_JITTER_DIVISOR: u32 = 10;
 
 /// What to do about a connection's token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plan {
+pub enum TokenPlan {
     /// No token, an expired one, or one that is due: refresh it.
     RefreshNow,
     /// The token is valid and not yet due: keep using it and look again at this instant.
@@ -104,15 +104,15 @@ pub fn plan(
     current: Option<TokenState>,
     renew_before: Duration,
     seed: u64,
-) -> Plan {
+) -> TokenPlan {
     let Some(token) = current else {
-        return Plan::RefreshNow;
+        return TokenPlan::RefreshNow;
     };
     let at = refresh_at(token, renew_before, seed);
     if now >= at || now >= token.expires_at {
-        Plan::RefreshNow
+        TokenPlan::RefreshNow
     } else {
-        Plan::UseUntil(at)
+        TokenPlan::UseUntil(at)
     }
 }
 
@@ -195,20 +195,20 @@ mod tests {
 
     #[test]
     fn no_token_means_refresh_now() {
-        assert_eq!(plan(at(0), None, HOUR / 3, 7), Plan::RefreshNow);
+        assert_eq!(plan(at(0), None, HOUR / 3, 7), TokenPlan::RefreshNow);
     }
 
     #[test]
     fn a_valid_token_that_is_not_due_is_kept() {
         let t = token(0, HOUR);
-        let Plan::UseUntil(when) = plan(at(60), Some(t), Duration::from_secs(1200), 42) else {
+        let TokenPlan::UseUntil(when) = plan(at(60), Some(t), Duration::from_secs(1200), 42) else {
             panic!("a fresh token must be kept");
         };
         assert!(when <= at(2400) && when >= at(2400 - 360), "{when}");
         // Due: at or after the scheduled instant.
         assert_eq!(
             plan(when, Some(t), Duration::from_secs(1200), 42),
-            Plan::RefreshNow
+            TokenPlan::RefreshNow
         );
     }
 
@@ -217,7 +217,7 @@ mod tests {
         let t = token(0, HOUR);
         assert_eq!(
             plan(at(3600), Some(t), Duration::from_secs(300), 1),
-            Plan::RefreshNow
+            TokenPlan::RefreshNow
         );
     }
 
@@ -319,8 +319,8 @@ mod tests {
             let renew_before = Duration::from_secs(renew_s);
             let due = refresh_at(t, renew_before, seed);
             match plan(at(now_s), Some(t), renew_before, seed) {
-                Plan::RefreshNow => prop_assert!(at(now_s) >= due),
-                Plan::UseUntil(when) => {
+                TokenPlan::RefreshNow => prop_assert!(at(now_s) >= due),
+                TokenPlan::UseUntil(when) => {
                     prop_assert_eq!(when, due);
                     prop_assert!(at(now_s) < due);
                 }

@@ -88,9 +88,8 @@ pub enum AdminError {
     Serve(#[source] std::io::Error),
 }
 
-impl AdminError {
-    /// A bounded category for logs and metrics.
-    pub fn category(&self) -> &'static str {
+impl crate::error::Categorized for AdminError {
+    fn category(&self) -> &'static str {
         match self {
             Self::Bind { .. } => "admin_bind",
             Self::Serve(_) => "admin_serve",

@@ -338,9 +338,8 @@ pub enum AuditError {
     Serialize(#[source] serde_json::Error),
 }
 
-impl AuditError {
-    /// A bounded category for metrics and Event reasons.
-    pub fn category(&self) -> &'static str {
+impl crate::error::Categorized for AuditError {
+    fn category(&self) -> &'static str {
         match self {
             Self::Write(_) => "audit_write",
             Self::Serialize(_) => "audit_serialize",

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -123,9 +123,8 @@ pub enum MetricsError {
     Encode(#[source] prometheus::Error),
 }
 
-impl MetricsError {
-    /// A bounded category for logs and labels.
-    pub fn category(&self) -> &'static str {
+impl crate::error::Categorized for MetricsError {
+    fn category(&self) -> &'static str {
         match self {
             Self::Register { .. } => "register",
             Self::Encode(_) => "encode",
@@ -517,13 +516,11 @@ impl Metrics {
     /// The whole registry in the Prometheus text exposition format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, MetricsError> {
         let families = self.inner.registry.gather();
-        let mut buffer = Vec::new();
+        let mut text = String::new();
         TextEncoder::new()
-            .encode(&families, &mut buffer)
+            .encode_utf8(&families, &mut text)
             .map_err(MetricsError::Encode)?;
-        // The text encoder writes only UTF-8 (names and label values are &str).
-        String::from_utf8(buffer)
-            .map_err(|e| MetricsError::Encode(prometheus::Error::Msg(e.to_string())))
+        Ok(text)
     }
 }
 

@@ -180,7 +180,7 @@ pub async fn seal_credentials(
     let store = KeyStore::new(
         client.clone(),
         operator_namespace,
-        amazon_seller_operator::api::names::DEFAULT_KEY_SECRET,
+        amazon_seller_operator::names::DEFAULT_KEY_SECRET,
     );
     let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
     let context = SealContext {

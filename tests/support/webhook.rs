@@ -18,11 +18,9 @@ use tokio::task::JoinHandle;
 
 use amazon_seller_operator::crypto::Keyring;
 use amazon_seller_operator::domain::admission::{ConnectionFacts, Lookup, Policy, SecretFacts};
+use amazon_seller_operator::https::{CertStore, Cluster, HttpsServer, Reviewer, ServerSettings};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::webhook::{
-    Admission, CertStore, Cluster, ServerSettings, WebhookServer,
-};
 
 /// A CA and a serving certificate for loopback, written to files.
 pub struct TestPki {
@@ -214,19 +212,18 @@ pub struct RunningWebhook {
 
 impl RunningWebhook {
     /// Binds 127.0.0.1:0 and serves `admission` with the certificate `certs` holds.
-    pub async fn start(admission: Arc<Admission>, certs: Arc<CertStore>) -> Self {
+    pub async fn start(admission: Arc<Reviewer>, certs: Arc<CertStore>) -> Self {
         Self::start_with(admission, certs, ServerSettings::default()).await
     }
 
     pub async fn start_with(
-        admission: Arc<Admission>,
+        admission: Arc<Reviewer>,
         certs: Arc<CertStore>,
         settings: ServerSettings,
     ) -> Self {
-        let server =
-            WebhookServer::bind("127.0.0.1:0".parse().unwrap(), admission, certs, settings)
-                .await
-                .unwrap();
+        let server = HttpsServer::bind("127.0.0.1:0".parse().unwrap(), admission, certs, settings)
+            .await
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -270,15 +267,9 @@ pub fn admission(
     keyring: Arc<RwLock<Keyring>>,
     metrics: Metrics,
     audit: Captured,
-) -> Arc<Admission> {
+) -> Arc<Reviewer> {
     let log = AuditLog::to_writer(audit, metrics.clone(), "webhook-test").unwrap();
-    Arc::new(Admission::new(
-        test_policy(),
-        cluster,
-        keyring,
-        metrics,
-        log,
-    ))
+    Arc::new(Reviewer::new(test_policy(), cluster, keyring, metrics, log))
 }
 
 pub use super::Captured;

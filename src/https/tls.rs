@@ -15,7 +15,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
-use super::WebhookError;
+use super::HttpsError;
+use crate::error::Categorized;
 
 /// The current serving certificate. Until one is loaded, handshakes fail and `/readyz` says
 /// not ready.
@@ -58,7 +59,7 @@ impl CertStore {
     /// Loads a PEM certificate chain and private key; returns whether the served certificate
     /// changed. A chain whose key does not match is refused and the current one kept (a
     /// rewrite of the two files is not atomic: the next poll sees both new).
-    pub fn load_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, WebhookError> {
+    pub fn load_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, HttpsError> {
         let mut hasher = Sha256::new();
         hasher.update(cert_pem);
         hasher.update([0]);
@@ -90,33 +91,33 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// Parses a PEM chain and key into a rustls key pair, checking that they belong together.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, WebhookError> {
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, HttpsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|_| WebhookError::Certificate("the certificate file is not PEM"))?;
+        .map_err(|_| HttpsError::Certificate("the certificate file is not PEM"))?;
     if chain.is_empty() {
-        return Err(WebhookError::Certificate(
+        return Err(HttpsError::Certificate(
             "the certificate file holds no certificate",
         ));
     }
     // The key's parse error is dropped: it could quote key material.
     let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|_| WebhookError::Certificate("the key file holds no PEM private key"))?;
+        .map_err(|_| HttpsError::Certificate("the key file holds no PEM private key"))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|_| WebhookError::Certificate("unsupported private key type"))?;
+        .map_err(|_| HttpsError::Certificate("unsupported private key type"))?;
     let certified = CertifiedKey::new(chain, signing);
     certified
         .keys_match()
-        .map_err(|_| WebhookError::Certificate("the private key does not match the certificate"))?;
+        .map_err(|_| HttpsError::Certificate("the private key does not match the certificate"))?;
     Ok(certified)
 }
 
 /// A TLS 1.2/1.3 server configuration on ring that serves whatever `store` holds, HTTP/1.1 only.
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, WebhookError> {
+pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, HttpsError> {
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| WebhookError::Tls(e.to_string()))?
+            .map_err(HttpsError::Tls)?
             .with_no_client_auth()
             .with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -162,10 +163,10 @@ pub async fn watch_files(
     }
 }
 
-async fn load_files(store: &CertStore, cert: &Path, key: &Path) -> Result<bool, WebhookError> {
+async fn load_files(store: &CertStore, cert: &Path, key: &Path) -> Result<bool, HttpsError> {
     // Two small files every few seconds: a blocking read is cheaper than a thread hop.
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| WebhookError::ReadFile {
+        std::fs::read(path).map_err(|source| HttpsError::ReadFile {
             path: path.to_owned(),
             source,
         })

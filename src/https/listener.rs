@@ -1,4 +1,4 @@
-//! The webhook's HTTPS server: rustls (ring) and HTTP/1.1 on hyper, serving
+//! The HTTPS listener: rustls (ring) and HTTP/1.1 on hyper, serving
 //! `POST /validate`, `POST /mutate`, `GET /healthz` and `GET /readyz`, and, when enabled, the
 //! runtime credential endpoint `GET /v1/namespaces/{namespace}/connections/{name}/token`
 //! ([`super::credential`]).
@@ -27,9 +27,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::WebhookError;
+use super::HttpsError;
+use super::admission::{Reviewer, Webhook};
 use super::credential::{self, CredentialEndpoint};
-use super::review::{Admission, Endpoint};
 use super::tls::{self, CertStore};
 
 /// Where the webhook listens unless `--webhook-addr` says otherwise.
@@ -70,23 +70,19 @@ impl Default for ServerSettings {
 
 #[derive(Clone)]
 struct ServerState {
-    admission: Arc<Admission>,
+    admission: Arc<Reviewer>,
     certs: Arc<CertStore>,
     credentials: Option<Arc<CredentialEndpoint>>,
 }
 
 /// The routes, for tests that drive them without TLS.
-pub fn router(
-    admission: Arc<Admission>,
-    certs: Arc<CertStore>,
-    settings: ServerSettings,
-) -> Router {
+pub fn router(admission: Arc<Reviewer>, certs: Arc<CertStore>, settings: ServerSettings) -> Router {
     router_with(admission, certs, settings, None)
 }
 
 /// The routes, with the runtime credential endpoint when `credentials` is given.
 pub fn router_with(
-    admission: Arc<Admission>,
+    admission: Arc<Reviewer>,
     certs: Arc<CertStore>,
     settings: ServerSettings,
     credentials: Option<Arc<CredentialEndpoint>>,
@@ -126,15 +122,15 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
 }
 
 async fn validate(State(state): State<ServerState>, body: Bytes) -> Response {
-    answer(&state, Endpoint::Validate, &body).await
+    answer(&state, Webhook::Validate, &body).await
 }
 
 async fn mutate(State(state): State<ServerState>, body: Bytes) -> Response {
-    answer(&state, Endpoint::Mutate, &body).await
+    answer(&state, Webhook::Mutate, &body).await
 }
 
-async fn answer(state: &ServerState, endpoint: Endpoint, body: &[u8]) -> Response {
-    let json = state.admission.review_json(endpoint, body).await;
+async fn answer(state: &ServerState, webhook: Webhook, body: &[u8]) -> Response {
+    let json = state.admission.review_json(webhook, body).await;
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
@@ -166,46 +162,46 @@ async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) 
 }
 
 /// A bound webhook server, not yet serving: bind first to learn the port (tests bind
-/// `127.0.0.1:0`), then [`WebhookServer::run`].
-pub struct WebhookServer {
+/// `127.0.0.1:0`), then [`HttpsServer::run`].
+pub struct HttpsServer {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
     settings: ServerSettings,
 }
 
-impl std::fmt::Debug for WebhookServer {
+impl std::fmt::Debug for HttpsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookServer")
+        f.debug_struct("HttpsServer")
             .field("addr", &self.listener.local_addr().ok())
             .finish_non_exhaustive()
     }
 }
 
-impl WebhookServer {
+impl HttpsServer {
     /// Binds `addr`, serving the certificate `certs` holds (whatever it holds at each
     /// handshake).
     pub async fn bind(
         addr: SocketAddr,
-        admission: Arc<Admission>,
+        admission: Arc<Reviewer>,
         certs: Arc<CertStore>,
         settings: ServerSettings,
-    ) -> Result<Self, WebhookError> {
+    ) -> Result<Self, HttpsError> {
         Self::bind_with(addr, admission, certs, settings, None).await
     }
 
-    /// [`WebhookServer::bind`], also serving the runtime credential endpoint when
+    /// [`HttpsServer::bind`], also serving the runtime credential endpoint when
     /// `credentials` is given.
     pub async fn bind_with(
         addr: SocketAddr,
-        admission: Arc<Admission>,
+        admission: Arc<Reviewer>,
         certs: Arc<CertStore>,
         settings: ServerSettings,
         credentials: Option<Arc<CredentialEndpoint>>,
-    ) -> Result<Self, WebhookError> {
+    ) -> Result<Self, HttpsError> {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| WebhookError::Bind { addr, source })?;
+            .map_err(|source| HttpsError::Bind { addr, source })?;
         let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
         Ok(Self {
             listener,
@@ -216,12 +212,12 @@ impl WebhookServer {
     }
 
     /// The address actually bound.
-    pub fn local_addr(&self) -> Result<SocketAddr, WebhookError> {
-        self.listener.local_addr().map_err(WebhookError::Serve)
+    pub fn local_addr(&self) -> Result<SocketAddr, HttpsError> {
+        self.listener.local_addr().map_err(HttpsError::Serve)
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WebhookError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), HttpsError> {
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(self.settings.max_connections));
         tokio::pin!(shutdown);

@@ -32,8 +32,9 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::WebhookError;
+use super::HttpsError;
 use super::tls::CertStore;
+use crate::error::Categorized;
 use crate::rbac::{Names, Permission, Scope};
 
 /// The permissions of the self-managed mode, declared beside its calls (see [`crate::rbac`]).
@@ -164,8 +165,8 @@ fn ca_params(now: Timestamp) -> CertificateParams {
     params
 }
 
-fn generation(err: rcgen::Error) -> WebhookError {
-    WebhookError::Generate(err.to_string())
+fn generation(err: rcgen::Error) -> HttpsError {
+    HttpsError::Generate(err)
 }
 
 /// Issues a serving certificate for `dns_names` signed by the CA key `ca_key`.
@@ -173,7 +174,7 @@ fn issue_leaf(
     ca_key: KeyPair,
     dns_names: &[String],
     now: Timestamp,
-) -> Result<(String, String, Timestamp), WebhookError> {
+) -> Result<(String, String, Timestamp), HttpsError> {
     let issuer = Issuer::new(ca_params(now), ca_key);
     let mut params = CertificateParams::new(dns_names.to_vec()).map_err(generation)?;
     let mut name = DistinguishedName::new();
@@ -200,7 +201,7 @@ fn issue_all(
     dns_names: &[String],
     previous_ca: Option<&str>,
     now: Timestamp,
-) -> Result<Issued, WebhookError> {
+) -> Result<Issued, HttpsError> {
     let ca_key = KeyPair::generate().map_err(generation)?;
     let ca_cert = ca_params(now).self_signed(&ca_key).map_err(generation)?;
     let ca_key_pem = ca_key.serialize_pem();
@@ -270,7 +271,7 @@ impl SelfManaged {
         secret.metadata.resource_version = resource_version;
         secret.metadata.labels = Some(BTreeMap::from([(
             "app.kubernetes.io/managed-by".to_owned(),
-            crate::api::names::FIELD_MANAGER.to_owned(),
+            crate::names::FIELD_MANAGER.to_owned(),
         )]));
         secret.metadata.annotations = Some(BTreeMap::from([
             (
@@ -287,7 +288,7 @@ impl SelfManaged {
     }
 
     /// What the stored Secret needs: `None` when it is current, otherwise a replacement.
-    fn renewal(&self, stored: &Secret, now: Timestamp) -> Result<Option<Issued>, WebhookError> {
+    fn renewal(&self, stored: &Secret, now: Timestamp) -> Result<Option<Issued>, HttpsError> {
         let ca_key = text(stored, CA_KEY_KEY).and_then(|pem| KeyPair::from_pem(&pem).ok());
         let ca_bundle = text(stored, CA_BUNDLE_KEY);
         let ca_until = annotation_time(stored, CA_NOT_AFTER_ANNOTATION);
@@ -333,12 +334,12 @@ impl SelfManaged {
         &self,
         store: &CertStore,
         now: Timestamp,
-    ) -> Result<Vec<u8>, WebhookError> {
+    ) -> Result<Vec<u8>, HttpsError> {
         let api = self.secrets();
         let stored = match api
             .get_opt(&self.secret)
             .await
-            .map_err(WebhookError::kube("read the webhook certificate Secret"))?
+            .map_err(HttpsError::kube("read the webhook certificate Secret"))?
         {
             Some(stored) => match self.renewal(&stored, now)? {
                 None => stored,
@@ -348,7 +349,7 @@ impl SelfManaged {
                     let replaced = api
                         .replace(&self.secret, &PostParams::default(), &replacement)
                         .await
-                        .map_err(WebhookError::kube("renew the webhook certificate Secret"))?;
+                        .map_err(HttpsError::kube("renew the webhook certificate Secret"))?;
                     tracing::info!(secret = %self.display(), not_after = %issued.not_after, "renewed the webhook serving certificate");
                     replaced
                 }
@@ -367,9 +368,9 @@ impl SelfManaged {
                     Err(kube::Error::Api(status)) if status.code == 409 => api
                         .get(&self.secret)
                         .await
-                        .map_err(WebhookError::kube("read the webhook certificate Secret"))?,
+                        .map_err(HttpsError::kube("read the webhook certificate Secret"))?,
                     Err(source) => {
-                        return Err(WebhookError::Kube {
+                        return Err(HttpsError::Kube {
                             action: "create the webhook certificate Secret",
                             source,
                         });
@@ -377,7 +378,7 @@ impl SelfManaged {
                 }
             }
         };
-        let malformed = || WebhookError::MalformedSecret(self.display());
+        let malformed = || HttpsError::MalformedSecret(self.display());
         let cert = text(&stored, TLS_CERT_KEY).ok_or_else(malformed)?;
         let key = zeroize::Zeroizing::new(text(&stored, TLS_KEY_KEY).ok_or_else(malformed)?);
         let bundle = text(&stored, CA_BUNDLE_KEY).ok_or_else(malformed)?;
@@ -390,14 +391,12 @@ impl SelfManaged {
 
     /// Sets `caBundle` on every webhook of both configurations, where it differs. A missing
     /// configuration is not an error (the chart may not have created it yet).
-    pub async fn patch_ca_bundles(&self, bundle: &[u8]) -> Result<(), WebhookError> {
+    pub async fn patch_ca_bundles(&self, bundle: &[u8]) -> Result<(), HttpsError> {
         let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
         if let Some(mut config) = validating
             .get_opt(&self.validating_configuration)
             .await
-            .map_err(WebhookError::kube(
-                "read the ValidatingWebhookConfiguration",
-            ))?
+            .map_err(HttpsError::kube("read the ValidatingWebhookConfiguration"))?
         {
             let mut changed = false;
             for hook in config.webhooks.iter_mut().flatten() {
@@ -411,7 +410,7 @@ impl SelfManaged {
                         &config,
                     )
                     .await
-                    .map_err(WebhookError::kube(
+                    .map_err(HttpsError::kube(
                         "update the ValidatingWebhookConfiguration caBundle",
                     ))?;
                 tracing::info!(configuration = %self.validating_configuration, "updated caBundle");
@@ -421,7 +420,7 @@ impl SelfManaged {
         if let Some(mut config) = mutating
             .get_opt(&self.mutating_configuration)
             .await
-            .map_err(WebhookError::kube("read the MutatingWebhookConfiguration"))?
+            .map_err(HttpsError::kube("read the MutatingWebhookConfiguration"))?
         {
             let mut changed = false;
             for hook in config.webhooks.iter_mut().flatten() {
@@ -435,7 +434,7 @@ impl SelfManaged {
                         &config,
                     )
                     .await
-                    .map_err(WebhookError::kube(
+                    .map_err(HttpsError::kube(
                         "update the MutatingWebhookConfiguration caBundle",
                     ))?;
                 tracing::info!(configuration = %self.mutating_configuration, "updated caBundle");

@@ -15,11 +15,11 @@ use kube::Resource;
 
 use super::runtime_secret::{ISSUED_AT_ANNOTATION, Published, whole_seconds};
 use crate::api::AmazonSellerConnection;
-use crate::api::names::{
-    CONNECTION_LABEL, ROLE_TOKEN_STORE, SEALED_KEY, SECRET_ROLE_LABEL, TOKEN_STORE_SECRET_TYPE,
-};
 use crate::crypto::{self, Keyring, OpenError, SealError, StoredToken, TokenContext};
 use crate::domain::validation::TOKEN_STORE_SUFFIX;
+use crate::names::{
+    CONNECTION_LABEL, ROLE_TOKEN_STORE, SEALED_KEY, SECRET_ROLE_LABEL, TOKEN_STORE_SECRET_TYPE,
+};
 
 /// Annotation on the token store recording when its token expires (not secret), for people and
 /// for the endpoint's `Retry-After`.

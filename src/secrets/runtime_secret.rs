@@ -9,12 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 
 use crate::api::AmazonSellerConnection;
-use crate::api::names::{
-    CONNECTION_LABEL, ROLE_RUNTIME_TOKEN, RUNTIME_SECRET_TYPE, SECRET_ROLE_LABEL,
-};
 use crate::crypto::SecretString;
 use crate::domain::validation::RUNTIME_SECRET_SUFFIX;
 use crate::lwa::TokenState;
+use crate::names::{CONNECTION_LABEL, ROLE_RUNTIME_TOKEN, RUNTIME_SECRET_TYPE, SECRET_ROLE_LABEL};
 
 /// The runtime Secret's name for a connection.
 pub fn name(connection: &str) -> String {

@@ -5,18 +5,12 @@
 //! or a runtime token. Malformed reviews get an `invalid` answer whose message is one of a few
 //! fixed phrases (serde's messages can quote the input), never a panic.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
+pub mod configuration;
+pub mod views;
+
 use std::sync::{Arc, RwLock};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, RemoveOperation};
-use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EphemeralContainer, Pod, Secret, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
     Operation as KubeOperation,
@@ -24,37 +18,23 @@ use kube::core::admission::{
 use kube::core::response::StatusSummary;
 use kube::core::{DynamicObject, Resource};
 
-use crate::api::names::{GATEWAY_LABEL, LWA_CREDENTIALS_SECRET_TYPE, SEALED_KEY, TEAM_LABEL};
+use super::cluster::Cluster;
 use crate::api::{AmazonSellerConnection, GROUP};
 use crate::crypto::Keyring;
 use crate::domain::admission::{
-    self, Concern, ConnectionRequest, Decision, Lookup, Mutation, NamespaceRequest, Operation,
-    Phase, PodRequest, PodView, Policy, ReferenceKind, Requester, ReviewRequest, SecretReference,
-    SecretRequest, SecretView, Subject,
+    self, Concern, ConnectionRequest, Decision, Lookup, NamespaceRequest, Operation, Phase,
+    PodRequest, Policy, Requester, ReviewRequest, SecretRequest, Subject,
 };
+use crate::error::Categorized;
+use crate::names::TEAM_LABEL;
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::{AccessOutcome, AdmissionDecision, Metrics};
 
-/// The cluster view a review reads. [`super::ClusterLookup`] in production; tests and the
-/// benchmark use fakes.
-pub trait Cluster: Lookup + Send + Sync {
-    /// Whether the view is complete enough to decide (caches synced). Reviews that need it are
-    /// denied until then.
-    fn is_ready(&self) -> bool {
-        true
-    }
+pub use views::{json_patch, pod_view, secret_view};
 
-    /// Called before a decision about `namespace`: lets a cached view fetch what it has not
-    /// seen yet (a namespace labelled a moment ago).
-    fn prepare<'a>(&'a self, namespace: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        let _ = namespace;
-        Box::pin(async {})
-    }
-}
-
-/// Which webhook path a review came in on.
+/// Which webhook a review came in on (its path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum Webhook {
     /// `POST /validate`: the final decision on what will be stored.
     Validate,
     /// `POST /mutate`: seals intake Secrets.
@@ -62,7 +42,7 @@ pub enum Endpoint {
 }
 
 /// Everything a review needs; shared by all requests.
-pub struct Admission {
+pub struct Reviewer {
     policy: Policy,
     cluster: Arc<dyn Cluster>,
     keyring: Arc<RwLock<Keyring>>,
@@ -70,9 +50,9 @@ pub struct Admission {
     audit: AuditLog,
 }
 
-impl std::fmt::Debug for Admission {
+impl std::fmt::Debug for Reviewer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admission")
+        f.debug_struct("Reviewer")
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -216,269 +196,6 @@ fn typed<K: Resource + serde::de::DeserializeOwned>(
         .map_err(|_| what)
 }
 
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-
-/// The rules' view of a Secret: `data` and `stringData` merged as the API server merges them.
-pub fn secret_view(secret: &Secret) -> SecretView<'_> {
-    let mut data: BTreeMap<&str, &[u8]> = secret
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
-        .collect();
-    for (k, v) in secret.string_data.iter().flatten() {
-        data.insert(k.as_str(), v.as_bytes());
-    }
-    SecretView {
-        name: secret.metadata.name.as_deref().unwrap_or(""),
-        type_: secret.type_.as_deref(),
-        labels: secret.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
-        data,
-        has_string_data: secret.string_data.is_some(),
-    }
-}
-
-/// The rules' view of a pod: its gateway label, every Secret reference (volumes, projected
-/// sources, volume drivers' credentials, image pull Secrets, and `env`/`envFrom` of
-/// containers, init containers and ephemeral containers) and every volume mount.
-pub fn pod_view(pod: &Pod) -> PodView {
-    let mut view = PodView {
-        gateway: pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(GATEWAY_LABEL))
-            .cloned(),
-        ..PodView::default()
-    };
-    let Some(spec) = &pod.spec else {
-        return view;
-    };
-    let mut push = |field: String, secret: &str, kind: ReferenceKind, volume: Option<&str>| {
-        view.references.push(SecretReference {
-            field,
-            secret: secret.to_owned(),
-            kind,
-            volume: volume.map(str::to_owned),
-        });
-    };
-    for (i, volume) in spec.volumes.iter().flatten().enumerate() {
-        let field = format!("spec.volumes[{i}]");
-        let name = Some(volume.name.as_str());
-        if let Some(secret) = volume
-            .secret
-            .as_ref()
-            .and_then(|s| s.secret_name.as_deref())
-        {
-            push(
-                format!("{field}.secret"),
-                secret,
-                ReferenceKind::Volume,
-                name,
-            );
-        }
-        if let Some(projected) = &volume.projected {
-            for (j, source) in projected.sources.iter().flatten().enumerate() {
-                if let Some(secret) = &source.secret {
-                    push(
-                        format!("{field}.projected.sources[{j}].secret"),
-                        &secret.name,
-                        ReferenceKind::ProjectedVolume,
-                        name,
-                    );
-                }
-            }
-        }
-        let drivers: [(&str, Option<&str>); 9] = [
-            (
-                "csi.nodePublishSecretRef",
-                volume
-                    .csi
-                    .as_ref()
-                    .and_then(|v| v.node_publish_secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-            (
-                "azureFile.secretName",
-                volume.azure_file.as_ref().map(|v| v.secret_name.as_str()),
-            ),
-            (
-                "cephfs.secretRef",
-                volume
-                    .cephfs
-                    .as_ref()
-                    .and_then(|v| v.secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-            (
-                "cinder.secretRef",
-                volume
-                    .cinder
-                    .as_ref()
-                    .and_then(|v| v.secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-            (
-                "flexVolume.secretRef",
-                volume
-                    .flex_volume
-                    .as_ref()
-                    .and_then(|v| v.secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-            (
-                "iscsi.secretRef",
-                volume
-                    .iscsi
-                    .as_ref()
-                    .and_then(|v| v.secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-            (
-                "rbd.secretRef",
-                volume
-                    .rbd
-                    .as_ref()
-                    .and_then(|v| v.secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-            (
-                "scaleIO.secretRef",
-                volume.scale_io.as_ref().map(|v| v.secret_ref.name.as_str()),
-            ),
-            (
-                "storageos.secretRef",
-                volume
-                    .storageos
-                    .as_ref()
-                    .and_then(|v| v.secret_ref.as_ref())
-                    .map(|r| r.name.as_str()),
-            ),
-        ];
-        for (path, secret) in drivers {
-            if let Some(secret) = secret {
-                push(
-                    format!("{field}.{path}"),
-                    secret,
-                    ReferenceKind::VolumeDriver,
-                    name,
-                );
-            }
-        }
-    }
-    for (i, reference) in spec.image_pull_secrets.iter().flatten().enumerate() {
-        push(
-            format!("spec.imagePullSecrets[{i}]"),
-            &reference.name,
-            ReferenceKind::ImagePullSecret,
-            None,
-        );
-    }
-    let containers = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("spec.containers[{i}]"), parts(c)));
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, c)| (format!("spec.initContainers[{i}]"), parts(c)));
-    let ephemeral = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, c)| (format!("spec.ephemeralContainers[{i}]"), ephemeral_parts(c)));
-    let all: Vec<_> = containers.chain(init).chain(ephemeral).collect();
-    for (prefix, (env, env_from, mounts)) in all {
-        for (j, var) in env.iter().enumerate() {
-            if let Some(selector) = var
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-            {
-                push(
-                    format!("{prefix}.env[{j}].valueFrom.secretKeyRef"),
-                    &selector.name,
-                    ReferenceKind::EnvValueFrom,
-                    None,
-                );
-            }
-        }
-        for (j, source) in env_from.iter().enumerate() {
-            if let Some(secret) = &source.secret_ref {
-                push(
-                    format!("{prefix}.envFrom[{j}].secretRef"),
-                    &secret.name,
-                    ReferenceKind::EnvFrom,
-                    None,
-                );
-            }
-        }
-        for (j, mount) in mounts.iter().enumerate() {
-            let sub_path = mount.sub_path.as_deref().is_some_and(|s| !s.is_empty())
-                || mount
-                    .sub_path_expr
-                    .as_deref()
-                    .is_some_and(|s| !s.is_empty());
-            view.mounts.push(admission::VolumeMount {
-                field: format!("{prefix}.volumeMounts[{j}]"),
-                volume: mount.name.clone(),
-                sub_path,
-            });
-        }
-    }
-    view
-}
-
-type ContainerParts<'a> = (&'a [EnvVar], &'a [EnvFromSource], &'a [VolumeMount]);
-
-fn parts(c: &Container) -> ContainerParts<'_> {
-    (
-        c.env.as_deref().unwrap_or_default(),
-        c.env_from.as_deref().unwrap_or_default(),
-        c.volume_mounts.as_deref().unwrap_or_default(),
-    )
-}
-
-fn ephemeral_parts(c: &EphemeralContainer) -> ContainerParts<'_> {
-    (
-        c.env.as_deref().unwrap_or_default(),
-        c.env_from.as_deref().unwrap_or_default(),
-        c.volume_mounts.as_deref().unwrap_or_default(),
-    )
-}
-
-/// The JSON patch that applies a mutation to the Secret under review.
-pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
-    match mutation {
-        Mutation::SealCredentials {
-            envelope,
-            remove_string_data,
-        } => {
-            // `add` replaces a member that exists, so these work whatever the object holds.
-            let mut ops = vec![
-                PatchOperation::Add(AddOperation {
-                    path: PointerBuf::from_tokens(["data"]),
-                    value: serde_json::json!({ SEALED_KEY: B64.encode(envelope) }),
-                }),
-                PatchOperation::Add(AddOperation {
-                    path: PointerBuf::from_tokens(["type"]),
-                    value: LWA_CREDENTIALS_SECRET_TYPE.into(),
-                }),
-            ];
-            if *remove_string_data {
-                ops.push(PatchOperation::Remove(RemoveOperation {
-                    path: PointerBuf::from_tokens(["stringData"]),
-                }));
-            }
-            json_patch::Patch(ops)
-        }
-    }
-}
-
 fn not_ready() -> Decision {
     Decision {
         allowed: false,
@@ -504,7 +221,7 @@ fn unrelated() -> Decision {
     }
 }
 
-impl Admission {
+impl Reviewer {
     /// Reviews with `policy`, reading `cluster`, sealing to the active key of `keyring`.
     pub fn new(
         policy: Policy,
@@ -529,8 +246,8 @@ impl Admission {
 
     /// Answers one `AdmissionReview` body, serialized. Never fails: a malformed review gets an
     /// `invalid` answer.
-    pub async fn review_json(&self, endpoint: Endpoint, body: &[u8]) -> Vec<u8> {
-        let review = self.review(endpoint, body).await;
+    pub async fn review_json(&self, webhook: Webhook, body: &[u8]) -> Vec<u8> {
+        let review = self.review(webhook, body).await;
         serde_json::to_vec(&review).unwrap_or_else(|_| {
             // Not expected: the answer is plain data. Still answer, and fail closed.
             br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false,"status":{"code":500,"message":"internal error"}}}"#.to_vec()
@@ -538,7 +255,7 @@ impl Admission {
     }
 
     /// Answers one `AdmissionReview` body.
-    pub async fn review(&self, endpoint: Endpoint, body: &[u8]) -> AdmissionReview<DynamicObject> {
+    pub async fn review(&self, webhook: Webhook, body: &[u8]) -> AdmissionReview<DynamicObject> {
         let request = match parse(body) {
             Ok(request) => request,
             Err(malformed) => {
@@ -562,7 +279,7 @@ impl Admission {
         };
         let kind = Kind::of(&request);
         let op = operation(&request.operation);
-        let decision = match self.decide(endpoint, kind, op, &request).await {
+        let decision = match self.decide(webhook, kind, op, &request).await {
             Ok(decision) => decision,
             Err(why) => {
                 self.metrics.record_admission(
@@ -584,7 +301,7 @@ impl Admission {
 
     async fn decide(
         &self,
-        endpoint: Endpoint,
+        webhook: Webhook,
         kind: Kind,
         op: Operation,
         request: &AdmissionRequest<DynamicObject>,
@@ -595,7 +312,7 @@ impl Admission {
             groups,
         };
         // Only intake Secrets are ever mutated.
-        if endpoint == Endpoint::Mutate && kind != Kind::Secret {
+        if webhook == Webhook::Mutate && kind != Kind::Secret {
             return Ok(unrelated());
         }
         let namespace = request.namespace.as_deref().unwrap_or_default();
@@ -659,8 +376,8 @@ impl Admission {
                     .keyring
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                Ok(match endpoint {
-                    Endpoint::Mutate => {
+                Ok(match webhook {
+                    Webhook::Mutate => {
                         let key = keyring.active().public_key();
                         drop(keyring);
                         admission::admit_secret(
@@ -670,7 +387,7 @@ impl Admission {
                             Phase::Mutate(&key),
                         )
                     }
-                    Endpoint::Validate => {
+                    Webhook::Validate => {
                         let key_ids: Vec<String> =
                             keyring.keys().iter().map(|k| k.id().to_owned()).collect();
                         drop(keyring);

@@ -24,10 +24,44 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use super::review::Cluster;
-use crate::api::AmazonSellerConnection;
-use crate::api::names::{CONNECTION_LABEL, SECRET_ROLE_LABEL, TEAM_LABEL};
+use crate::api::{AmazonSellerConnection, GROUP};
 use crate::domain::admission::{ConnectionFacts, Lookup, SecretFacts};
+use crate::names::{CONNECTION_LABEL, SECRET_ROLE_LABEL, TEAM_LABEL};
+use crate::rbac::{Names, Permission, Scope};
+
+/// The permissions of the cluster view's watches and reads (see [`crate::rbac`]).
+pub const RBAC: &[Permission] = &[
+    // Team-labelled namespaces (metadata only), cluster-wide: the webhook judges the Team
+    // label of every namespace, and namespaces hold no secrets.
+    Permission::new("", "namespaces", &["list", "watch"], Scope::Cluster),
+    // A namespace labelled a moment ago, not yet in the view, is read once.
+    Permission::new("", "namespaces", &["get"], Scope::Cluster).named(Names::WatchedNamespaces),
+    // Connections and role-labelled Secrets (metadata only) of the watched namespaces.
+    Permission::new(
+        GROUP,
+        "amazonsellerconnections",
+        &["list", "watch"],
+        Scope::Watched,
+    ),
+    Permission::new("", "secrets", &["list", "watch"], Scope::Watched),
+];
+
+/// The cluster view a review reads. [`ClusterLookup`] in production; tests and the
+/// benchmark use fakes.
+pub trait Cluster: Lookup + Send + Sync {
+    /// Whether the view is complete enough to decide (caches synced). Reviews that need it are
+    /// denied until then.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Called before a decision about `namespace`: lets a cached view fetch what it has not
+    /// seen yet (a namespace labelled a moment ago).
+    fn prepare<'a>(&'a self, namespace: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = namespace;
+        Box::pin(async {})
+    }
+}
 
 /// How long a namespace read from the API (not yet in the watch cache) is remembered.
 const FETCHED_TTL: Duration = Duration::from_secs(30);
@@ -38,20 +72,20 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ClusterLookup {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     /// One pair of stores per watched namespace (`None`: every namespace).
-    scopes: Vec<Scope>,
+    scopes: Vec<WatchedScope>,
     ready: Arc<AtomicBool>,
     client: Client,
     fetched: Mutex<HashMap<String, (Option<String>, Instant)>>,
 }
 
 /// Connections and labelled Secrets of one watched namespace, or of all.
-struct Scope {
+struct WatchedScope {
     namespace: Option<String>,
     connections: Store<AmazonSellerConnection>,
     secrets: Store<PartialObjectMeta<Secret>>,
 }
 
-impl Scope {
+impl WatchedScope {
     fn covers(&self, namespace: &str) -> bool {
         self.namespace.as_deref().is_none_or(|ns| ns == namespace)
     }
@@ -126,7 +160,7 @@ impl ClusterLookup {
                 .reflect(secret_writer)
                 .for_each(drain("secrets")),
             ));
-            scopes.push(Scope {
+            scopes.push(WatchedScope {
                 namespace: namespace.clone(),
                 connections,
                 secrets,
@@ -167,7 +201,7 @@ impl ClusterLookup {
     }
 
     /// The watched scopes that hold `namespace`'s objects (none when it is not watched).
-    fn scopes_for<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Scope> {
+    fn scopes_for<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a WatchedScope> {
         self.scopes
             .iter()
             .filter(move |scope| scope.covers(namespace))

@@ -1,11 +1,10 @@
 //! The runtime credential endpoint, `GET /v1/namespaces/{namespace}/connections/{name}/token`
 //! on the webhook's HTTPS server (`--credential-endpoint-enabled`).
 //!
-//! A thin HTTP layer over [`crate::domain::credential_access`]: authenticate the caller's
-//! projected ServiceAccount token with a TokenReview (audience
-//! [`CREDENTIAL_ENDPOINT_AUDIENCE`]), take the pod the token is bound to, read that pod (its uid
-//! must match) for its gateway label, rate-limit per ServiceAccount, decide, and answer with
-//! the token from the connection's sealed token store. Runs on every replica: it reads the
+//! A thin HTTP layer over [`crate::domain::credential_access`]: authenticate the caller
+//! ([`super::caller`]: its projected ServiceAccount token, the pod the token is bound to and
+//! that pod's gateway label), rate-limit per ServiceAccount, decide, and answer with the token
+//! from the connection's sealed token store. Runs on every replica: it reads the
 //! store, not the leader's memory.
 //!
 //! Every call, whatever its outcome, makes exactly one `credential_access` audit record and one
@@ -23,55 +22,40 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use jiff::Timestamp;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::lookup::ClusterLookup;
-use super::review::Cluster;
+use super::caller::{API_TIMEOUT, Authenticated, Authenticator, CallerError, api_code};
+use super::cluster::{Cluster, ClusterLookup};
 use crate::api::AmazonSellerConnection;
-use crate::api::names::{
-    CREDENTIAL_ENDPOINT_AUDIENCE, GATEWAY_LABEL, POD_NAME_EXTRA, POD_UID_EXTRA,
-};
-use crate::controller::token_store;
 use crate::crypto::Keyring;
 use crate::domain::admission::Lookup;
 use crate::domain::credential_access::{self, Access, Caller, ConnectionView};
 use crate::domain::marketplace;
+use crate::error::Categorized;
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::{AccessOutcome, Metrics};
 use crate::rbac::{Permission, Scope};
+use crate::secrets::token_store;
 
 /// The route, in axum's path syntax.
 pub const ROUTE: &str = "/v1/namespaces/{namespace}/connections/{name}/token";
 
-/// The permissions of the endpoint's API calls (see [`crate::rbac`]); the chart must grant them
-/// when it enables `--credential-endpoint-enabled`.
+/// The permissions of the endpoint's own API calls (see [`crate::rbac`]); with those of
+/// [`super::caller`], the chart must grant them when it enables `--credential-endpoint-enabled`.
 pub const RBAC: &[Permission] = &[
-    // `authenticate`: a TokenReview of the caller's bearer token (cluster-scoped, create only).
-    Permission::new(
-        "authentication.k8s.io",
-        "tokenreviews",
-        &["create"],
-        Scope::Cluster,
-    ),
-    // `caller_pod`: the pod the token is bound to, read to check its uid and gateway label.
-    Permission::new("", "pods", &["get"], Scope::Watched),
-    // `stored_token`: the connection's token store `<connection>-sp-api-sealed`.
+    // `token_body`: the connection's token store `<connection>-sp-api-sealed`.
     Permission::new("", "secrets", &["get"], Scope::Watched),
 ];
 
-/// How long one API call of the endpoint may take before the caller is told 503. A request
-/// makes at most three, which stays within the server's request deadline (8 s by default).
-const API_TIMEOUT: Duration = Duration::from_secs(2);
+// A request makes at most three API calls of `API_TIMEOUT` each, which stays within the
+// server's request deadline (8 s by default).
 /// `Retry-After` (seconds) while the connection has no valid token or the view is not ready.
 pub const RETRY_AFTER_NO_TOKEN: u64 = 10;
 /// A token this close to expiry is not handed out: the caller could not use it.
 const MIN_REMAINING: Duration = Duration::from_secs(30);
-/// The longest bearer token accepted (ServiceAccount JWTs are about 1 KiB).
-const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The limiter forgets idle callers after this many checks.
 const RETAIN_EVERY: u64 = 1024;
 
@@ -101,6 +85,7 @@ type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>
 /// The endpoint: shared by every request.
 pub struct CredentialEndpoint {
     client: Client,
+    callers: Authenticator,
     cluster: Arc<ClusterLookup>,
     keyring: Arc<RwLock<Keyring>>,
     metrics: Metrics,
@@ -151,22 +136,20 @@ impl Failure {
         self
     }
 
-    fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, reason, message)
-    }
-
     fn unavailable(reason: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
             .retry_after(RETRY_AFTER_NO_TOKEN)
     }
 }
 
-/// The authenticated caller.
-struct Authenticated {
-    username: String,
-    namespace: String,
-    pod_name: String,
-    pod_uid: String,
+impl From<CallerError> for Failure {
+    fn from(err: CallerError) -> Self {
+        if err.is_unauthenticated() {
+            Self::new(StatusCode::UNAUTHORIZED, err.category(), err.to_string())
+        } else {
+            Self::unavailable(err.category(), err.to_string())
+        }
+    }
 }
 
 impl CredentialEndpoint {
@@ -187,6 +170,7 @@ impl CredentialEndpoint {
             .and_then(Quota::with_period)
             .ok_or("--credential-endpoint-qps must be a positive number")?;
         Ok(Self {
+            callers: Authenticator::new(client.clone()),
             client,
             cluster,
             keyring,
@@ -277,8 +261,7 @@ impl CredentialEndpoint {
         headers: &HeaderMap,
         known: &mut Known,
     ) -> Result<String, Failure> {
-        let bearer = bearer(headers)?;
-        let caller = self.authenticate(bearer).await?;
+        let caller: Authenticated = self.callers.authenticate(headers).await?;
         known.actor = Some(caller.username.clone());
         known.pod = Some(caller.pod_name.clone());
 
@@ -310,8 +293,7 @@ impl CredentialEndpoint {
         // The bound pod, read only where the operator manages connections (its RBAC covers
         // nothing else; a caller elsewhere is refused by the rule anyway).
         let gateway = if self.watches(&caller.namespace) {
-            let pod = self.caller_pod(&caller).await?;
-            pod.labels().get(GATEWAY_LABEL).cloned()
+            self.callers.gateway(&caller).await?
         } else {
             None
         };
@@ -336,7 +318,7 @@ impl CredentialEndpoint {
             gateways: c.spec.gateways.clone(),
             suspended: c.spec.suspended,
             deleting: c.metadata.deletion_timestamp.is_some(),
-            delivery: c.spec.delivery.into(),
+            delivery: c.spec.delivery,
         });
         let caller_view = Caller {
             namespace: caller.namespace.clone(),
@@ -363,118 +345,6 @@ impl CredentialEndpoint {
             ));
         };
         self.token_body(&connection).await
-    }
-
-    /// TokenReview with the endpoint's audience; the token must be a ServiceAccount token
-    /// bound to a pod.
-    async fn authenticate(&self, bearer: &str) -> Result<Authenticated, Failure> {
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(bearer.to_owned()),
-                audiences: Some(vec![CREDENTIAL_ENDPOINT_AUDIENCE.to_owned()]),
-            },
-            ..TokenReview::default()
-        };
-        let api: Api<TokenReview> = Api::all(self.client.clone());
-        let reviewed =
-            match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), &review))
-                .await
-            {
-                Ok(Ok(reviewed)) => reviewed,
-                Ok(Err(err)) => {
-                    // The API error is not logged: nothing in it is needed, and it concerns a
-                    // request that carried the bearer token.
-                    tracing::warn!(
-                        code = api_code(&err),
-                        "runtime credential endpoint: TokenReview failed"
-                    );
-                    return Err(Failure::unavailable(
-                        "authentication_unavailable",
-                        "the operator could not check the token with the API server: retry after \
-                         Retry-After",
-                    ));
-                }
-                Err(_) => {
-                    return Err(Failure::unavailable(
-                        "authentication_unavailable",
-                        "the API server did not answer the TokenReview in time: retry after \
-                         Retry-After",
-                    ));
-                }
-            };
-        let status = reviewed.status.unwrap_or_default();
-        let audience_ok = status
-            .audiences
-            .as_ref()
-            .is_none_or(|a| a.iter().any(|a| a == CREDENTIAL_ENDPOINT_AUDIENCE));
-        if status.authenticated != Some(true) || !audience_ok {
-            return Err(Failure::unauthenticated(
-                "invalid_token",
-                format!(
-                    "the bearer token was not accepted (expired, revoked, or not for audience \
-                     {CREDENTIAL_ENDPOINT_AUDIENCE}): mount a projected serviceAccountToken with \
-                     audience {CREDENTIAL_ENDPOINT_AUDIENCE} and send the current file content"
-                ),
-            ));
-        }
-        let user = status.user.unwrap_or_default();
-        let username = user.username.unwrap_or_default();
-        let Some(namespace) = service_account_namespace(&username) else {
-            return Err(Failure::unauthenticated(
-                "not_service_account",
-                "the token does not belong to a ServiceAccount: use the gateway pod's projected \
-                 ServiceAccount token",
-            ));
-        };
-        let extra = user.extra.unwrap_or_default();
-        let single = |key: &str| match extra.get(key).map(Vec::as_slice) {
-            Some([value]) if !value.is_empty() => Some(value.clone()),
-            _ => None,
-        };
-        let (Some(pod_name), Some(pod_uid)) = (single(POD_NAME_EXTRA), single(POD_UID_EXTRA))
-        else {
-            return Err(Failure::unauthenticated(
-                "not_bound_to_pod",
-                "the ServiceAccount token is not bound to a pod: use a projected \
-                 serviceAccountToken volume in the gateway pod, not a token Secret or a \
-                 TokenRequest without a pod",
-            ));
-        };
-        Ok(Authenticated {
-            namespace: namespace.to_owned(),
-            username,
-            pod_name,
-            pod_uid,
-        })
-    }
-
-    /// The pod the token is bound to; it must still exist with the uid the token names.
-    async fn caller_pod(&self, caller: &Authenticated) -> Result<Pod, Failure> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &caller.namespace);
-        match tokio::time::timeout(API_TIMEOUT, api.get_opt(&caller.pod_name)).await {
-            Ok(Ok(Some(pod))) if pod.metadata.uid.as_deref() == Some(caller.pod_uid.as_str()) => {
-                Ok(pod)
-            }
-            Ok(Ok(_)) => Err(Failure::unauthenticated(
-                "pod_not_found",
-                "the pod the token is bound to no longer exists: tokens of deleted pods are not \
-                 accepted",
-            )),
-            Ok(Err(err)) => {
-                tracing::warn!(
-                    code = api_code(&err),
-                    "runtime credential endpoint: cannot read the calling pod: {err}"
-                );
-                Err(Failure::unavailable(
-                    "api_unavailable",
-                    "the operator could not read the calling pod: retry after Retry-After",
-                ))
-            }
-            Err(_) => Err(Failure::unavailable(
-                "api_unavailable",
-                "the API server did not answer in time: retry after Retry-After",
-            )),
-        }
     }
 
     /// The token from the connection's store and the connection's non-secret facts.
@@ -545,7 +415,7 @@ impl CredentialEndpoint {
             "expires_at": token.expires_at.to_string(),
             "marketplace_id": market.marketplace_id,
             "region": market.region.code(),
-            "endpoint": market.endpoint(connection.spec.environment.into()),
+            "endpoint": market.endpoint(connection.spec.environment),
             "seller_id": connection.spec.seller_id,
         })
         .to_string())
@@ -562,87 +432,5 @@ fn set_headers(headers: &mut HeaderMap, retry_after: Option<u64>) {
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if let Some(seconds) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-}
-
-/// The bearer token of the `Authorization` header.
-fn bearer(headers: &HeaderMap) -> Result<&str, Failure> {
-    let missing = || {
-        Failure::unauthenticated(
-            "missing_token",
-            format!(
-                "send \"Authorization: Bearer <token>\" with the gateway pod's projected \
-                 ServiceAccount token (audience {CREDENTIAL_ENDPOINT_AUDIENCE})"
-            ),
-        )
-    };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(missing)?
-        .to_str()
-        .map_err(|_| missing())?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer")
-        || token.is_empty()
-        || token.len() > MAX_TOKEN_BYTES
-        || token.contains(char::is_whitespace)
-    {
-        return Err(missing());
-    }
-    Ok(token)
-}
-
-/// `system:serviceaccount:<namespace>:<name>` → the namespace.
-fn service_account_namespace(username: &str) -> Option<&str> {
-    let rest = username.strip_prefix("system:serviceaccount:")?;
-    let (namespace, name) = rest.split_once(':')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some(namespace)
-}
-
-fn api_code(err: &kube::Error) -> u16 {
-    match err {
-        kube::Error::Api(status) => status.code,
-        _ => 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-        h
-    }
-
-    #[test]
-    fn only_a_well_formed_bearer_header_is_accepted() {
-        assert_eq!(bearer(&headers("Bearer abc.def")).ok(), Some("abc.def"));
-        assert_eq!(bearer(&headers("bearer abc")).ok(), Some("abc"));
-        for bad in ["Basic abc", "Bearer", "Bearer ", "Bearer a b", "abc"] {
-            let failure = bearer(&headers(bad)).err().unwrap();
-            assert_eq!(failure.status, StatusCode::UNAUTHORIZED);
-            assert_eq!(failure.reason, "missing_token");
-        }
-        assert!(bearer(&HeaderMap::new()).is_err());
-    }
-
-    #[test]
-    fn service_account_names_are_parsed_strictly() {
-        assert_eq!(
-            service_account_namespace("system:serviceaccount:team-acme:gw"),
-            Some("team-acme")
-        );
-        for other in [
-            "alice",
-            "system:serviceaccount:team-acme",
-            "system:serviceaccount::gw",
-            "system:serviceaccount:ns:a:b",
-            "system:node:x",
-        ] {
-            assert_eq!(service_account_namespace(other), None, "{other}");
-        }
     }
 }

@@ -1,27 +1,31 @@
-//! The admission webhook: an HTTPS server (rustls on ring) in the operator binary that answers
-//! `AdmissionReview` v1 requests with the pure rules of [`crate::domain::admission`].
+//! The operator's HTTPS server (rustls on ring) and what it serves on its one port:
 //!
-//! - [`server`]: the HTTPS listener, `POST /validate`, `POST /mutate`, `/healthz`, `/readyz`,
-//!   body limit, per-request and header-read timeouts, graceful shutdown.
-//! - [`review`]: one review: parse, convert the object into the domain's views, decide, meter,
-//!   audit, answer (with a JSON patch when an intake Secret is sealed).
-//! - [`lookup`]: the cluster view the rules read (namespace Team labels, connections, labelled
+//! - [`admission`]: the admission webhook, `POST /validate` and `POST /mutate`, answering
+//!   `AdmissionReview` v1 requests with the pure rules of [`crate::domain::admission`]; and
+//!   the Validating/MutatingWebhookConfiguration objects those rules need
+//!   ([`admission::configuration`]).
+//! - [`credential`]: the runtime credential endpoint (`--credential-endpoint-enabled`), over the
+//!   rule in [`crate::domain::credential_access`].
+//! - [`caller`]: who a pod caller is (TokenReview, the bound pod, its gateway label, its Team),
+//!   for the credential endpoint and every pod-facing route to come.
+//! - [`cluster`]: the cluster view the rules read (namespace Team labels, connections, labelled
 //!   Secrets), kept by kube reflectors.
-//! - [`tls`]: the serving certificate, swapped without a restart when its files change.
-//! - [`certs`]: the self-managed CA and serving certificate, and `caBundle` upkeep.
-//! - [`configuration`]: the Validating/MutatingWebhookConfiguration objects the rules need.
-//! - [`credential`]: the runtime credential endpoint on the same server
-//!   (`--credential-endpoint-enabled`), over the rule in [`crate::domain::credential_access`].
+//! - [`listener`]: the HTTPS listener and routes, `/healthz`, `/readyz`, body limit,
+//!   per-request and header-read timeouts, graceful shutdown.
+//! - [`tls`]: the serving certificate, swapped without a restart when its files change;
+//!   [`certs`]: the self-managed CA and serving certificate, and `caBundle` upkeep.
+//!
+//! The flags keep the `--webhook-` prefix: the port was the admission webhook's first.
 //!
 //! Fail closed: every configuration uses `failurePolicy: Fail`, and a webhook that has not yet
 //! seen the cluster denies what it cannot judge. Request and response bodies are never logged.
 
+pub mod admission;
+pub mod caller;
 pub mod certs;
-pub mod configuration;
+pub mod cluster;
 pub mod credential;
-pub mod lookup;
-pub mod review;
-pub mod server;
+pub mod listener;
 pub mod tls;
 
 use std::future::Future;
@@ -32,44 +36,24 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::GROUP;
 use crate::config::{CertMode, WebhookArgs};
 use crate::crypto::Keyring;
 use crate::domain::admission::Policy;
+use crate::error::Categorized;
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::Metrics;
-use crate::rbac::{Names, Permission, Scope};
 
+pub use admission::{Reviewer, Webhook};
 pub use certs::SelfManaged;
-pub use configuration::{ClientTarget, Options as ConfigurationOptions};
-pub use credential::{CredentialEndpoint, EndpointSettings, RBAC as CREDENTIAL_ENDPOINT_RBAC};
-pub use lookup::ClusterLookup;
-pub use review::{Admission, Cluster, Endpoint};
-pub use server::{ServerSettings, WebhookServer};
+pub use cluster::{Cluster, ClusterLookup};
+pub use credential::{CredentialEndpoint, EndpointSettings};
+pub use listener::{HttpsServer, ServerSettings};
 pub use tls::CertStore;
 
-/// The permissions the webhook's cluster view needs (lookup.rs), declared beside it (see
-/// [`crate::rbac`]); the self-managed certificate mode adds [`certs::RBAC`].
-pub const RBAC: &[Permission] = &[
-    // Team-labelled namespaces (metadata only), cluster-wide: the webhook judges the Team
-    // label of every namespace, and namespaces hold no secrets.
-    Permission::new("", "namespaces", &["list", "watch"], Scope::Cluster),
-    // A namespace labelled a moment ago, not yet in the view, is read once.
-    Permission::new("", "namespaces", &["get"], Scope::Cluster).named(Names::WatchedNamespaces),
-    // Connections and role-labelled Secrets (metadata only) of the watched namespaces.
-    Permission::new(
-        GROUP,
-        "amazonsellerconnections",
-        &["list", "watch"],
-        Scope::Watched,
-    ),
-    Permission::new("", "secrets", &["list", "watch"], Scope::Watched),
-];
-
-/// Webhook failures. Messages name files, objects and addresses, never certificate keys,
-/// request bodies or secret values.
+/// Failures of the HTTPS server. Messages name files, objects and addresses, never certificate
+/// keys, request bodies or secret values.
 #[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
+pub enum HttpsError {
     /// The listen address could not be bound.
     #[error("failed to bind the webhook server to {addr}: {source}")]
     Bind {
@@ -81,7 +65,7 @@ pub enum WebhookError {
     },
     /// The TLS configuration could not be built.
     #[error("failed to set up TLS for the webhook: {0}")]
-    Tls(String),
+    Tls(#[source] rustls::Error),
     /// A certificate or key file could not be read.
     #[error("failed to read {path}: {source}")]
     ReadFile {
@@ -96,7 +80,7 @@ pub enum WebhookError {
     Certificate(&'static str),
     /// A certificate could not be generated (self-managed mode).
     #[error("failed to generate a certificate: {0}")]
-    Generate(String),
+    Generate(#[source] rcgen::Error),
     /// A Kubernetes API call failed (self-managed mode, cluster view).
     #[error("failed to {action}: {source}")]
     Kube {
@@ -117,9 +101,8 @@ pub enum WebhookError {
     Settings(&'static str),
 }
 
-impl WebhookError {
-    /// A bounded category for logs and metric labels.
-    pub fn category(&self) -> &'static str {
+impl crate::error::Categorized for HttpsError {
+    fn category(&self) -> &'static str {
         match self {
             Self::Bind { .. } => "webhook_bind",
             Self::Tls(_) => "webhook_tls",
@@ -132,13 +115,15 @@ impl WebhookError {
             Self::Settings(_) => "webhook_settings",
         }
     }
+}
 
+impl HttpsError {
     pub(crate) fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { action, source }
     }
 }
 
-/// What the webhook shares with the rest of `run`.
+/// What the HTTPS server shares with the rest of `run`.
 pub struct Shared {
     /// The API client (the cluster view, self-managed certificates).
     pub client: Client,
@@ -176,7 +161,7 @@ pub async fn start(
     operator_namespace: &str,
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<JoinHandle<()>, WebhookError> {
+) -> Result<JoinHandle<()>, HttpsError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -234,12 +219,12 @@ pub async fn start(
             shared.audit.clone(),
             &settings,
         )
-        .map_err(WebhookError::Settings)?;
+        .map_err(HttpsError::Settings)?;
         Some(Arc::new(endpoint))
     } else {
         None
     };
-    let admission = Arc::new(Admission::new(
+    let admission = Arc::new(Reviewer::new(
         policy(args, operator_namespace),
         cluster,
         shared.keyring,
@@ -252,8 +237,7 @@ pub async fn start(
     };
     let endpoint_enabled = credentials.is_some();
     let server =
-        WebhookServer::bind_with(args.webhook_addr, admission, certs, settings, credentials)
-            .await?;
+        HttpsServer::bind_with(args.webhook_addr, admission, certs, settings, credentials).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, mode = ?args.webhook_cert_mode, credential_endpoint = endpoint_enabled, "admission webhook listening");
     let _ = shared.audit.record(

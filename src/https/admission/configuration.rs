@@ -21,7 +21,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use crate::api::GROUP;
-use crate::api::names::{ROLE_LWA_CREDENTIALS, SECRET_ROLE_LABEL, TEAM_LABEL};
+use crate::names::{ROLE_LWA_CREDENTIALS, SECRET_ROLE_LABEL, TEAM_LABEL};
 
 /// Name of the validating webhook for `AmazonSellerConnection`s.
 pub const CONNECTIONS_WEBHOOK: &str = "connections.connectors.openteam.io";
