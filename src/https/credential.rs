@@ -80,7 +80,7 @@ impl Default for EndpointSettings {
     }
 }
 
-type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+type CallerLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 
 /// The endpoint: shared by every request.
 pub struct CredentialEndpoint {
@@ -90,7 +90,7 @@ pub struct CredentialEndpoint {
     keyring: Arc<RwLock<Keyring>>,
     metrics: Metrics,
     audit: AuditLog,
-    limiter: Limiter,
+    limiter: CallerLimiter,
     clock: DefaultClock,
     checks: AtomicU64,
     watched: Option<Vec<String>>,

@@ -22,10 +22,10 @@ use crate::error::Categorized;
 /// not ready.
 #[derive(Default)]
 pub struct CertStore {
-    current: RwLock<Option<Loaded>>,
+    current: RwLock<Option<LoadedCert>>,
 }
 
-struct Loaded {
+struct LoadedCert {
     key: Arc<CertifiedKey>,
     /// SHA-256 of the PEM inputs, to notice changes without parsing again.
     fingerprint: [u8; 32],
@@ -50,7 +50,7 @@ impl CertStore {
         self.read().is_some()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Loaded>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<LoadedCert>> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -76,7 +76,7 @@ impl CertStore {
         *self
             .current
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Loaded {
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(LoadedCert {
             key: Arc::new(key),
             fingerprint,
         });

@@ -487,9 +487,9 @@ mod tests {
 
     /// A writer whose bytes the test can read back while the log still holds it.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    struct Sink(Arc<Mutex<Vec<u8>>>);
 
-    impl Write for Shared {
+    impl Write for Sink {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
@@ -499,7 +499,7 @@ mod tests {
         }
     }
 
-    impl Shared {
+    impl Sink {
         fn lines(&self) -> Vec<String> {
             String::from_utf8(self.0.lock().unwrap().clone())
                 .unwrap()
@@ -509,8 +509,8 @@ mod tests {
         }
     }
 
-    fn log() -> (AuditLog, Shared, Metrics) {
-        let out = Shared::default();
+    fn log() -> (AuditLog, Sink, Metrics) {
+        let out = Sink::default();
         let metrics = Metrics::new().unwrap();
         let log = AuditLog::to_writer(out.clone(), metrics.clone(), "operator-0").unwrap();
         (log, out, metrics)
