@@ -70,8 +70,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 Rules for the namespaces the operator watches: bound cluster-wide when it watches every
 namespace, and through a Role in each watched namespace otherwise. Every rule is one the code
-declares (src/rbac.rs, `Scope::Watched`); tests/rbac.rs checks the two agree and that each rule
-is needed.
+declares (src/operator/permissions.rs, `Scope::Watched`); tests/rbac.rs checks the two agree and
+that each rule is needed.
 */}}
 {{- define "aso.watchedRules" -}}
 # Connections: the controller's watcher (list, watch); start-up checks list them.

@@ -346,7 +346,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/webhook.md");
         let doc = std::fs::read_to_string(path).unwrap();
         let start =
-            "<!-- generated: webhook configurations (src/webhook/configuration.rs) -->\n```yaml\n";
+            "<!-- generated: webhook configurations (src/https/admission/configuration.rs) -->\n```yaml\n";
         let block = doc
             .split_once(start)
             .and_then(|(_, rest)| rest.split_once("\n```"))
