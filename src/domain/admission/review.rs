@@ -1,0 +1,51 @@
+//! The `SecurityLogReview` rule: only reviewers record reviews.
+
+use super::verb;
+use super::{Concern, Decision, Operation, Policy, Requester};
+
+/// A request about a `SecurityLogReview`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReviewRequest<'a> {
+    /// The operation.
+    pub operation: Operation,
+    /// Who asks.
+    pub requester: Requester<'a>,
+    /// `spec.reviewer` of the new object.
+    pub reviewer: Option<&'a str>,
+}
+
+/// The review rule: only reviewers record reviews; reviewers or admins may remove one. A
+/// `spec.reviewer` that is not the requester is a warning.
+pub fn admit_review(policy: &Policy, request: &ReviewRequest<'_>) -> Decision {
+    let requester = &request.requester;
+    let allowed = match request.operation {
+        Operation::Create => policy.is_reviewer(requester),
+        Operation::Update | Operation::Delete => {
+            policy.is_reviewer(requester) || policy.is_admin(requester)
+        }
+        Operation::Connect => true,
+    };
+    if !allowed {
+        return Decision::deny(
+            "not_reviewer",
+            format!(
+                "{:?} may not {} SecurityLogReviews: only members of the reviewer groups ({}) may",
+                requester.username,
+                verb(request.operation),
+                policy.reviewer_groups.join(", ")
+            ),
+            Concern::Identity,
+        );
+    }
+    let mut decision = Decision::allow("none", Concern::Identity);
+    if let Some(reviewer) = request.reviewer
+        && request.operation == Operation::Create
+        && reviewer != requester.username
+    {
+        decision.warnings.push(format!(
+            "spec.reviewer: {reviewer:?} is not the requester {:?}",
+            requester.username
+        ));
+    }
+    decision
+}
