@@ -1,7 +1,7 @@
 //! The `AmazonSellerConnection` rule: who may create, change or delete a connection, and what
 //! its spec must say in the namespace it lives in.
 
-use super::{Concern, Decision, Lookup, Operation, Policy, Requester, Violation};
+use super::{Concern, Decision, Lookup, Operation, Policy, Reason, Requester, Violation};
 use super::{deny_all, is_cleanup, verb};
 use crate::domain::validation::{self, SpecView};
 use crate::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL, TEAM_LABEL};
@@ -39,7 +39,7 @@ pub fn admit_connection(
     let requester = &request.requester;
 
     if is_cleanup(requester, request.operation) {
-        return subject(Decision::allow("cleanup", Concern::Setup));
+        return subject(Decision::allow(Reason::Cleanup, Concern::Setup));
     }
     let metadata_only = request.operation == Operation::Update && !request.spec_changed;
     let Some(team_id) = team.as_deref() else {
@@ -48,10 +48,10 @@ pub fn admit_connection(
         if (request.operation == Operation::Delete || metadata_only)
             && (policy.is_admin(requester) || policy.is_operator(requester))
         {
-            return subject(Decision::allow("none", Concern::Setup));
+            return subject(Decision::allow(Reason::None, Concern::Setup));
         }
         return subject(Decision::deny(
-            "namespace_not_bound",
+            Reason::NamespaceNotBound,
             format!(
                 "metadata.namespace: namespace {:?} has no {TEAM_LABEL} label: connections live \
                  only in a Team's namespace (an admin sets the label)",
@@ -62,7 +62,7 @@ pub fn admit_connection(
     };
     if !policy.may_act_for(requester, Some(team_id)) {
         return subject(Decision::deny(
-            "not_team_member",
+            Reason::NotTeamMember,
             format!(
                 "{:?} is not a member of team {team_id:?} (group \"{}{team_id}\"): only the \
                  namespace's Team, admins or the operator may {} AmazonSellerConnections",
@@ -74,24 +74,24 @@ pub fn admit_connection(
         ));
     }
     let Some(spec) = request.object else {
-        return subject(Decision::allow("none", Concern::Setup));
+        return subject(Decision::allow(Reason::None, Concern::Setup));
     };
     if metadata_only {
-        return subject(Decision::allow("none", Concern::Setup));
+        return subject(Decision::allow(Reason::None, Concern::Setup));
     }
 
     let mut violations = Vec::new();
     if let Some(old) = &request.old {
         for error in validation::validate_update(old, &spec) {
             violations.push(Violation {
-                reason: "immutable_field",
+                reason: Reason::ImmutableField,
                 message: error.to_string(),
             });
         }
     }
     if spec.team_id != team_id {
         violations.push(Violation {
-            reason: "team_mismatch",
+            reason: Reason::TeamMismatch,
             message: format!(
                 "spec.teamId: {:?} must equal the namespace's team {team_id:?} (label {TEAM_LABEL})",
                 spec.team_id
@@ -100,7 +100,7 @@ pub fn admit_connection(
     }
     for error in validation::validate_spec(&spec) {
         violations.push(Violation {
-            reason: "invalid_spec",
+            reason: Reason::InvalidSpec,
             message: error.to_string(),
         });
     }
@@ -109,7 +109,7 @@ pub fn admit_connection(
     match credentials.as_ref().map(|s| s.role.as_str()) {
         Some(ROLE_LWA_CREDENTIALS) => {}
         Some(ROLE_RUNTIME_TOKEN) => violations.push(Violation {
-            reason: "credentials_secret_conflict",
+            reason: Reason::CredentialsSecretConflict,
             message: format!(
                 "spec.credentialsSecretName: {:?} is a runtime Secret, not sealed credentials",
                 spec.credentials_secret_name
@@ -124,7 +124,7 @@ pub fn admit_connection(
     if let Some(denied) = deny_all(violations, Concern::Setup) {
         return subject(denied);
     }
-    let mut decision = Decision::allow("none", Concern::Setup);
+    let mut decision = Decision::allow(Reason::None, Concern::Setup);
     decision.warnings = warnings;
     subject(decision)
 }

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::secret::{SecretRequest, SecretView};
-use super::{Concern, Decision, Mutation};
+use super::{Concern, Decision, Mutation, Reason};
 use crate::crypto::{self, Credentials, PublicKey, SealContext, SecretString};
 use crate::names::{
     LWA_CREDENTIALS_SECRET_TYPE, ROLE_LWA_CREDENTIALS, SECRET_ROLE_LABEL, TEAM_LABEL,
@@ -47,7 +47,7 @@ pub(super) fn seal_intake(
     let deny = |reason, message: String| Decision::deny(reason, message, Concern::Setup);
     if secret.role() != Some(ROLE_LWA_CREDENTIALS) {
         return deny(
-            "missing_role_label",
+            Reason::MissingRoleLabel,
             format!(
                 "metadata.labels[{SECRET_ROLE_LABEL:?}]: plaintext credentials are sealed only in a \
                  Secret labelled {SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"
@@ -56,7 +56,7 @@ pub(super) fn seal_intake(
     }
     if secret.name.is_empty() {
         return deny(
-            "name_required",
+            Reason::NameRequired,
             "metadata.name: required for a credentials intake (generateName cannot be used): the \
              sealed value is bound to the Secret's name"
                 .to_owned(),
@@ -66,7 +66,7 @@ pub(super) fn seal_intake(
         && old.type_ != Some(LWA_CREDENTIALS_SECRET_TYPE)
     {
         return deny(
-            "type_immutable",
+            Reason::TypeImmutable,
             format!(
                 "type: an existing Secret of type {:?} cannot become a credentials Secret (a \
                  Secret's type never changes): delete it and create the intake again",
@@ -81,7 +81,7 @@ pub(super) fn seal_intake(
         .collect();
     if let Some(first) = missing.first() {
         return deny(
-            "incomplete_intake",
+            Reason::IncompleteIntake,
             format!(
                 "data.{first}: missing: a credentials intake needs {} (missing: {})",
                 REQUIRED_INTAKE_KEYS.join(", "),
@@ -91,7 +91,7 @@ pub(super) fn seal_intake(
     }
     let Some(team) = team else {
         return deny(
-            "namespace_not_bound",
+            Reason::NamespaceNotBound,
             format!(
                 "metadata.namespace: namespace {:?} has no {TEAM_LABEL} label: credentials are \
                  sealed for the namespace's Team",
@@ -132,7 +132,7 @@ pub(super) fn seal_intake(
     })();
     let credentials = match credentials {
         Ok(c) => c,
-        Err(message) => return deny("invalid_intake", message),
+        Err(message) => return deny(Reason::InvalidIntake, message),
     };
     // `check` names the input and never echoes its value.
     if let Err(err) = credentials.check([
@@ -141,7 +141,7 @@ pub(super) fn seal_intake(
         "data.refreshToken",
         "data.nextClientSecret",
     ]) {
-        return deny("invalid_intake", err.to_string());
+        return deny(Reason::InvalidIntake, err.to_string());
     }
     let context = SealContext {
         team_id: team,
@@ -150,7 +150,7 @@ pub(super) fn seal_intake(
     };
     match crypto::seal(key, &context, &credentials) {
         Ok(envelope) => {
-            let mut decision = Decision::allow("sealed_intake", Concern::Setup);
+            let mut decision = Decision::allow(Reason::SealedIntake, Concern::Setup);
             decision.patch = Some(Mutation::SealCredentials {
                 envelope,
                 remove_string_data: secret.has_string_data,
@@ -158,7 +158,7 @@ pub(super) fn seal_intake(
             decision
         }
         Err(_) => deny(
-            "seal_failed",
+            Reason::SealFailed,
             "data: the credentials could not be sealed; nothing was stored".to_owned(),
         ),
     }

@@ -14,6 +14,7 @@ mod connection;
 mod intake;
 mod namespace;
 mod pod;
+mod reason;
 mod review;
 mod secret;
 
@@ -28,6 +29,7 @@ pub use intake::{
 };
 pub use namespace::{NamespaceRequest, admit_namespace};
 pub use pod::{PodRequest, PodView, ReferenceKind, SecretReference, VolumeMount, admit_pod};
+pub use reason::Reason;
 pub use review::{ReviewRequest, admit_review};
 pub use secret::{Phase, SecretRequest, SecretView, admit_secret};
 
@@ -232,8 +234,9 @@ impl fmt::Debug for Mutation {
 pub struct Decision {
     /// Whether the request may proceed.
     pub allowed: bool,
-    /// A bounded rule name, for metrics and the audit log (`"none"` when allowed as is).
-    pub reason: &'static str,
+    /// Why, as one bounded rule name for metrics and the audit log ([`Reason::None`] when
+    /// allowed as is).
+    pub reason: Reason,
     /// For a denial: every violated rule, each naming its field. Empty when allowed.
     pub message: String,
     /// Soft issues the requester should know about.
@@ -247,7 +250,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn allow(reason: &'static str, concern: Concern) -> Self {
+    fn allow(reason: Reason, concern: Concern) -> Self {
         Self {
             allowed: true,
             reason,
@@ -259,7 +262,7 @@ impl Decision {
         }
     }
 
-    fn deny(reason: &'static str, message: impl Into<String>, concern: Concern) -> Self {
+    fn deny(reason: Reason, message: impl Into<String>, concern: Concern) -> Self {
         Self {
             allowed: false,
             reason,
@@ -281,7 +284,7 @@ impl Decision {
 
 /// One rule violation: its bounded reason and its message (field first).
 struct Violation {
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
@@ -461,7 +464,7 @@ mod tests {
                 &connection_request(who("mallory", &other), op, object, old),
             );
             assert!(!d.allowed);
-            assert_eq!(d.reason, "not_team_member");
+            assert_eq!(d.reason, Reason::NotTeamMember);
             assert_eq!(d.concern, Concern::Identity);
             assert!(d.message.contains("openteam:team:acme"), "{}", d.message);
         }
@@ -476,7 +479,7 @@ mod tests {
             &Fake::acme(),
             &connection_request(who("eve", &near), Operation::Create, Some(spec(&g)), None),
         );
-        assert_eq!(d.reason, "not_team_member");
+        assert_eq!(d.reason, Reason::NotTeamMember);
     }
 
     #[test]
@@ -511,7 +514,7 @@ mod tests {
                 None,
             ),
         );
-        assert_eq!(d.reason, "team_mismatch");
+        assert_eq!(d.reason, Reason::TeamMismatch);
         assert!(d.message.starts_with("spec.teamId: \"globex\" must equal"));
     }
 
@@ -524,7 +527,7 @@ mod tests {
             &Fake::default(),
             &connection_request(who("root", &admin), Operation::Create, Some(spec(&g)), None),
         );
-        assert_eq!(d.reason, "namespace_not_bound");
+        assert_eq!(d.reason, Reason::NamespaceNotBound);
     }
 
     #[test]
@@ -544,7 +547,7 @@ mod tests {
                 None,
             ),
         );
-        assert_eq!(d.reason, "invalid_spec");
+        assert_eq!(d.reason, Reason::InvalidSpec);
         assert!(
             d.message
                 .starts_with("spec.marketplace: unknown marketplace \"XX\" (valid: AE,"),
@@ -570,7 +573,7 @@ mod tests {
                 Some(spec(&g)),
             ),
         );
-        assert_eq!(d.reason, "immutable_field");
+        assert_eq!(d.reason, Reason::ImmutableField);
         assert!(d.message.starts_with("spec.sellerId: is immutable"));
     }
 
@@ -614,7 +617,7 @@ mod tests {
                 None,
             ),
         );
-        assert_eq!(d.reason, "credentials_secret_conflict");
+        assert_eq!(d.reason, Reason::CredentialsSecretConflict);
     }
 
     #[test]
@@ -650,7 +653,7 @@ mod tests {
         request.spec_changed = true;
         assert_eq!(
             admit_connection(&policy(), &Fake::default(), &request).reason,
-            "namespace_not_bound"
+            Reason::NamespaceNotBound
         );
     }
 
@@ -664,7 +667,7 @@ mod tests {
         let create = connection_request(who(gc, &none), Operation::Create, Some(spec(&g)), None);
         assert_eq!(
             admit_connection(&policy(), &Fake::acme(), &create).reason,
-            "not_team_member"
+            Reason::NotTeamMember
         );
     }
 
@@ -750,7 +753,7 @@ mod tests {
             Phase::Mutate(&key),
         );
         assert!(d.allowed, "{d:?}");
-        assert_eq!(d.reason, "sealed_intake");
+        assert_eq!(d.reason, Reason::SealedIntake);
         assert_no_plaintext(&d);
         let Some(Mutation::SealCredentials { envelope, .. }) = d.patch else {
             panic!("no patch");
@@ -787,7 +790,7 @@ mod tests {
             &secret_request(who("alice", &m), Operation::Create, Some(secret), None),
             Phase::Mutate(&key),
         );
-        assert_eq!(d.reason, "incomplete_intake");
+        assert_eq!(d.reason, Reason::IncompleteIntake);
         assert!(
             d.message.starts_with("data.refreshToken: missing"),
             "{}",
@@ -818,7 +821,7 @@ mod tests {
             &secret_request(who("alice", &m), Operation::Create, Some(secret), None),
             Phase::Mutate(&key),
         );
-        assert_eq!(d.reason, "invalid_intake");
+        assert_eq!(d.reason, Reason::InvalidIntake);
         assert!(d.message.starts_with("data.refreshToken"), "{}", d.message);
         assert_no_plaintext(&d);
     }
@@ -839,7 +842,7 @@ mod tests {
             &secret_request(who("alice", &m), Operation::Update, Some(secret), None),
             Phase::Validate { key_ids: &[] },
         );
-        assert_eq!(d.reason, "plaintext_credentials");
+        assert_eq!(d.reason, Reason::PlaintextCredentials);
         assert!(d.message.starts_with("data.refreshToken: plaintext"));
         assert_no_plaintext(&d);
     }
@@ -868,7 +871,7 @@ mod tests {
             &secret_request(who("alice", &m), Operation::Update, Some(new), Some(old)),
             Phase::Mutate(&key),
         );
-        assert_eq!(d.reason, "incomplete_intake");
+        assert_eq!(d.reason, Reason::IncompleteIntake);
     }
 
     #[test]
@@ -894,7 +897,7 @@ mod tests {
             &secret_request(who("alice", &m), Operation::Update, Some(new), Some(old)),
             Phase::Mutate(&key),
         );
-        assert_eq!(d.reason, "type_immutable");
+        assert_eq!(d.reason, Reason::TypeImmutable);
     }
 
     #[test]
@@ -968,7 +971,7 @@ mod tests {
                 &secret_request(who("alice", &m), Operation::Create, Some(secret), None),
                 Phase::Validate { key_ids: &[] },
             );
-            assert_eq!(d.reason, "malformed_envelope", "{bad:?}");
+            assert_eq!(d.reason, Reason::MalformedEnvelope, "{bad:?}");
         }
     }
 
@@ -993,7 +996,7 @@ mod tests {
             ),
             Phase::Validate { key_ids: &[] },
         );
-        assert_eq!(d.reason, "not_team_member");
+        assert_eq!(d.reason, Reason::NotTeamMember);
         assert_eq!(d.concern, Concern::Identity);
     }
 
@@ -1013,7 +1016,7 @@ mod tests {
             ),
             Phase::Validate { key_ids: &[] },
         );
-        assert_eq!(d.reason, "not_team_member");
+        assert_eq!(d.reason, Reason::NotTeamMember);
     }
 
     #[test]
@@ -1042,7 +1045,7 @@ mod tests {
                         &secret_request(requester, op, object, old),
                         Phase::Validate { key_ids: &[] },
                     );
-                    assert_eq!(d.reason, "not_operator", "{secret:?} {op:?}");
+                    assert_eq!(d.reason, Reason::NotOperator, "{secret:?} {op:?}");
                 }
             }
             let d = admit_secret(
@@ -1084,7 +1087,7 @@ mod tests {
                     &secret_request(who("alice", &m), op, object, old),
                     Phase::Validate { key_ids: &[] },
                 );
-                assert_eq!(d.reason, "not_operator", "{secret:?} {op:?}");
+                assert_eq!(d.reason, Reason::NotOperator, "{secret:?} {op:?}");
                 assert!(d.message.contains("token store"), "{}", d.message);
             }
             let d = admit_secret(
@@ -1115,7 +1118,7 @@ mod tests {
             &secret_request(who("alice", &m), Operation::Update, Some(new), Some(old)),
             Phase::Validate { key_ids: &[] },
         );
-        assert_eq!(d.reason, "not_operator");
+        assert_eq!(d.reason, Reason::NotOperator);
     }
 
     #[test]
@@ -1196,7 +1199,7 @@ mod tests {
     #[test]
     fn a_pod_without_the_gateway_label_may_not_mount_it() {
         let d = pod_decision(&gateway_pod(None, vec![volume_ref()]));
-        assert_eq!(d.reason, "missing_gateway_label");
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
         assert!(
             d.message
                 .starts_with("metadata.labels[\"connectors.openteam.io/gateway\"]: missing")
@@ -1206,7 +1209,7 @@ mod tests {
     #[test]
     fn a_gateway_of_another_connection_may_not_mount_it() {
         let d = pod_decision(&gateway_pod(Some("gw-other"), vec![volume_ref()]));
-        assert_eq!(d.reason, "gateway_not_listed");
+        assert_eq!(d.reason, Reason::GatewayNotListed);
         assert!(d.message.contains("\"gw-other\""), "{}", d.message);
     }
 
@@ -1226,7 +1229,7 @@ mod tests {
                 Some("gw-main"),
                 vec![reference(field, "acme-us-sp-api", kind, None)],
             ));
-            assert_eq!(d.reason, "env_reference");
+            assert_eq!(d.reason, Reason::EnvReference);
             assert!(d.message.starts_with(field), "{}", d.message);
         }
     }
@@ -1240,7 +1243,7 @@ mod tests {
             sub_path: true,
         });
         let d = pod_decision(&pod);
-        assert_eq!(d.reason, "sub_path_mount");
+        assert_eq!(d.reason, Reason::SubPathMount);
         assert!(
             d.message
                 .starts_with("spec.containers[1].volumeMounts[0].subPath")
@@ -1258,7 +1261,7 @@ mod tests {
         assert!(pod_decision(&gateway_pod(Some("gw-main"), vec![projected.clone()])).allowed);
         assert_eq!(
             pod_decision(&gateway_pod(None, vec![projected])).reason,
-            "missing_gateway_label"
+            Reason::MissingGatewayLabel
         );
     }
 
@@ -1275,7 +1278,7 @@ mod tests {
             )],
         ));
         assert!(!by_name.allowed);
-        assert_eq!(by_name.reason, "sealed_secret_reference");
+        assert_eq!(by_name.reason, Reason::SealedSecretReference);
         // By the role label of a Secret the view knows.
         let mut fake = Fake::acme();
         fake.secrets.insert(
@@ -1303,7 +1306,7 @@ mod tests {
                 pod: &pod,
             },
         );
-        assert_eq!(d.reason, "sealed_secret_reference");
+        assert_eq!(d.reason, Reason::SealedSecretReference);
     }
 
     #[test]
@@ -1317,7 +1320,7 @@ mod tests {
                 Some("token"),
             )],
         ));
-        assert_eq!(d.reason, "sealed_secret_reference");
+        assert_eq!(d.reason, Reason::SealedSecretReference);
     }
 
     #[test]
@@ -1349,7 +1352,7 @@ mod tests {
                 pod: &pod,
             },
         );
-        assert_eq!(d.reason, "unknown_connection");
+        assert_eq!(d.reason, Reason::UnknownConnection);
     }
 
     #[test]
@@ -1366,7 +1369,7 @@ mod tests {
                 ),
             ],
         ));
-        assert_eq!(d.reason, "missing_gateway_label");
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
         assert!(
             d.message
                 .contains("spec.containers[0].envFrom[0].secretRef: runtime Secret")
@@ -1407,7 +1410,7 @@ mod tests {
                 old_team: old,
             };
             let d = admit_namespace(&policy(), &request(who("alice", &m)));
-            assert_eq!(d.reason, "not_admin");
+            assert_eq!(d.reason, Reason::NotAdmin);
             assert!(
                 d.message
                     .starts_with("metadata.labels[\"connectors.openteam.io/team\"]")
@@ -1437,7 +1440,7 @@ mod tests {
                 old_team: None,
             },
         );
-        assert_eq!(d.reason, "invalid_team_label");
+        assert_eq!(d.reason, Reason::InvalidTeamLabel);
     }
 
     #[test]
@@ -1455,11 +1458,11 @@ mod tests {
         assert!(d.allowed && d.warnings.len() == 1);
         assert_eq!(
             admit_review(&policy(), &create(who("alice", &m), Some("alice"))).reason,
-            "not_reviewer"
+            Reason::NotReviewer
         );
         assert_eq!(
             admit_review(&policy(), &create(who("root", &admin), None)).reason,
-            "not_reviewer"
+            Reason::NotReviewer
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The namespace rule: only admins bind a namespace to a Team.
 
-use super::{Concern, Decision, Operation, Policy, Requester};
+use super::{Concern, Decision, Operation, Policy, Reason, Requester};
 use crate::domain::validation;
 use crate::names::TEAM_LABEL;
 
@@ -29,7 +29,7 @@ pub fn admit_namespace(policy: &Policy, request: &NamespaceRequest<'_>) -> Decis
     };
     let subject_team = request.team.or(request.old_team);
     if !changed {
-        return Decision::allow("unrelated", Concern::Unrelated).team(subject_team);
+        return Decision::allow(Reason::Unrelated, Concern::Unrelated).team(subject_team);
     }
     if !policy.is_admin(&request.requester) {
         let what = match (request.old_team, request.team) {
@@ -38,7 +38,7 @@ pub fn admit_namespace(policy: &Policy, request: &NamespaceRequest<'_>) -> Decis
             (Some(_), Some(_)) => "change",
         };
         return Decision::deny(
-            "not_admin",
+            Reason::NotAdmin,
             format!(
                 "{}: {:?} may not {what} the Team label of namespace {:?}: only admins (groups {}) \
                  bind namespaces to Teams",
@@ -55,13 +55,13 @@ pub fn admit_namespace(policy: &Policy, request: &NamespaceRequest<'_>) -> Decis
         && let Err(why) = validation::check_dns_label("team id", team)
     {
         return Decision::deny(
-            "invalid_team_label",
+            Reason::InvalidTeamLabel,
             format!("{}: {why}", team_label_field()),
             Concern::Setup,
         )
         .team(subject_team);
     }
-    Decision::allow("none", Concern::Setup).team(subject_team)
+    Decision::allow(Reason::None, Concern::Setup).team(subject_team)
 }
 
 fn team_label_field() -> String {

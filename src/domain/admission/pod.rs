@@ -1,7 +1,9 @@
 //! The pod rules: which pods may use a connection's runtime Secret, and how.
 
 use super::deny_all;
-use super::{Concern, ConnectionFacts, Decision, Lookup, Operation, Requester, Subject, Violation};
+use super::{
+    Concern, ConnectionFacts, Decision, Lookup, Operation, Reason, Requester, Subject, Violation,
+};
 use crate::domain::validation::RUNTIME_SECRET_SUFFIX;
 use crate::names::{GATEWAY_LABEL, ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE};
 
@@ -139,7 +141,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
             Referenced::Credentials => {
                 references_credentials = true;
                 violations.push(Violation {
-                    reason: "sealed_secret_reference",
+                    reason: Reason::SealedSecretReference,
                     message: format!(
                         "{}: Secret {:?} holds sealed LWA credentials: no pod may use them (gateways \
                          mount the runtime Secret <connection>{RUNTIME_SECRET_SUFFIX})",
@@ -150,7 +152,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
             Referenced::TokenStore => {
                 references_credentials = true;
                 violations.push(Violation {
-                    reason: "sealed_secret_reference",
+                    reason: Reason::SealedSecretReference,
                     message: format!(
                         "{}: Secret {:?} is a connection's sealed token store: no pod may use it \
                          (gateways call the runtime credential endpoint, or mount the runtime \
@@ -166,7 +168,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
                 match reference.kind {
                     ReferenceKind::EnvValueFrom | ReferenceKind::EnvFrom => {
                         violations.push(Violation {
-                            reason: "env_reference",
+                            reason: Reason::EnvReference,
                             message: format!(
                                 "{}: runtime Secret {:?} may only be mounted as a volume: \
                                  environment variables never see a refreshed token",
@@ -176,7 +178,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
                     }
                     ReferenceKind::ImagePullSecret | ReferenceKind::VolumeDriver => {
                         violations.push(Violation {
-                            reason: "unsupported_reference",
+                            reason: Reason::UnsupportedReference,
                             message: format!(
                                 "{}: runtime Secret {:?} may only be mounted as a secret or \
                                  projected volume",
@@ -189,7 +191,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
                             m.sub_path && Some(m.volume.as_str()) == reference.volume.as_deref()
                         }) {
                             violations.push(Violation {
-                                reason: "sub_path_mount",
+                                reason: Reason::SubPathMount,
                                 message: format!(
                                     "{}.subPath: volume {:?} holds runtime Secret {:?}: subPath \
                                      mounts never see a refreshed token; mount the whole volume",
@@ -219,7 +221,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
     };
     let mut decision = match deny_all(violations, concern) {
         Some(denied) => denied,
-        None => Decision::allow("none", concern),
+        None => Decision::allow(Reason::None, concern),
     };
     decision.subject = Subject {
         team,
@@ -238,7 +240,7 @@ fn gateway_violation(
 ) -> Option<Violation> {
     let Some(connection) = connection else {
         return Some(Violation {
-            reason: "unknown_connection",
+            reason: Reason::UnknownConnection,
             message: format!(
                 "{}: Secret {:?} is a runtime Secret of connection {:?}, which does not exist: no \
                  gateway may use it",
@@ -251,7 +253,7 @@ fn gateway_violation(
     let listed = connection.gateways.join(", ");
     match pod.gateway.as_deref() {
         None => Some(Violation {
-            reason: "missing_gateway_label",
+            reason: Reason::MissingGatewayLabel,
             message: format!(
                 "metadata.labels[{GATEWAY_LABEL:?}]: missing: only pods of a gateway listed in \
                  connection {:?} spec.gateways ({listed}) may use runtime Secret {:?} ({})",
@@ -259,7 +261,7 @@ fn gateway_violation(
             ),
         }),
         Some(gateway) if !connection.gateways.iter().any(|g| g == gateway) => Some(Violation {
-            reason: "gateway_not_listed",
+            reason: Reason::GatewayNotListed,
             message: format!(
                 "metadata.labels[{GATEWAY_LABEL:?}]: gateway {gateway:?} is not listed in \
                  connection {:?} spec.gateways ({listed}), so it may not use runtime Secret {:?} \

@@ -1,7 +1,7 @@
 //! The `SecurityLogReview` rule: only reviewers record reviews.
 
 use super::verb;
-use super::{Concern, Decision, Operation, Policy, Requester};
+use super::{Concern, Decision, Operation, Policy, Reason, Requester};
 
 /// A request about a `SecurityLogReview`.
 #[derive(Clone, Copy, Debug)]
@@ -27,7 +27,7 @@ pub fn admit_review(policy: &Policy, request: &ReviewRequest<'_>) -> Decision {
     };
     if !allowed {
         return Decision::deny(
-            "not_reviewer",
+            Reason::NotReviewer,
             format!(
                 "{:?} may not {} SecurityLogReviews: only members of the reviewer groups ({}) may",
                 requester.username,
@@ -37,7 +37,7 @@ pub fn admit_review(policy: &Policy, request: &ReviewRequest<'_>) -> Decision {
             Concern::Identity,
         );
     }
-    let mut decision = Decision::allow("none", Concern::Identity);
+    let mut decision = Decision::allow(Reason::None, Concern::Identity);
     if let Some(reviewer) = request.reviewer
         && request.operation == Operation::Create
         && reviewer != requester.username

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::intake::{INTAKE_KEYS, envelope_key_id, seal_intake};
-use super::{Concern, ConnectionFacts, Decision, Lookup, Operation, Policy, Requester, Violation};
+use super::{
+    Concern, ConnectionFacts, Decision, Lookup, Operation, Policy, Reason, Requester, Violation,
+};
 use super::{deny_all, is_cleanup, verb};
 use crate::crypto::PublicKey;
 use crate::names::{
@@ -160,10 +162,10 @@ pub fn admit_secret(
     let subject = |d: Decision| d.team(team.as_deref()).connection(connection.as_deref());
 
     if class == SecretClass::Unrelated {
-        return Decision::allow("unrelated", Concern::Unrelated);
+        return Decision::allow(Reason::Unrelated, Concern::Unrelated);
     }
     if is_cleanup(requester, request.operation) {
-        return subject(Decision::allow("cleanup", Concern::Setup));
+        return subject(Decision::allow(Reason::Cleanup, Concern::Setup));
     }
     if matches!(class, SecretClass::Runtime | SecretClass::TokenStore) {
         let what = if class == SecretClass::Runtime {
@@ -173,7 +175,7 @@ pub fn admit_secret(
         };
         if !policy.is_operator(requester) {
             return subject(Decision::deny(
-                "not_operator",
+                Reason::NotOperator,
                 format!(
                     "{:?} may not {} {what} {:?}: {what}s are written only by the operator ({})",
                     requester.username,
@@ -191,7 +193,7 @@ pub fn admit_secret(
         } else {
             Concern::Setup
         };
-        return subject(Decision::allow("none", concern));
+        return subject(Decision::allow(Reason::None, concern));
     }
 
     // Credentials Secrets.
@@ -200,7 +202,7 @@ pub fn admit_secret(
             .as_deref()
             .map_or("no team".to_owned(), |t| format!("team {t:?}"));
         return subject(Decision::deny(
-            "not_team_member",
+            Reason::NotTeamMember,
             format!(
                 "{:?} may not {} credentials Secret {:?}: only members of the namespace's Team \
                  ({team_text}, group prefix {:?}), admins or the operator may",
@@ -218,7 +220,7 @@ pub fn admit_secret(
         } else {
             Concern::Setup
         };
-        return subject(Decision::allow("none", concern));
+        return subject(Decision::allow(Reason::None, concern));
     };
     subject(credentials_content(request, secret, team.as_deref(), phase))
 }
@@ -246,7 +248,7 @@ fn credentials_content(
         .collect();
     if let Some(key) = unknown.first() {
         return Decision::deny(
-            "invalid_intake",
+            Reason::InvalidIntake,
             format!(
                 "data.{key}: not a credentials key: a credentials Secret holds only {SEALED_KEY:?}, \
                  or as intake {}",
@@ -264,7 +266,7 @@ fn credentials_content(
         return match phase {
             Phase::Mutate(key) => seal_intake(request, secret, team, key),
             Phase::Validate { .. } => Decision::deny(
-                "plaintext_credentials",
+                Reason::PlaintextCredentials,
                 format!(
                     "data.{}: plaintext LWA credentials are never stored: label the Secret \
                      {SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS} so the mutating webhook seals it, \
@@ -277,12 +279,12 @@ fn credentials_content(
     }
     let Phase::Validate { key_ids } = phase else {
         // Nothing to seal: the validating webhook checks the stored form.
-        return Decision::allow("none", Concern::Unrelated);
+        return Decision::allow(Reason::None, Concern::Unrelated);
     };
     let mut violations = Vec::new();
     if secret.type_ != Some(LWA_CREDENTIALS_SECRET_TYPE) {
         violations.push(Violation {
-            reason: "wrong_secret_type",
+            reason: Reason::WrongSecretType,
             message: format!(
                 "type: a credentials Secret must have type {LWA_CREDENTIALS_SECRET_TYPE:?}, not {:?}",
                 secret.type_.unwrap_or("Opaque")
@@ -291,7 +293,7 @@ fn credentials_content(
     }
     if secret.role() != Some(ROLE_LWA_CREDENTIALS) {
         violations.push(Violation {
-            reason: "missing_role_label",
+            reason: Reason::MissingRoleLabel,
             message: format!(
                 "metadata.labels[{SECRET_ROLE_LABEL:?}]: a credentials Secret must be labelled \
                  {SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"
@@ -301,7 +303,7 @@ fn credentials_content(
     let mut warnings = Vec::new();
     match secret.data.get(SEALED_KEY) {
         None => violations.push(Violation {
-            reason: "missing_envelope",
+            reason: Reason::MissingEnvelope,
             message: format!(
                 "data.{SEALED_KEY}: missing: a credentials Secret holds exactly one key, \
                  {SEALED_KEY:?}, with the sealed envelope"
@@ -309,7 +311,7 @@ fn credentials_content(
         }),
         Some(envelope) => match envelope_key_id(envelope) {
             Err(why) => violations.push(Violation {
-                reason: "malformed_envelope",
+                reason: Reason::MalformedEnvelope,
                 message: format!(
                     "data.{SEALED_KEY}: not a sealed envelope ({why}): seal credentials with \
                      `amazon-seller-operator seal` or through an intake Secret"
@@ -325,7 +327,7 @@ fn credentials_content(
     if let Some(denied) = deny_all(violations, Concern::Setup) {
         return denied;
     }
-    let mut decision = Decision::allow("none", Concern::Setup);
+    let mut decision = Decision::allow(Reason::None, Concern::Setup);
     decision.warnings = warnings;
     decision
 }
