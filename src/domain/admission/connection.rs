@@ -1,8 +1,8 @@
 //! The `AmazonSellerConnection` rule: who may create, change or delete a connection, and what
 //! its spec must say in the namespace it lives in.
 
-use super::{Concern, Decision, Lookup, Operation, Policy, Reason, Requester, Violation};
-use super::{deny_all, is_cleanup, verb};
+use super::{Concern, Decision, Findings, Lookup, Operation, Policy, Reason, Requester};
+use super::{is_cleanup, verb};
 use crate::domain::validation::{self, SpecView};
 use crate::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL, TEAM_LABEL};
 
@@ -80,51 +80,39 @@ pub fn admit_connection(
         return subject(Decision::allow(Reason::None, Concern::Setup));
     }
 
-    let mut violations = Vec::new();
+    let mut findings = Findings::default();
     if let Some(old) = &request.old {
         for error in validation::validate_update(old, &spec) {
-            violations.push(Violation {
-                reason: Reason::ImmutableField,
-                message: error.to_string(),
-            });
+            findings.violation(Reason::ImmutableField, error.to_string());
         }
     }
     if spec.team_id != team_id {
-        violations.push(Violation {
-            reason: Reason::TeamMismatch,
-            message: format!(
+        findings.violation(
+            Reason::TeamMismatch,
+            format!(
                 "spec.teamId: {:?} must equal the namespace's team {team_id:?} (label {TEAM_LABEL})",
                 spec.team_id
             ),
-        });
+        );
     }
     for error in validation::validate_spec(&spec) {
-        violations.push(Violation {
-            reason: Reason::InvalidSpec,
-            message: error.to_string(),
-        });
+        findings.violation(Reason::InvalidSpec, error.to_string());
     }
     let credentials = lookup.secret(request.namespace, spec.credentials_secret_name);
-    let mut warnings = Vec::new();
     match credentials.as_ref().map(|s| s.role.as_str()) {
         Some(ROLE_LWA_CREDENTIALS) => {}
-        Some(ROLE_RUNTIME_TOKEN) => violations.push(Violation {
-            reason: Reason::CredentialsSecretConflict,
-            message: format!(
+        Some(ROLE_RUNTIME_TOKEN) => findings.violation(
+            Reason::CredentialsSecretConflict,
+            format!(
                 "spec.credentialsSecretName: {:?} is a runtime Secret, not sealed credentials",
                 spec.credentials_secret_name
             ),
-        }),
-        _ => warnings.push(format!(
+        ),
+        _ => findings.warning(format!(
             "spec.credentialsSecretName: Secret {:?} does not exist yet (or is not labelled \
              {SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}); the connection is not Ready until it does",
             spec.credentials_secret_name
         )),
     }
-    if let Some(denied) = deny_all(violations, Concern::Setup) {
-        return subject(denied);
-    }
-    let mut decision = Decision::allow(Reason::None, Concern::Setup);
-    decision.warnings = warnings;
-    subject(decision)
+    subject(findings.decide(Concern::Setup))
 }

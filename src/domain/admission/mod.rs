@@ -282,21 +282,41 @@ impl Decision {
     }
 }
 
-/// One rule violation: its bounded reason and its message (field first).
-struct Violation {
-    reason: Reason,
-    message: String,
+/// What the rules that check every part of an object found: each violated rule with its
+/// reason and message (field first), and the soft issues, in the order found.
+#[derive(Debug, Default)]
+struct Findings {
+    violations: Vec<(Reason, String)>,
+    warnings: Vec<String>,
 }
 
-/// Denies with every violation (the first one's reason), or `None` when there is none.
-fn deny_all(violations: Vec<Violation>, concern: Concern) -> Option<Decision> {
-    let reason = violations.first()?.reason;
-    let message = violations
-        .iter()
-        .map(|v| v.message.as_str())
-        .collect::<Vec<_>>()
-        .join("; ");
-    Some(Decision::deny(reason, message, concern))
+impl Findings {
+    /// Records a violated rule.
+    fn violation(&mut self, reason: Reason, message: impl Into<String>) {
+        self.violations.push((reason, message.into()));
+    }
+
+    /// Records a soft issue, returned as a warning if nothing is violated.
+    fn warning(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// Denies with every violation (under the first one's reason, messages joined by `; `) or,
+    /// when there is none, allows as is with the warnings. A denial carries no warnings.
+    fn decide(self, concern: Concern) -> Decision {
+        let Some(&(reason, _)) = self.violations.first() else {
+            let mut decision = Decision::allow(Reason::None, concern);
+            decision.warnings = self.warnings;
+            return decision;
+        };
+        let message = self
+            .violations
+            .iter()
+            .map(|(_, message)| message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Decision::deny(reason, message, concern)
+    }
 }
 
 fn verb(operation: Operation) -> &'static str {

@@ -1,8 +1,7 @@
 //! The pod rules: which pods may use a connection's runtime Secret, and how.
 
-use super::deny_all;
 use super::{
-    Concern, ConnectionFacts, Decision, Lookup, Operation, Reason, Requester, Subject, Violation,
+    Concern, ConnectionFacts, Decision, Findings, Lookup, Operation, Reason, Requester, Subject,
 };
 use crate::domain::validation::RUNTIME_SECRET_SUFFIX;
 use crate::names::{GATEWAY_LABEL, ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE};
@@ -130,74 +129,70 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
     let pod = request.pod;
     let connections = lookup.connections(request.namespace);
     let team = lookup.namespace_team(request.namespace);
-    let mut violations = Vec::new();
+    let mut findings = Findings::default();
     let mut runtime_connection: Option<String> = None;
     let mut checked_gateways: Vec<String> = Vec::new();
     let mut references_credentials = false;
 
     for reference in &pod.references {
-        match referenced(request.namespace, &reference.secret, &connections, lookup) {
+        let (field, secret) = (&reference.field, &reference.secret);
+        match referenced(request.namespace, secret, &connections, lookup) {
             Referenced::Other => {}
             Referenced::Credentials => {
                 references_credentials = true;
-                violations.push(Violation {
-                    reason: Reason::SealedSecretReference,
-                    message: format!(
-                        "{}: Secret {:?} holds sealed LWA credentials: no pod may use them (gateways \
-                         mount the runtime Secret <connection>{RUNTIME_SECRET_SUFFIX})",
-                        reference.field, reference.secret
+                findings.violation(
+                    Reason::SealedSecretReference,
+                    format!(
+                        "{field}: Secret {secret:?} holds sealed LWA credentials: no pod may use \
+                         them (gateways mount the runtime Secret \
+                         <connection>{RUNTIME_SECRET_SUFFIX})"
                     ),
-                });
+                );
             }
             Referenced::TokenStore => {
                 references_credentials = true;
-                violations.push(Violation {
-                    reason: Reason::SealedSecretReference,
-                    message: format!(
-                        "{}: Secret {:?} is a connection's sealed token store: no pod may use it \
-                         (gateways call the runtime credential endpoint, or mount the runtime \
-                         Secret <connection>{RUNTIME_SECRET_SUFFIX})",
-                        reference.field, reference.secret
+                findings.violation(
+                    Reason::SealedSecretReference,
+                    format!(
+                        "{field}: Secret {secret:?} is a connection's sealed token store: no pod \
+                         may use it (gateways call the runtime credential endpoint, or mount the \
+                         runtime Secret <connection>{RUNTIME_SECRET_SUFFIX})"
                     ),
-                });
+                );
             }
             Referenced::Runtime { connection, label } => {
                 if runtime_connection.is_none() {
                     runtime_connection = label.clone();
                 }
                 match reference.kind {
-                    ReferenceKind::EnvValueFrom | ReferenceKind::EnvFrom => {
-                        violations.push(Violation {
-                            reason: Reason::EnvReference,
-                            message: format!(
-                                "{}: runtime Secret {:?} may only be mounted as a volume: \
-                                 environment variables never see a refreshed token",
-                                reference.field, reference.secret
+                    ReferenceKind::EnvValueFrom | ReferenceKind::EnvFrom => findings.violation(
+                        Reason::EnvReference,
+                        format!(
+                            "{field}: runtime Secret {secret:?} may only be mounted as a volume: \
+                             environment variables never see a refreshed token"
+                        ),
+                    ),
+                    ReferenceKind::ImagePullSecret | ReferenceKind::VolumeDriver => findings
+                        .violation(
+                            Reason::UnsupportedReference,
+                            format!(
+                                "{field}: runtime Secret {secret:?} may only be mounted as a \
+                                 secret or projected volume"
                             ),
-                        });
-                    }
-                    ReferenceKind::ImagePullSecret | ReferenceKind::VolumeDriver => {
-                        violations.push(Violation {
-                            reason: Reason::UnsupportedReference,
-                            message: format!(
-                                "{}: runtime Secret {:?} may only be mounted as a secret or \
-                                 projected volume",
-                                reference.field, reference.secret
-                            ),
-                        });
-                    }
+                        ),
                     ReferenceKind::Volume | ReferenceKind::ProjectedVolume => {
                         for mount in pod.mounts.iter().filter(|m| {
                             m.sub_path && Some(m.volume.as_str()) == reference.volume.as_deref()
                         }) {
-                            violations.push(Violation {
-                                reason: Reason::SubPathMount,
-                                message: format!(
-                                    "{}.subPath: volume {:?} holds runtime Secret {:?}: subPath \
-                                     mounts never see a refreshed token; mount the whole volume",
-                                    mount.field, mount.volume, reference.secret
+                            findings.violation(
+                                Reason::SubPathMount,
+                                format!(
+                                    "{}.subPath: volume {:?} holds runtime Secret {secret:?}: \
+                                     subPath mounts never see a refreshed token; mount the whole \
+                                     volume",
+                                    mount.field, mount.volume
                                 ),
-                            });
+                            );
                         }
                     }
                 }
@@ -206,9 +201,7 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
                     continue;
                 }
                 checked_gateways.push(key);
-                if let Some(v) = gateway_violation(pod, reference, connection.as_ref(), label) {
-                    violations.push(v);
-                }
+                check_gateway(&mut findings, pod, reference, connection.as_ref(), label);
             }
         }
     }
@@ -219,56 +212,55 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
     } else {
         Concern::Unrelated
     };
-    let mut decision = match deny_all(violations, concern) {
-        Some(denied) => denied,
-        None => Decision::allow(Reason::None, concern),
-    };
+    let mut decision = findings.decide(concern);
     decision.subject = Subject {
         team,
-        connection: runtime_connection.clone(),
+        connection: runtime_connection,
         gateway: pod.gateway.clone(),
         runtime_access: !checked_gateways.is_empty(),
     };
     decision
 }
 
-fn gateway_violation(
+/// The gateway rule for one connection's runtime Secret: the connection exists and lists the
+/// pod's gateway label in `spec.gateways`.
+fn check_gateway(
+    findings: &mut Findings,
     pod: &PodView,
     reference: &SecretReference,
     connection: Option<&ConnectionFacts>,
     label: Option<String>,
-) -> Option<Violation> {
+) {
+    let (field, secret) = (&reference.field, &reference.secret);
     let Some(connection) = connection else {
-        return Some(Violation {
-            reason: Reason::UnknownConnection,
-            message: format!(
-                "{}: Secret {:?} is a runtime Secret of connection {:?}, which does not exist: no \
-                 gateway may use it",
-                reference.field,
-                reference.secret,
+        findings.violation(
+            Reason::UnknownConnection,
+            format!(
+                "{field}: Secret {secret:?} is a runtime Secret of connection {:?}, which does not \
+                 exist: no gateway may use it",
                 label.unwrap_or_default()
             ),
-        });
+        );
+        return;
     };
-    let listed = connection.gateways.join(", ");
+    let (name, listed) = (&connection.name, connection.gateways.join(", "));
     match pod.gateway.as_deref() {
-        None => Some(Violation {
-            reason: Reason::MissingGatewayLabel,
-            message: format!(
+        None => findings.violation(
+            Reason::MissingGatewayLabel,
+            format!(
                 "metadata.labels[{GATEWAY_LABEL:?}]: missing: only pods of a gateway listed in \
-                 connection {:?} spec.gateways ({listed}) may use runtime Secret {:?} ({})",
-                connection.name, reference.secret, reference.field
+                 connection {name:?} spec.gateways ({listed}) may use runtime Secret {secret:?} \
+                 ({field})"
             ),
-        }),
-        Some(gateway) if !connection.gateways.iter().any(|g| g == gateway) => Some(Violation {
-            reason: Reason::GatewayNotListed,
-            message: format!(
+        ),
+        Some(gateway) if !connection.gateways.iter().any(|g| g == gateway) => findings.violation(
+            Reason::GatewayNotListed,
+            format!(
                 "metadata.labels[{GATEWAY_LABEL:?}]: gateway {gateway:?} is not listed in \
-                 connection {:?} spec.gateways ({listed}), so it may not use runtime Secret {:?} \
-                 ({})",
-                connection.name, reference.secret, reference.field
+                 connection {name:?} spec.gateways ({listed}), so it may not use runtime Secret \
+                 {secret:?} ({field})"
             ),
-        }),
-        Some(_) => None,
+        ),
+        Some(_) => {}
     }
 }

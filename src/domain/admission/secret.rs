@@ -7,9 +7,9 @@ use std::fmt;
 
 use super::intake::{INTAKE_KEYS, envelope_key_id, seal_intake};
 use super::{
-    Concern, ConnectionFacts, Decision, Lookup, Operation, Policy, Reason, Requester, Violation,
+    Concern, ConnectionFacts, Decision, Findings, Lookup, Operation, Policy, Reason, Requester,
 };
-use super::{deny_all, is_cleanup, verb};
+use super::{is_cleanup, verb};
 use crate::crypto::PublicKey;
 use crate::names::{
     CONNECTION_LABEL, LWA_CREDENTIALS_SECRET_TYPE, ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN,
@@ -86,45 +86,43 @@ enum SecretClass {
     TokenStore,
 }
 
+/// What kind of Secret this is, and the connection it belongs to: by its role label or type
+/// (the connection then comes from its connection label, for credentials also from the
+/// connection that names it), else by the name a connection gives it. Token stores first, then
+/// runtime Secrets, then credentials.
 fn classify_secret(
     secret: &SecretView<'_>,
     connections: &[ConnectionFacts],
 ) -> (SecretClass, Option<String>) {
     let by_label = secret.labels.get(CONNECTION_LABEL).cloned();
-    if secret.role() == Some(ROLE_TOKEN_STORE) || secret.type_ == Some(TOKEN_STORE_SECRET_TYPE) {
+    let marked =
+        |role: &str, type_: &str| secret.role() == Some(role) || secret.type_ == Some(type_);
+    let named_by = |name_of: fn(&ConnectionFacts) -> String| {
+        connections
+            .iter()
+            .find(|c| name_of(c) == secret.name)
+            .map(|c| c.name.clone())
+    };
+    if marked(ROLE_TOKEN_STORE, TOKEN_STORE_SECRET_TYPE) {
         return (SecretClass::TokenStore, by_label);
     }
-    if let Some(c) = connections
-        .iter()
-        .find(|c| c.token_store_name() == secret.name)
-    {
-        return (SecretClass::TokenStore, Some(c.name.clone()));
+    if let Some(connection) = named_by(ConnectionFacts::token_store_name) {
+        return (SecretClass::TokenStore, Some(connection));
     }
-    if secret.role() == Some(ROLE_RUNTIME_TOKEN) || secret.type_ == Some(RUNTIME_SECRET_TYPE) {
+    if marked(ROLE_RUNTIME_TOKEN, RUNTIME_SECRET_TYPE) {
         return (SecretClass::Runtime, by_label);
     }
-    if let Some(c) = connections
-        .iter()
-        .find(|c| c.runtime_secret_name() == secret.name)
-    {
-        return (SecretClass::Runtime, Some(c.name.clone()));
+    if let Some(connection) = named_by(ConnectionFacts::runtime_secret_name) {
+        return (SecretClass::Runtime, Some(connection));
     }
-    if secret.role() == Some(ROLE_LWA_CREDENTIALS)
-        || secret.type_ == Some(LWA_CREDENTIALS_SECRET_TYPE)
-    {
-        let named_by = connections
-            .iter()
-            .find(|c| c.credentials_secret_name == secret.name)
-            .map(|c| c.name.clone());
-        return (SecretClass::Credentials, by_label.or(named_by));
+    let credentials_of = named_by(|c| c.credentials_secret_name.clone());
+    if marked(ROLE_LWA_CREDENTIALS, LWA_CREDENTIALS_SECRET_TYPE) {
+        return (SecretClass::Credentials, by_label.or(credentials_of));
     }
-    if let Some(c) = connections
-        .iter()
-        .find(|c| c.credentials_secret_name == secret.name)
-    {
-        return (SecretClass::Credentials, Some(c.name.clone()));
+    match credentials_of {
+        Some(connection) => (SecretClass::Credentials, Some(connection)),
+        None => (SecretClass::Unrelated, None),
     }
-    (SecretClass::Unrelated, None)
 }
 
 /// The Secret rules.
@@ -158,7 +156,12 @@ pub fn admit_secret(
     let connection = new_connection.or(old_connection);
     let team = lookup.namespace_team(request.namespace);
     let requester = &request.requester;
-    let mutating = matches!(phase, Phase::Mutate(_));
+    // The validating pass records an allowed write; the mutating pass stays quiet so that one
+    // request makes one audit record.
+    let allowed_write = match phase {
+        Phase::Mutate(_) => Concern::Unrelated,
+        Phase::Validate { .. } => Concern::Setup,
+    };
     let subject = |d: Decision| d.team(team.as_deref()).connection(connection.as_deref());
 
     if class == SecretClass::Unrelated {
@@ -186,14 +189,7 @@ pub fn admit_secret(
                 Concern::Identity,
             ));
         }
-        // The validating pass records the operator's write; the mutating pass stays quiet so
-        // that one request makes one audit record.
-        let concern = if mutating {
-            Concern::Unrelated
-        } else {
-            Concern::Setup
-        };
-        return subject(Decision::allow(Reason::None, concern));
+        return subject(Decision::allow(Reason::None, allowed_write));
     }
 
     // Credentials Secrets.
@@ -215,12 +211,7 @@ pub fn admit_secret(
         ));
     }
     let Some(secret) = &request.object else {
-        let concern = if mutating {
-            Concern::Unrelated
-        } else {
-            Concern::Setup
-        };
-        return subject(Decision::allow(Reason::None, concern));
+        return subject(Decision::allow(Reason::None, allowed_write));
     };
     subject(credentials_content(request, secret, team.as_deref(), phase))
 }
@@ -281,53 +272,47 @@ fn credentials_content(
         // Nothing to seal: the validating webhook checks the stored form.
         return Decision::allow(Reason::None, Concern::Unrelated);
     };
-    let mut violations = Vec::new();
+    let mut findings = Findings::default();
     if secret.type_ != Some(LWA_CREDENTIALS_SECRET_TYPE) {
-        violations.push(Violation {
-            reason: Reason::WrongSecretType,
-            message: format!(
+        findings.violation(
+            Reason::WrongSecretType,
+            format!(
                 "type: a credentials Secret must have type {LWA_CREDENTIALS_SECRET_TYPE:?}, not {:?}",
                 secret.type_.unwrap_or("Opaque")
             ),
-        });
+        );
     }
     if secret.role() != Some(ROLE_LWA_CREDENTIALS) {
-        violations.push(Violation {
-            reason: Reason::MissingRoleLabel,
-            message: format!(
+        findings.violation(
+            Reason::MissingRoleLabel,
+            format!(
                 "metadata.labels[{SECRET_ROLE_LABEL:?}]: a credentials Secret must be labelled \
                  {SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"
             ),
-        });
+        );
     }
-    let mut warnings = Vec::new();
     match secret.data.get(SEALED_KEY) {
-        None => violations.push(Violation {
-            reason: Reason::MissingEnvelope,
-            message: format!(
+        None => findings.violation(
+            Reason::MissingEnvelope,
+            format!(
                 "data.{SEALED_KEY}: missing: a credentials Secret holds exactly one key, \
                  {SEALED_KEY:?}, with the sealed envelope"
             ),
-        }),
+        ),
         Some(envelope) => match envelope_key_id(envelope) {
-            Err(why) => violations.push(Violation {
-                reason: Reason::MalformedEnvelope,
-                message: format!(
+            Err(why) => findings.violation(
+                Reason::MalformedEnvelope,
+                format!(
                     "data.{SEALED_KEY}: not a sealed envelope ({why}): seal credentials with \
                      `amazon-seller-operator seal` or through an intake Secret"
                 ),
-            }),
-            Ok(key_id) if !key_ids.contains(&key_id) => warnings.push(format!(
+            ),
+            Ok(key_id) if !key_ids.contains(&key_id) => findings.warning(format!(
                 "data.{SEALED_KEY}: sealed to key {key_id:?}, which the operator does not hold: \
                  the connection cannot use these credentials"
             )),
             Ok(_) => {}
         },
     }
-    if let Some(denied) = deny_all(violations, Concern::Setup) {
-        return denied;
-    }
-    let mut decision = Decision::allow(Reason::None, Concern::Setup);
-    decision.warnings = warnings;
-    decision
+    findings.decide(Concern::Setup)
 }
