@@ -199,3 +199,203 @@ pub fn envelope_key_id(envelope: &[u8]) -> Result<String, &'static str> {
     }
     Ok(key_id.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{
+        CLIENT_ID, CLIENT_SECRET, FakeCluster, NS, REFRESH_TOKEN, alice, assert_no_plaintext,
+        mutate, mutate_in, root,
+    };
+    use super::*;
+    use crate::crypto::Keyring;
+
+    fn keyring() -> Keyring {
+        Keyring::generate(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    /// The mutating webhook's decision on Alice creating `secret`, sealing to a fresh key.
+    fn mutate_create(secret: SecretView<'_>) -> Decision {
+        let key = keyring().active().public_key();
+        mutate(&SecretRequest::create(alice(), secret), &key)
+    }
+
+    /// The mutating webhook's decision on Alice replacing `old` with `new`, sealing to a fresh
+    /// key.
+    fn mutate_update<'a>(old: SecretView<'a>, new: SecretView<'a>) -> Decision {
+        let key = keyring().active().public_key();
+        mutate(&SecretRequest::update(alice(), old, new), &key)
+    }
+
+    /// An intake for `acme-us-lwa`: labelled, no type yet, the three required keys.
+    fn intake() -> SecretView<'static> {
+        SecretView::test("acme-us-lwa")
+            .with_role(ROLE_LWA_CREDENTIALS)
+            .with_data(INTAKE_CLIENT_ID, CLIENT_ID)
+            .with_data(INTAKE_CLIENT_SECRET, CLIENT_SECRET)
+            .with_data(INTAKE_REFRESH_TOKEN, REFRESH_TOKEN)
+    }
+
+    #[test]
+    fn a_complete_intake_is_sealed_for_the_namespace_team() {
+        let ring = keyring();
+        let secret = intake()
+            .of_type("Opaque")
+            .with_data(INTAKE_CLIENT_SECRET_EXPIRES_AT, b"2026-11-12T00:00:00Z");
+        let d = mutate(
+            &SecretRequest::create(alice(), secret),
+            &ring.active().public_key(),
+        );
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.reason, Reason::SealedIntake);
+        assert_eq!(d.concern, Concern::Setup);
+        assert_no_plaintext(&d);
+        let Some(Mutation::SealCredentials {
+            envelope,
+            remove_string_data,
+        }) = d.patch
+        else {
+            panic!("no patch");
+        };
+        assert!(!remove_string_data);
+        let context = SealContext {
+            team_id: "acme",
+            namespace: NS,
+            secret_name: "acme-us-lwa",
+        };
+        let (opened, _) = crypto::open(&ring, &context, &envelope).unwrap();
+        assert_eq!(opened.refresh_token.expose().as_bytes(), REFRESH_TOKEN);
+        assert_eq!(
+            opened.client_secret_expires_at,
+            Some("2026-11-12T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(envelope_key_id(&envelope).unwrap(), ring.active().id());
+    }
+
+    #[test]
+    fn sealing_an_intake_written_as_string_data_removes_string_data() {
+        let secret = SecretView {
+            has_string_data: true,
+            ..intake()
+        };
+        let d = mutate_create(secret);
+        assert!(matches!(
+            d.patch,
+            Some(Mutation::SealCredentials {
+                remove_string_data: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_incomplete_intake_is_denied_naming_the_missing_key() {
+        let secret = SecretView::test("acme-us-lwa")
+            .with_role(ROLE_LWA_CREDENTIALS)
+            .with_data(INTAKE_CLIENT_ID, CLIENT_ID)
+            .with_data(INTAKE_CLIENT_SECRET, CLIENT_SECRET);
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::IncompleteIntake);
+        assert!(
+            d.message.starts_with("data.refreshToken: missing"),
+            "{}",
+            d.message
+        );
+        assert_no_plaintext(&d);
+    }
+
+    #[test]
+    fn a_malformed_intake_value_is_named_without_its_value() {
+        let secret = intake().with_data(INTAKE_REFRESH_TOKEN, b"Atza|topsecretvalue-wrong-kind");
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::InvalidIntake);
+        assert!(d.message.starts_with("data.refreshToken"), "{}", d.message);
+        assert_no_plaintext(&d);
+    }
+
+    #[test]
+    fn a_client_secret_expiry_must_be_an_rfc_3339_time() {
+        let secret = intake().with_data(INTAKE_CLIENT_SECRET_EXPIRES_AT, b"next tuesday");
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::InvalidIntake);
+        assert!(
+            d.message
+                .starts_with("data.clientSecretExpiresAt: must be an RFC 3339 time"),
+            "{}",
+            d.message
+        );
+        assert!(!d.message.contains("tuesday"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_partial_plaintext_write_into_a_sealed_secret_is_denied_by_the_mutating_webhook() {
+        let old = SecretView::test("acme-us-lwa")
+            .of_type(LWA_CREDENTIALS_SECRET_TYPE)
+            .with_role(ROLE_LWA_CREDENTIALS)
+            .with_data("sealed", b"x");
+        let new = old.clone().with_data(INTAKE_CLIENT_SECRET, CLIENT_SECRET);
+        let d = mutate_update(old, new);
+        assert_eq!(d.reason, Reason::IncompleteIntake);
+    }
+
+    #[test]
+    fn an_opaque_secret_cannot_become_credentials_by_update() {
+        let old = SecretView::test("acme-us-lwa")
+            .of_type("Opaque")
+            .with_role(ROLE_LWA_CREDENTIALS);
+        let new = intake().of_type("Opaque");
+        let d = mutate_update(old, new);
+        assert_eq!(d.reason, Reason::TypeImmutable);
+    }
+
+    #[test]
+    fn an_intake_needs_a_name_because_the_envelope_is_bound_to_it() {
+        let secret = SecretView {
+            name: "",
+            ..intake()
+        };
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::NameRequired);
+        assert!(
+            d.message.starts_with("metadata.name: required"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn plaintext_credentials_are_sealed_only_in_a_labelled_intake() {
+        // Named by connection acme-us, so a credentials Secret, but without the role label.
+        let secret = SecretView::test("acme-us-lwa")
+            .with_data(INTAKE_CLIENT_ID, CLIENT_ID)
+            .with_data(INTAKE_CLIENT_SECRET, CLIENT_SECRET)
+            .with_data(INTAKE_REFRESH_TOKEN, REFRESH_TOKEN);
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::MissingRoleLabel);
+        assert!(d.patch.is_none());
+        assert_no_plaintext(&d);
+    }
+
+    #[test]
+    fn an_intake_in_an_unbound_namespace_is_not_sealed() {
+        let d = mutate_in(
+            &FakeCluster::unbound(),
+            &SecretRequest::create(root(), intake()),
+            &keyring().active().public_key(),
+        );
+        assert_eq!(d.reason, Reason::NamespaceNotBound);
+        assert!(d.patch.is_none());
+    }
+
+    #[test]
+    fn the_mutating_webhook_leaves_sealed_credentials_alone() {
+        let secret = SecretView::test("acme-us-lwa")
+            .of_type(LWA_CREDENTIALS_SECRET_TYPE)
+            .with_role(ROLE_LWA_CREDENTIALS)
+            .with_data("sealed", b"{}");
+        let d = mutate_create(secret);
+        assert!(d.allowed);
+        assert_eq!(d.reason, Reason::None);
+        assert_eq!(d.concern, Concern::Unrelated);
+        assert!(d.patch.is_none());
+    }
+}

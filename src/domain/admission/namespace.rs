@@ -67,3 +67,60 @@ pub fn admit_namespace(policy: &Policy, request: &NamespaceRequest<'_>) -> Decis
 fn team_label_field() -> String {
     format!("metadata.labels[{TEAM_LABEL:?}]")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{NS, alice, policy, root};
+    use super::*;
+
+    /// `by` writes namespace `team-acme` with Team label `team` (and `old_team` before).
+    fn relabel<'a>(
+        by: Requester<'a>,
+        operation: Operation,
+        old_team: Option<&'a str>,
+        team: Option<&'a str>,
+    ) -> NamespaceRequest<'a> {
+        NamespaceRequest {
+            name: NS,
+            operation,
+            requester: by,
+            team,
+            old_team,
+        }
+    }
+
+    #[test]
+    fn only_admins_set_change_or_remove_the_team_label() {
+        for (operation, old, new) in [
+            (Operation::Create, None, Some("acme")),
+            (Operation::Update, Some("acme"), Some("globex")),
+            (Operation::Update, Some("acme"), None),
+        ] {
+            let d = admit_namespace(&policy(), &relabel(alice(), operation, old, new));
+            assert_eq!(d.reason, Reason::NotAdmin);
+            assert_eq!(d.concern, Concern::Identity);
+            assert!(
+                d.message
+                    .starts_with("metadata.labels[\"connectors.openteam.io/team\"]")
+            );
+            let d = admit_namespace(&policy(), &relabel(root(), operation, old, new));
+            assert!(d.allowed, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn anyone_may_update_a_namespace_that_keeps_its_team_label() {
+        let request = relabel(alice(), Operation::Update, Some("acme"), Some("acme"));
+        let d = admit_namespace(&policy(), &request);
+        assert!(d.allowed);
+        assert_eq!(d.reason, Reason::Unrelated);
+        assert_eq!(d.subject.team.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn the_team_label_must_be_a_team_id() {
+        let request = relabel(root(), Operation::Create, None, Some("Not_A_Label"));
+        let d = admit_namespace(&policy(), &request);
+        assert_eq!(d.reason, Reason::InvalidTeamLabel);
+    }
+}

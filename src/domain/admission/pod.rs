@@ -264,3 +264,258 @@ fn check_gateway(
         Some(_) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{FakeCluster, NS, alice};
+    use super::*;
+
+    /// The runtime Secret of connection `acme-us`, which lists gateway `gw-main`.
+    const RUNTIME_SECRET: &str = "acme-us-sp-api";
+
+    impl PodView {
+        /// A pod whose first container mounts volume `token` whole; no gateway label and no
+        /// Secret reference yet.
+        fn test() -> Self {
+            PodView {
+                gateway: None,
+                references: Vec::new(),
+                mounts: vec![VolumeMount {
+                    field: "spec.containers[0].volumeMounts[0]".into(),
+                    volume: "token".into(),
+                    sub_path: false,
+                }],
+            }
+        }
+
+        /// Labelled `connectors.openteam.io/gateway=<gateway>`.
+        fn gateway(self, gateway: &str) -> Self {
+            Self {
+                gateway: Some(gateway.into()),
+                ..self
+            }
+        }
+
+        /// With a reference at `field` to `secret`; volume references are volume `token`.
+        fn referencing(mut self, field: &str, secret: &str, kind: ReferenceKind) -> Self {
+            let volume = matches!(kind, ReferenceKind::Volume | ReferenceKind::ProjectedVolume)
+                .then(|| "token".to_owned());
+            self.references.push(SecretReference {
+                field: field.into(),
+                secret: secret.into(),
+                kind,
+                volume,
+            });
+            self
+        }
+
+        /// Mounting `secret` as volume `token` (`spec.volumes[0].secret`).
+        fn mounting(self, secret: &str) -> Self {
+            self.referencing("spec.volumes[0].secret", secret, ReferenceKind::Volume)
+        }
+
+        /// Mounting the runtime Secret of `acme-us` as a whole volume.
+        fn mounting_the_runtime_secret(self) -> Self {
+            self.mounting(RUNTIME_SECRET)
+        }
+    }
+
+    /// The decision on Alice creating `pod` in `cluster`.
+    fn admit_in(cluster: &FakeCluster, pod: &PodView) -> Decision {
+        admit_pod(
+            cluster,
+            &PodRequest {
+                namespace: NS,
+                operation: Operation::Create,
+                requester: alice(),
+                pod,
+            },
+        )
+    }
+
+    fn admit(pod: &PodView) -> Decision {
+        admit_in(&FakeCluster::acme(), pod)
+    }
+
+    #[test]
+    fn a_listed_gateway_may_mount_the_runtime_secret() {
+        let d = admit(
+            &PodView::test()
+                .gateway("gw-main")
+                .mounting_the_runtime_secret(),
+        );
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.reason, Reason::None);
+        assert_eq!(d.concern, Concern::Gateway);
+        assert!(d.subject.runtime_access);
+        assert_eq!(d.subject.team.as_deref(), Some("acme"));
+        assert_eq!(d.subject.connection.as_deref(), Some("acme-us"));
+        assert_eq!(d.subject.gateway.as_deref(), Some("gw-main"));
+    }
+
+    #[test]
+    fn a_pod_without_the_gateway_label_may_not_mount_it() {
+        let d = admit(&PodView::test().mounting_the_runtime_secret());
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
+        assert!(
+            d.message
+                .starts_with("metadata.labels[\"connectors.openteam.io/gateway\"]: missing")
+        );
+        assert!(d.subject.runtime_access);
+    }
+
+    #[test]
+    fn a_gateway_of_another_connection_may_not_mount_it() {
+        let d = admit(
+            &PodView::test()
+                .gateway("gw-other")
+                .mounting_the_runtime_secret(),
+        );
+        assert_eq!(d.reason, Reason::GatewayNotListed);
+        assert!(d.message.contains("\"gw-other\""), "{}", d.message);
+    }
+
+    /// Why a listed gateway's pod that references the runtime Secret at `field` as `kind` is
+    /// refused; the message starts with the field.
+    fn refusal_for_a_listed_gateway(field: &str, kind: ReferenceKind) -> Reason {
+        let pod = PodView::test()
+            .gateway("gw-main")
+            .referencing(field, RUNTIME_SECRET, kind);
+        let d = admit(&pod);
+        assert!(!d.allowed);
+        assert!(d.message.starts_with(field), "{}", d.message);
+        d.reason
+    }
+
+    #[test]
+    fn env_and_env_from_use_of_the_runtime_secret_are_denied_even_for_a_listed_gateway() {
+        for (field, kind) in [
+            (
+                "spec.initContainers[0].env[0].valueFrom.secretKeyRef",
+                ReferenceKind::EnvValueFrom,
+            ),
+            (
+                "spec.ephemeralContainers[0].envFrom[0].secretRef",
+                ReferenceKind::EnvFrom,
+            ),
+        ] {
+            assert_eq!(
+                refusal_for_a_listed_gateway(field, kind),
+                Reason::EnvReference
+            );
+        }
+    }
+
+    #[test]
+    fn image_pull_and_volume_driver_use_of_the_runtime_secret_are_denied() {
+        for (field, kind) in [
+            ("spec.imagePullSecrets[0]", ReferenceKind::ImagePullSecret),
+            (
+                "spec.volumes[1].csi.nodePublishSecretRef",
+                ReferenceKind::VolumeDriver,
+            ),
+        ] {
+            assert_eq!(
+                refusal_for_a_listed_gateway(field, kind),
+                Reason::UnsupportedReference
+            );
+        }
+    }
+
+    #[test]
+    fn a_sub_path_mount_of_the_runtime_secret_is_denied() {
+        let mut pod = PodView::test()
+            .gateway("gw-main")
+            .mounting_the_runtime_secret();
+        pod.mounts.push(VolumeMount {
+            field: "spec.containers[1].volumeMounts[0]".into(),
+            volume: "token".into(),
+            sub_path: true,
+        });
+        let d = admit(&pod);
+        assert_eq!(d.reason, Reason::SubPathMount);
+        assert!(
+            d.message
+                .starts_with("spec.containers[1].volumeMounts[0].subPath")
+        );
+    }
+
+    #[test]
+    fn a_projected_volume_is_a_reference_too() {
+        let projected = PodView::test().referencing(
+            "spec.volumes[0].projected.sources[1].secret",
+            RUNTIME_SECRET,
+            ReferenceKind::ProjectedVolume,
+        );
+        assert!(admit(&projected.clone().gateway("gw-main")).allowed);
+        assert_eq!(admit(&projected).reason, Reason::MissingGatewayLabel);
+    }
+
+    #[test]
+    fn no_pod_may_reference_a_sealed_token_store() {
+        // By the name of an existing connection's store, even from a listed gateway.
+        let by_name = PodView::test()
+            .gateway("gw-main")
+            .mounting("acme-us-sp-api-sealed");
+        let d = admit(&by_name);
+        assert!(!d.allowed);
+        assert_eq!(d.reason, Reason::SealedSecretReference);
+        assert_eq!(d.concern, Concern::Gateway);
+        // By the role label of a Secret the view knows.
+        let cluster = FakeCluster::acme().with_secret("renamed-store", ROLE_TOKEN_STORE, "acme-us");
+        let by_label = PodView::test().gateway("gw-main").referencing(
+            "spec.containers[0].envFrom[0].secretRef",
+            "renamed-store",
+            ReferenceKind::EnvFrom,
+        );
+        assert_eq!(
+            admit_in(&cluster, &by_label).reason,
+            Reason::SealedSecretReference
+        );
+    }
+
+    #[test]
+    fn no_pod_may_reference_sealed_credentials() {
+        let pod = PodView::test().gateway("gw-main").mounting("acme-us-lwa");
+        let d = admit(&pod);
+        assert_eq!(d.reason, Reason::SealedSecretReference);
+        assert!(
+            d.message
+                .starts_with("spec.volumes[0].secret: Secret \"acme-us-lwa\"")
+        );
+    }
+
+    #[test]
+    fn a_runtime_secret_of_a_missing_connection_is_refused() {
+        let cluster = FakeCluster::acme().with_secret("ghost-token", ROLE_RUNTIME_TOKEN, "ghost");
+        let pod = PodView::test().gateway("gw-main").mounting("ghost-token");
+        let d = admit_in(&cluster, &pod);
+        assert_eq!(d.reason, Reason::UnknownConnection);
+        assert_eq!(d.subject.connection.as_deref(), Some("ghost"));
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let pod = PodView::test().mounting_the_runtime_secret().referencing(
+            "spec.containers[0].envFrom[0].secretRef",
+            RUNTIME_SECRET,
+            ReferenceKind::EnvFrom,
+        );
+        let d = admit(&pod);
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
+        assert!(
+            d.message
+                .contains("spec.containers[0].envFrom[0].secretRef: runtime Secret")
+        );
+    }
+
+    #[test]
+    fn an_ordinary_pod_is_unrelated() {
+        let pod = PodView::test().mounting("app-config");
+        let d = admit(&pod);
+        assert!(d.allowed);
+        assert_eq!(d.reason, Reason::None);
+        assert_eq!(d.concern, Concern::Unrelated);
+        assert!(!d.subject.runtime_access);
+    }
+}

@@ -49,3 +49,56 @@ pub fn admit_review(policy: &Policy, request: &ReviewRequest<'_>) -> Decision {
     }
     decision
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{alice, policy, rita, root};
+    use super::*;
+
+    fn create<'a>(by: Requester<'a>, reviewer: Option<&'a str>) -> ReviewRequest<'a> {
+        ReviewRequest {
+            operation: Operation::Create,
+            requester: by,
+            reviewer,
+        }
+    }
+
+    #[test]
+    fn only_reviewers_record_reviews() {
+        let d = admit_review(&policy(), &create(rita(), Some("rita")));
+        assert!(d.allowed && d.warnings.is_empty(), "{d:?}");
+        let d = admit_review(&policy(), &create(alice(), Some("alice")));
+        assert_eq!(d.reason, Reason::NotReviewer);
+        let d = admit_review(&policy(), &create(root(), None));
+        assert_eq!(d.reason, Reason::NotReviewer);
+    }
+
+    #[test]
+    fn a_review_in_another_reviewers_name_is_a_warning() {
+        let d = admit_review(&policy(), &create(rita(), Some("someone")));
+        assert!(d.allowed && d.warnings.len() == 1, "{d:?}");
+    }
+
+    #[test]
+    fn reviewers_and_admins_may_change_or_remove_a_review() {
+        for operation in [Operation::Update, Operation::Delete] {
+            for requester in [rita(), root()] {
+                let request = ReviewRequest {
+                    operation,
+                    requester,
+                    reviewer: None,
+                };
+                assert!(admit_review(&policy(), &request).allowed);
+            }
+            let request = ReviewRequest {
+                operation,
+                requester: alice(),
+                reviewer: None,
+            };
+            assert_eq!(
+                admit_review(&policy(), &request).reason,
+                Reason::NotReviewer
+            );
+        }
+    }
+}

@@ -316,3 +316,223 @@ fn credentials_content(
     }
     findings.decide(Concern::Setup)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{
+        REFRESH_TOKEN, alice, assert_no_plaintext, garbage_collector, mallory, operator, root,
+        validate, validate_with_keys,
+    };
+    use super::*;
+    use crate::crypto::{self, Credentials, Keyring, SealContext};
+
+    /// The credentials Secret of connection `acme-us`, labelled and typed, holding `sealed`.
+    fn sealed(envelope: &[u8]) -> SecretView<'_> {
+        SecretView::test("acme-us-lwa")
+            .of_type(LWA_CREDENTIALS_SECRET_TYPE)
+            .with_role(ROLE_LWA_CREDENTIALS)
+            .with_data(SEALED_KEY, envelope)
+    }
+
+    /// A well-formed envelope sealed for `acme-us-lwa` in `team-acme` of Team acme.
+    fn envelope(ring: &Keyring) -> Vec<u8> {
+        let context = SealContext {
+            team_id: "acme",
+            namespace: "team-acme",
+            secret_name: "acme-us-lwa",
+        };
+        let credentials = Credentials {
+            client_id: "amzn1.application-oa2-client.abc".into(),
+            client_secret: "s".into(),
+            refresh_token: "Atzr|r".into(),
+            next_client_secret: None,
+            client_secret_expires_at: None,
+        };
+        crypto::seal(&ring.active().public_key(), &context, &credentials).unwrap()
+    }
+
+    fn keyring() -> Keyring {
+        Keyring::generate(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+    }
+
+    /// A runtime Secret by its role label, by its type, and by the name of an existing
+    /// connection's runtime Secret.
+    fn forged_runtime_secrets() -> [SecretView<'static>; 3] {
+        [
+            SecretView::test("anything").with_role(ROLE_RUNTIME_TOKEN),
+            SecretView::test("anything").of_type(RUNTIME_SECRET_TYPE),
+            SecretView::test("acme-us-sp-api").of_type("Opaque"),
+        ]
+    }
+
+    /// A token store by its role label, by its type, and by the name of an existing
+    /// connection's token store.
+    fn forged_token_stores() -> [SecretView<'static>; 3] {
+        [
+            SecretView::test("anything").with_role(ROLE_TOKEN_STORE),
+            SecretView::test("anything").of_type(TOKEN_STORE_SECRET_TYPE),
+            SecretView::test("acme-us-sp-api-sealed").of_type("Opaque"),
+        ]
+    }
+
+    /// Every write of `secret` by a Team member or an admin is denied `not_operator` with a
+    /// message naming `what`; the operator may create it.
+    fn assert_only_the_operator_writes(secret: &SecretView<'static>, what: &str) {
+        for requester in [alice(), root()] {
+            for request in SecretRequest::every_write(requester, secret) {
+                let d = validate(&request);
+                assert_eq!(d.reason, Reason::NotOperator, "{request:?}");
+                assert_eq!(d.concern, Concern::Identity);
+                assert!(d.message.contains(what), "{}", d.message);
+            }
+        }
+        let d = validate(&SecretRequest::create(operator(), secret.clone()));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.concern, Concern::Setup);
+    }
+
+    #[test]
+    fn only_the_operator_writes_runtime_secrets() {
+        for secret in forged_runtime_secrets() {
+            assert_only_the_operator_writes(&secret, "runtime Secret");
+        }
+    }
+
+    #[test]
+    fn only_the_operator_writes_token_stores() {
+        for secret in forged_token_stores() {
+            assert_only_the_operator_writes(&secret, "token store");
+        }
+    }
+
+    #[test]
+    fn relabelling_a_runtime_secret_is_still_an_operator_only_write() {
+        let old = SecretView::test("x").with_role(ROLE_RUNTIME_TOKEN);
+        let new = SecretView::test("x");
+        let d = validate(&SecretRequest::update(alice(), old, new));
+        assert_eq!(d.reason, Reason::NotOperator);
+    }
+
+    #[test]
+    fn the_garbage_collector_may_delete_but_not_write_managed_secrets() {
+        let runtime = SecretView::test("acme-us-sp-api").with_role(ROLE_RUNTIME_TOKEN);
+        let d = validate(&SecretRequest::delete(garbage_collector(), runtime.clone()));
+        assert!(d.allowed);
+        assert_eq!(d.reason, Reason::Cleanup);
+        let d = validate(&SecretRequest::create(garbage_collector(), runtime));
+        assert_eq!(d.reason, Reason::NotOperator);
+        let credentials = sealed(b"{}");
+        let d = validate(&SecretRequest::create(garbage_collector(), credentials));
+        assert_eq!(d.reason, Reason::NotTeamMember);
+    }
+
+    #[test]
+    fn a_member_of_another_team_may_not_replace_sealed_credentials() {
+        let secret = sealed(b"{}");
+        let d = validate(&SecretRequest::update(mallory(), secret.clone(), secret));
+        assert_eq!(d.reason, Reason::NotTeamMember);
+        assert_eq!(d.concern, Concern::Identity);
+    }
+
+    #[test]
+    fn a_secret_named_by_a_connection_is_credentials_even_without_labels() {
+        let secret = SecretView::test("acme-us-lwa").with_data("x", b"y");
+        let d = validate(&SecretRequest::create(mallory(), secret));
+        assert_eq!(d.reason, Reason::NotTeamMember);
+    }
+
+    #[test]
+    fn unrelated_secrets_are_left_alone() {
+        let secret = SecretView::test("app-config").with_data("clientSecret", b"x");
+        let d = validate(&SecretRequest::create(mallory(), secret));
+        assert!(d.allowed);
+        assert_eq!(d.reason, Reason::Unrelated);
+        assert_eq!(d.concern, Concern::Unrelated);
+    }
+
+    #[test]
+    fn a_sealed_secret_with_a_well_formed_envelope_passes_validation() {
+        let ring = keyring();
+        let envelope = envelope(&ring);
+        let ids = vec![ring.active().id().to_owned()];
+        let d = validate_with_keys(&SecretRequest::create(alice(), sealed(&envelope)), &ids);
+        assert!(d.allowed && d.warnings.is_empty(), "{d:?}");
+        assert_eq!(d.reason, Reason::None);
+        assert_eq!(d.concern, Concern::Setup);
+    }
+
+    #[test]
+    fn credentials_sealed_to_a_key_the_operator_does_not_hold_are_a_warning() {
+        let envelope = envelope(&keyring());
+        let d = validate(&SecretRequest::create(alice(), sealed(&envelope)));
+        assert!(d.allowed);
+        assert_eq!(d.warnings.len(), 1);
+        assert!(
+            d.warnings[0].starts_with("data.sealed: sealed to key"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_envelope_is_denied() {
+        for bad in [
+            &b"not json"[..],
+            b"{}",
+            br#"{"version":1,"keyId":"k","enc":"AAAA","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#,
+            br#"{"version":2,"keyId":"k","enc":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#,
+        ] {
+            let d = validate(&SecretRequest::create(alice(), sealed(bad)));
+            assert_eq!(d.reason, Reason::MalformedEnvelope, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_credentials_secret_without_an_envelope_is_denied() {
+        let secret = SecretView::test("acme-us-lwa")
+            .of_type(LWA_CREDENTIALS_SECRET_TYPE)
+            .with_role(ROLE_LWA_CREDENTIALS);
+        let d = validate(&SecretRequest::create(alice(), secret));
+        assert_eq!(d.reason, Reason::MissingEnvelope);
+        assert!(
+            d.message.starts_with("data.sealed: missing"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn a_credentials_secret_needs_its_type_and_role_label() {
+        let envelope = envelope(&keyring());
+        let secret = SecretView::test("acme-us-lwa").with_data(SEALED_KEY, &envelope);
+        let d = validate(&SecretRequest::create(alice(), secret));
+        assert_eq!(d.reason, Reason::WrongSecretType);
+        let messages: Vec<&str> = d.message.split("; ").collect();
+        assert_eq!(messages.len(), 2, "{}", d.message);
+        assert!(messages[0].starts_with("type: a credentials Secret must have type"));
+        assert!(messages[1].starts_with(
+            "metadata.labels[\"connectors.openteam.io/secret-role\"]: a credentials Secret must be \
+             labelled"
+        ));
+    }
+
+    #[test]
+    fn a_key_that_is_neither_sealed_nor_an_intake_key_is_denied_naming_it() {
+        let secret = sealed(b"{}").with_data("extra", b"x");
+        let d = validate(&SecretRequest::create(alice(), secret));
+        assert_eq!(d.reason, Reason::InvalidIntake);
+        assert!(
+            d.message.starts_with("data.extra: not a credentials key"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn plaintext_reaching_validation_is_denied() {
+        let secret = sealed(b"{}").with_data("refreshToken", REFRESH_TOKEN);
+        let d = validate(&SecretRequest::update(alice(), sealed(b"{}"), secret));
+        assert_eq!(d.reason, Reason::PlaintextCredentials);
+        assert!(d.message.starts_with("data.refreshToken: plaintext"));
+        assert_no_plaintext(&d);
+    }
+}
