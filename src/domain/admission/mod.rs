@@ -5,7 +5,10 @@
 //! views of each object kind and reads cluster state (namespace Team labels, connections,
 //! labelled Secrets) through the [`Lookup`] trait, so every rule is tested beside it with a fake
 //! cluster. This module holds what every rule shares: the [`Policy`], the [`Requester`], the
-//! [`Decision`] and its parts; each object kind's rule lives in its own module.
+//! [`Decision`] and its parts, and the violation helper. Each object kind's rule lives in its
+//! own module with its tests: `connection`, `secret` (runtime Secrets, token stores and
+//! credentials Secrets), `intake` (sealing plaintext intakes), `pod`, `namespace` and `review`;
+//! `reason` holds the one [`Reason`] enum, `fixtures` the tests' fake cluster and builders.
 //!
 //! Messages name the field and the rule and never contain a secret value: plaintext intake
 //! values are only ever passed to [`crypto::seal`](crate::crypto::seal), never formatted.
@@ -321,6 +324,7 @@ impl Findings {
     }
 }
 
+/// How messages say what the requester tried to do.
 fn verb(operation: Operation) -> &'static str {
     match operation {
         Operation::Create => "create",
