@@ -1,4 +1,5 @@
-//! Pure domain rules: the marketplace table and connection validation.
+//! Pure domain rules: the marketplace table, connection validation, the admission rules,
+//! status conditions, the runtime credential access rule and security log review coverage.
 //!
 //! Nothing here imports Kubernetes types; the API layer, the CLI and the webhook convert their
 //! inputs into these plain types, so every rule can be tested without a cluster.

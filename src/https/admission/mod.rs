@@ -23,7 +23,7 @@ use crate::api::{AmazonSellerConnection, GROUP};
 use crate::crypto::Keyring;
 use crate::domain::admission::{
     self, Concern, ConnectionRequest, Decision, Lookup, NamespaceRequest, Operation, Phase,
-    PodRequest, Policy, Requester, ReviewRequest, SecretRequest, Subject,
+    PodRequest, Policy, Reason, Requester, ReviewRequest, SecretRequest, Subject,
 };
 use crate::error::Categorized;
 use crate::names::TEAM_LABEL;
@@ -199,7 +199,7 @@ fn typed<K: Resource + serde::de::DeserializeOwned>(
 fn not_ready() -> Decision {
     Decision {
         allowed: false,
-        reason: "not_ready",
+        reason: Reason::NotReady,
         message: "the webhook has not synced its view of the cluster yet: retry in a few seconds"
             .to_owned(),
         warnings: Vec::new(),
@@ -212,7 +212,7 @@ fn not_ready() -> Decision {
 fn unrelated() -> Decision {
     Decision {
         allowed: true,
-        reason: "unrelated",
+        reason: Reason::Unrelated,
         message: String::new(),
         warnings: Vec::new(),
         patch: None,
@@ -263,7 +263,7 @@ impl Reviewer {
                     "unknown",
                     "unknown",
                     AdmissionDecision::Invalid,
-                    "malformed_request",
+                    Reason::MalformedRequest.as_str(),
                 );
                 tracing::warn!(problem = malformed.why, "malformed admission review");
                 let mut response = AdmissionResponse::invalid(format!(
@@ -286,7 +286,7 @@ impl Reviewer {
                     kind.label(),
                     op.as_str(),
                     AdmissionDecision::Invalid,
-                    "malformed_object",
+                    Reason::MalformedObject.as_str(),
                 );
                 tracing::warn!(uid = %request.uid, resource = kind.label(), problem = why, "malformed object in admission review");
                 let mut response = AdmissionResponse::invalid(why);
@@ -474,7 +474,7 @@ impl Reviewer {
             )
         };
         self.metrics
-            .record_admission(kind.label(), op.as_str(), metric, decision.reason);
+            .record_admission(kind.label(), op.as_str(), metric, decision.reason.as_str());
         let subject = &decision.subject;
         if subject.runtime_access {
             self.metrics.record_credential_access(
@@ -488,7 +488,7 @@ impl Reviewer {
             resource = kind.label(),
             operation = op.as_str(),
             allowed = decision.allowed,
-            reason = decision.reason,
+            reason = decision.reason.as_str(),
             "admission decision"
         );
         let category = match decision.concern {
@@ -499,7 +499,7 @@ impl Reviewer {
         };
         let mut event = AuditEvent::new(category, kind.action(op), outcome)
             .actor(request.user_info.username.as_deref().unwrap_or("unknown"))
-            .reason(decision.reason);
+            .reason(decision.reason.as_str());
         if let Some(namespace) = request.namespace.as_deref() {
             event = event.namespace(namespace);
         }
@@ -529,7 +529,7 @@ fn respond(
     // The API server records this in its own audit log as `<webhook name>/reason`.
     response
         .audit_annotations
-        .insert("reason".to_owned(), decision.reason.to_owned());
+        .insert("reason".to_owned(), decision.reason.as_str().to_owned());
     if !decision.warnings.is_empty() {
         response.warnings = Some(decision.warnings.clone());
     }
