@@ -802,7 +802,7 @@ fn webhook_configurations_fail_closed_with_each_certificate_mode() {
 }
 
 /// The chart registers exactly the configurations the webhook's own code generates
-/// (src/webhook/configuration.rs), for each way the CA reaches them.
+/// (src/https/admission/configuration.rs), for each way the CA reaches them.
 #[test]
 fn the_chart_registers_the_webhook_configurations_the_webhook_generates() {
     use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};

@@ -43,7 +43,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The finalizer that makes deletion remove the runtime Secret first.
 pub const FINALIZER: &str = "connectors.openteam.io/runtime-secret";
 
-/// The permissions of the calls in this module and in [`reconcile`] (see [`crate::rbac`]).
+/// The permissions of the calls in this module and in [`reconcile`](mod@reconcile) (see [`crate::rbac`]).
 pub const RBAC: &[Permission] = &[
     // `run`: the controller's watcher over connections (list, watch); `finalizer()` adds and
     // removes the finalizer with a JSON patch (patch).

@@ -1,7 +1,7 @@
 //! The runtime credential endpoint's access rule: may this authenticated caller (a ServiceAccount
 //! token bound to a pod) have this connection's access token?
 //!
-//! Plain types in, an [`Access`] out. The HTTP layer (`webhook::credential`) authenticates the
+//! Plain types in, an [`Access`] out. The HTTP layer (`https::credential`) authenticates the
 //! caller with a TokenReview, reads the bound pod and the connection, and converts them into
 //! the views below; every rule is tested here without a cluster.
 //!

@@ -46,7 +46,8 @@ pub const ROTATION_SCOPE: &str = "sellingpartnerapi::client_credential:rotation"
 /// would leave a token unrefreshed for that long, so it is treated as malformed.
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Every value [`LwaError::category`] can return, for pre-registering metric label values.
+/// Every category an [`LwaError`] can have ([`Categorized::category`](crate::error::Categorized::category)),
+/// for pre-registering metric label values.
 pub const CATEGORIES: &[&str] = &[
     "invalid_grant",
     "invalid_client",

@@ -2,7 +2,8 @@
 //! HTTPS servers, elects a leader and runs the controllers on the leader until SIGTERM.
 //!
 //! [`run_with`] reads as the list of those phases; each is a function or module of its own:
-//! [`preflight`], [`keys`], [`lease`], and [`permissions`] for the RBAC they add up to.
+//! [`preflight`](mod@preflight), [`keys`], [`lease`], and [`permissions`] for the RBAC they add up
+//! to.
 //!
 //! Start-up problems that an operator cannot fix by retrying (no CRD, missing RBAC, an API
 //! server that does not answer) end the process with one line naming the problem and the fix.

@@ -7,8 +7,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::secret::{SecretRequest, SecretView};
-use super::{Concern, Decision, Mutation, Reason};
+use super::{Concern, Decision, Mutation, Reason, SecretRequest, SecretView};
 use crate::crypto::{self, Credentials, PublicKey, SealContext, SecretString};
 use crate::names::{
     LWA_CREDENTIALS_SECRET_TYPE, ROLE_LWA_CREDENTIALS, SECRET_ROLE_LABEL, TEAM_LABEL,

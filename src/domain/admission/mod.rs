@@ -23,9 +23,11 @@ mod reason;
 mod review;
 mod secret;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::validation::{RUNTIME_SECRET_SUFFIX, TOKEN_STORE_SUFFIX};
+use crate::names::SECRET_ROLE_LABEL;
 
 pub use connection::{ConnectionRequest, admit_connection};
 pub use intake::{
@@ -36,7 +38,7 @@ pub use namespace::{NamespaceRequest, admit_namespace};
 pub use pod::{PodRequest, PodView, ReferenceKind, SecretReference, VolumeMount, admit_pod};
 pub use reason::Reason;
 pub use review::{ReviewRequest, admit_review};
-pub use secret::{Phase, SecretRequest, SecretView, admit_secret};
+pub use secret::{Phase, admit_secret};
 
 /// Kubernetes identities that delete dependants when their owner or namespace goes away. They
 /// may delete (never create or change) protected objects, or namespaces could not be removed.
@@ -332,4 +334,53 @@ fn verb(operation: Operation) -> &'static str {
         Operation::Delete => "delete",
         Operation::Connect => "connect to",
     }
+}
+
+/// A Secret as the rules see it. `data` holds `data` and `stringData` merged (the API server
+/// merges them the same way), so its values may be plaintext credentials: `Debug` prints the
+/// keys only.
+#[derive(Clone)]
+pub struct SecretView<'a> {
+    /// `metadata.name` (empty when only `generateName` is set).
+    pub name: &'a str,
+    /// `type`.
+    pub type_: Option<&'a str>,
+    /// `metadata.labels`.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Every data key with its value.
+    pub data: BTreeMap<&'a str, &'a [u8]>,
+    /// Whether the object carries a `stringData` field.
+    pub has_string_data: bool,
+}
+
+impl fmt::Debug for SecretView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretView")
+            .field("name", &self.name)
+            .field("type", &self.type_)
+            .field("labels", &self.labels)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SecretView<'_> {
+    pub(super) fn role(&self) -> Option<&str> {
+        self.labels.get(SECRET_ROLE_LABEL).map(String::as_str)
+    }
+}
+
+/// A request about a Secret.
+#[derive(Clone, Debug)]
+pub struct SecretRequest<'a> {
+    /// The Secret's namespace.
+    pub namespace: &'a str,
+    /// The operation.
+    pub operation: Operation,
+    /// Who asks.
+    pub requester: Requester<'a>,
+    /// The new object (create, update).
+    pub object: Option<SecretView<'a>>,
+    /// The stored object (update, delete).
+    pub old: Option<SecretView<'a>>,
 }

@@ -2,12 +2,9 @@
 //! Secrets belong to the namespace's Team and hold exactly one sealed envelope. Sealing a
 //! plaintext intake is [`super::intake`]'s.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
 use super::intake::{INTAKE_KEYS, envelope_key_id, seal_intake};
 use super::{
-    Concern, ConnectionFacts, Decision, Findings, Lookup, Operation, Policy, Reason, Requester,
+    Concern, ConnectionFacts, Decision, Findings, Lookup, Policy, Reason, SecretRequest, SecretView,
 };
 use super::{is_cleanup, verb};
 use crate::crypto::PublicKey;
@@ -15,55 +12,6 @@ use crate::names::{
     CONNECTION_LABEL, LWA_CREDENTIALS_SECRET_TYPE, ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN,
     ROLE_TOKEN_STORE, RUNTIME_SECRET_TYPE, SEALED_KEY, SECRET_ROLE_LABEL, TOKEN_STORE_SECRET_TYPE,
 };
-
-/// A Secret as the rules see it. `data` holds `data` and `stringData` merged (the API server
-/// merges them the same way), so its values may be plaintext credentials: `Debug` prints the
-/// keys only.
-#[derive(Clone)]
-pub struct SecretView<'a> {
-    /// `metadata.name` (empty when only `generateName` is set).
-    pub name: &'a str,
-    /// `type`.
-    pub type_: Option<&'a str>,
-    /// `metadata.labels`.
-    pub labels: &'a BTreeMap<String, String>,
-    /// Every data key with its value.
-    pub data: BTreeMap<&'a str, &'a [u8]>,
-    /// Whether the object carries a `stringData` field.
-    pub has_string_data: bool,
-}
-
-impl fmt::Debug for SecretView<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretView")
-            .field("name", &self.name)
-            .field("type", &self.type_)
-            .field("labels", &self.labels)
-            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl SecretView<'_> {
-    pub(super) fn role(&self) -> Option<&str> {
-        self.labels.get(SECRET_ROLE_LABEL).map(String::as_str)
-    }
-}
-
-/// A request about a Secret.
-#[derive(Clone, Debug)]
-pub struct SecretRequest<'a> {
-    /// The Secret's namespace.
-    pub namespace: &'a str,
-    /// The operation.
-    pub operation: Operation,
-    /// Who asks.
-    pub requester: Requester<'a>,
-    /// The new object (create, update).
-    pub object: Option<SecretView<'a>>,
-    /// The stored object (update, delete).
-    pub old: Option<SecretView<'a>>,
-}
 
 /// Which webhook is asking.
 #[derive(Clone, Copy, Debug)]

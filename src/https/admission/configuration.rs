@@ -345,8 +345,7 @@ mod tests {
         let expected = documented(&service());
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/webhook.md");
         let doc = std::fs::read_to_string(path).unwrap();
-        let start =
-            "<!-- generated: webhook configurations (src/https/admission/configuration.rs) -->\n```yaml\n";
+        let start = "<!-- generated: webhook configurations (src/https/admission/configuration.rs) -->\n```yaml\n";
         let block = doc
             .split_once(start)
             .and_then(|(_, rest)| rest.split_once("\n```"))
