@@ -24,7 +24,7 @@ use crate::domain::credential_access::Delivery;
 use crate::domain::{marketplace, validation};
 use crate::error::Categorized;
 use crate::keystore;
-use crate::lwa::{ClientCredentials, ConnectionKey, RefreshDecision, RefreshError};
+use crate::lwa::{ClientCredentials, ConnectionKey, RefreshDecision, RefreshError, TokenSource};
 use crate::names::{FIELD_MANAGER, LWA_CREDENTIALS_SECRET_TYPE};
 use crate::observability::audit::{AuditEvent, Category, Outcome};
 use crate::observability::metrics::RefreshOutcome;
@@ -114,9 +114,9 @@ fn terminal_advice(category: &str) -> &'static str {
 }
 
 /// Reconciles a connection that is not being deleted.
-pub async fn apply(
+pub async fn apply<S: TokenSource>(
     connection: Arc<AmazonSellerConnection>,
-    ctx: Arc<Context>,
+    ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let name = connection.name_any();
@@ -317,9 +317,9 @@ async fn delete_secret(
     }
 }
 
-async fn compute(
+async fn compute<S: TokenSource>(
     connection: &AmazonSellerConnection,
-    ctx: &Context,
+    ctx: &Context<S>,
     secrets: &Api<Secret>,
     key: &ConnectionKey,
     now: Timestamp,
@@ -507,7 +507,7 @@ async fn compute(
     plan.key_id = Some(key_id);
     plan.last_refresh_at = current.as_ref().map(|t| t.issued_at);
     // Read after the decision below too: a refresh changes it.
-    let attempts = |ctx: &Context| ctx.engine.failed_attempts(key);
+    let attempts = |ctx: &Context<S>| ctx.engine.failed_attempts(key);
 
     match (decision, current) {
         (RefreshDecision::UseExisting { refresh_at }, Some(token)) => {
@@ -634,8 +634,8 @@ fn wait_until(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 /// Counts and audits a refresh that LWA refused or that failed on the way.
-fn record_failed_refresh(
-    ctx: &Context,
+fn record_failed_refresh<S: TokenSource>(
+    ctx: &Context<S>,
     connection: &AmazonSellerConnection,
     category: &'static str,
 ) {
@@ -652,8 +652,8 @@ fn record_failed_refresh(
 }
 
 /// Fills `plan` for a refresh that produced no token.
-fn failed(
-    ctx: &Context,
+fn failed<S: TokenSource>(
+    ctx: &Context<S>,
     connection: &AmazonSellerConnection,
     plan: &mut Plan,
     err: &RefreshError,
@@ -827,10 +827,10 @@ fn condition<'a>(
 }
 
 /// Events and audit records for condition transitions: connected, suspended, resumed.
-async fn transitions(
+async fn transitions<S: TokenSource>(
     connection: &AmazonSellerConnection,
     new: &AmazonSellerConnectionStatus,
-    ctx: &Context,
+    ctx: &Context<S>,
 ) {
     let old = connection.status.as_ref();
     let was = |t: &str| condition(old, t).map(|c| c.status.as_str()) == Some("True");
@@ -892,8 +892,8 @@ async fn transitions(
 }
 
 /// Writes one audit record about `connection`, logging (not failing) when the log is broken.
-pub fn audit(
-    ctx: &Context,
+pub fn audit<S: TokenSource>(
+    ctx: &Context<S>,
     connection: &AmazonSellerConnection,
     category: Category,
     action: &'static str,
@@ -913,9 +913,9 @@ pub fn audit(
 
 /// Disconnect: the runtime Secret and the token store go first, then the audit record, then
 /// the finalizer is removed by the caller. Never calls LWA, so it completes when LWA is unreachable.
-pub async fn cleanup(
+pub async fn cleanup<S: TokenSource>(
     connection: Arc<AmazonSellerConnection>,
-    ctx: Arc<Context>,
+    ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let name = connection.name_any();

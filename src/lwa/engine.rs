@@ -326,6 +326,11 @@ impl<S: TokenSource> RefreshEngine<S> {
         &self.config
     }
 
+    /// Where tokens come from (to inspect a stand-in in tests).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
     /// Decides, without I/O, what to do about `key`'s token at `now`. `current` is the token
     /// in use (read back from the runtime Secret after a restart), `fingerprint` identifies
     /// the connection's spec and credentials (for example generation + credentials Secret
