@@ -24,7 +24,10 @@ use crate::domain::credential_access::Delivery;
 use crate::domain::{marketplace, validation};
 use crate::error::Categorized;
 use crate::keystore;
-use crate::lwa::{ClientCredentials, ConnectionKey, RefreshDecision, RefreshError, TokenSource};
+use crate::lwa::{
+    ClientCredentials, ConnectionKey, OAuthErrorCode, RefreshDecision, RefreshError, TerminalCause,
+    TokenSource,
+};
 use crate::names::{FIELD_MANAGER, LWA_CREDENTIALS_SECRET_TYPE};
 use crate::observability::audit::{AuditEvent, Category, Outcome};
 use crate::observability::metrics::RefreshOutcome;
@@ -90,26 +93,98 @@ fn event(type_: EventType, reason: &str, note: String) -> Event {
     }
 }
 
-/// The condition reason for a credential rejection category from LWA.
-pub fn terminal_reason(category: &str) -> &'static str {
-    match category {
-        "invalid_grant" => "RefreshTokenRevoked",
-        "invalid_client" => "ClientAuthenticationFailed",
-        "unauthorized_client" => "ClientUnauthorized",
-        _ => "CredentialsRejected",
+/// How LWA's rejection of a connection's credentials is reported: the `Ready` and
+/// `CredentialsValid` reason, and what to do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialsRejection {
+    /// `invalid_grant`: the refresh token is revoked or expired.
+    RefreshTokenRevoked,
+    /// `invalid_client`: the client id or secret is wrong or expired.
+    ClientAuthenticationFailed,
+    /// `unauthorized_client`: the application may not use this grant.
+    ClientUnauthorized,
+    /// Any other terminal answer, or a request that could not be made.
+    CredentialsRejected,
+}
+
+impl CredentialsRejection {
+    /// The rejection a terminal refresh failure is reported as.
+    pub fn of(cause: TerminalCause) -> Self {
+        match cause {
+            TerminalCause::Rejected(OAuthErrorCode::InvalidGrant) => Self::RefreshTokenRevoked,
+            TerminalCause::Rejected(OAuthErrorCode::InvalidClient) => {
+                Self::ClientAuthenticationFailed
+            }
+            TerminalCause::Rejected(OAuthErrorCode::UnauthorizedClient) => Self::ClientUnauthorized,
+            TerminalCause::Rejected(
+                OAuthErrorCode::InvalidRequest
+                | OAuthErrorCode::InvalidScope
+                | OAuthErrorCode::UnsupportedGrantType
+                | OAuthErrorCode::ServerError
+                | OAuthErrorCode::TemporarilyUnavailable
+                | OAuthErrorCode::Other,
+            )
+            | TerminalCause::IncompleteCredentials
+            | TerminalCause::ClientConfig => Self::CredentialsRejected,
+        }
+    }
+
+    /// The condition reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::RefreshTokenRevoked => "RefreshTokenRevoked",
+            Self::ClientAuthenticationFailed => "ClientAuthenticationFailed",
+            Self::ClientUnauthorized => "ClientUnauthorized",
+            Self::CredentialsRejected => "CredentialsRejected",
+        }
+    }
+
+    /// What the Team should do, for the condition message and the Event.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Self::RefreshTokenRevoked => {
+                "the seller must re-authorize the application and the credentials be sealed again"
+            }
+            Self::ClientAuthenticationFailed => {
+                "the LWA client id or secret is wrong or expired: seal the current client secret"
+            }
+            Self::ClientUnauthorized => "the LWA application is not authorized for this grant",
+            Self::CredentialsRejected => "LWA rejected the request: check the sealed credentials",
+        }
     }
 }
 
-fn terminal_advice(category: &str) -> &'static str {
-    match category {
-        "invalid_grant" => {
-            "the seller must re-authorize the application and the credentials be sealed again"
+/// What LWA last said about the credentials, as the `CredentialsValid` condition records it:
+/// read back from the stored status while a reconcile learns nothing new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LwaVerdict {
+    /// LWA issued a token for them.
+    Accepted,
+    /// LWA rejected them.
+    Rejected(CredentialsRejection),
+}
+
+impl LwaVerdict {
+    /// The condition reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::Rejected(rejection) => rejection.reason(),
         }
-        "invalid_client" => {
-            "the LWA client id or secret is wrong or expired: seal the current client secret"
-        }
-        "unauthorized_client" => "the LWA application is not authorized for this grant",
-        _ => "LWA rejected the request: check the sealed credentials",
+    }
+
+    /// The verdict a stored condition reason records; `None` for reasons that are not an
+    /// answer from LWA (`NotYetChecked`, `CredentialsMissing`, …).
+    pub fn parse(reason: &str) -> Option<Self> {
+        [
+            Self::Accepted,
+            Self::Rejected(CredentialsRejection::RefreshTokenRevoked),
+            Self::Rejected(CredentialsRejection::ClientAuthenticationFailed),
+            Self::Rejected(CredentialsRejection::ClientUnauthorized),
+            Self::Rejected(CredentialsRejection::CredentialsRejected),
+        ]
+        .into_iter()
+        .find(|verdict| verdict.reason() == reason)
     }
 }
 
@@ -592,9 +667,9 @@ async fn compute<S: TokenSource>(
             };
             plan.publish = current;
         }
-        (RefreshDecision::Blocked { category }, current) => {
+        (RefreshDecision::Blocked { cause }, current) => {
             // Reported (metric, audit record, Event) when LWA answered; this is the memory of it.
-            let err = RefreshError::Terminal { category };
+            let err = RefreshError::Terminal { cause };
             failed(ctx, connection, &mut plan, &err, current, now, false);
         }
     }
@@ -609,17 +684,10 @@ fn observed_credentials_condition(connection: &AmazonSellerConnection) -> Desire
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_VALID))
         .and_then(|c| {
-            let reason: &'static str = match c.reason.as_str() {
-                "Accepted" => "Accepted",
-                "RefreshTokenRevoked" => "RefreshTokenRevoked",
-                "ClientAuthenticationFailed" => "ClientAuthenticationFailed",
-                "ClientUnauthorized" => "ClientUnauthorized",
-                "CredentialsRejected" => "CredentialsRejected",
-                _ => return None,
-            };
+            let verdict = LwaVerdict::parse(&c.reason)?;
             Some(credentials_valid(
                 Status::parse(&c.status),
-                reason,
+                verdict.reason(),
                 c.message.clone(),
             ))
         })
@@ -665,11 +733,12 @@ fn failed<S: TokenSource>(
     let category = err.category();
     let until = |at: Timestamp| wait_until(now, at);
     match err {
-        RefreshError::Terminal { category } => {
-            let reason = terminal_reason(category);
+        RefreshError::Terminal { cause } => {
+            let rejection = CredentialsRejection::of(*cause);
+            let reason = rejection.reason();
             let message = format!(
-                "LWA rejected the credentials ({category}): {}",
-                terminal_advice(category)
+                "LWA rejected the credentials ({cause}): {}",
+                rejection.advice()
             );
             if report {
                 record_failed_refresh(ctx, connection, category);
@@ -956,4 +1025,86 @@ pub async fn cleanup<S: TokenSource>(
     )
     .await;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_terminal_cause_has_the_reason_and_category_it_always_had() {
+        let cases = [
+            (
+                TerminalCause::Rejected(OAuthErrorCode::InvalidGrant),
+                "RefreshTokenRevoked",
+                "invalid_grant",
+            ),
+            (
+                TerminalCause::Rejected(OAuthErrorCode::InvalidClient),
+                "ClientAuthenticationFailed",
+                "invalid_client",
+            ),
+            (
+                TerminalCause::Rejected(OAuthErrorCode::UnauthorizedClient),
+                "ClientUnauthorized",
+                "unauthorized_client",
+            ),
+            (
+                TerminalCause::Rejected(OAuthErrorCode::InvalidRequest),
+                "CredentialsRejected",
+                "invalid_request",
+            ),
+            (
+                TerminalCause::Rejected(OAuthErrorCode::InvalidScope),
+                "CredentialsRejected",
+                "invalid_scope",
+            ),
+            (
+                TerminalCause::Rejected(OAuthErrorCode::UnsupportedGrantType),
+                "CredentialsRejected",
+                "unsupported_grant_type",
+            ),
+            (
+                TerminalCause::Rejected(OAuthErrorCode::Other),
+                "CredentialsRejected",
+                "client_error",
+            ),
+            (
+                TerminalCause::IncompleteCredentials,
+                "CredentialsRejected",
+                "incomplete_credentials",
+            ),
+            (TerminalCause::ClientConfig, "CredentialsRejected", "config"),
+        ];
+        for (cause, reason, category) in cases {
+            assert_eq!(CredentialsRejection::of(cause).reason(), reason, "{cause}");
+            assert_eq!(cause.category(), category);
+            assert_eq!(RefreshError::Terminal { cause }.category(), category);
+        }
+    }
+
+    #[test]
+    fn a_stored_verdict_reads_back_and_other_reasons_do_not() {
+        for reason in [
+            "Accepted",
+            "RefreshTokenRevoked",
+            "ClientAuthenticationFailed",
+            "ClientUnauthorized",
+            "CredentialsRejected",
+        ] {
+            assert_eq!(
+                LwaVerdict::parse(reason).map(LwaVerdict::reason),
+                Some(reason)
+            );
+        }
+        for reason in [
+            "NotYetChecked",
+            "CredentialsMissing",
+            "Suspended",
+            "accepted",
+            "",
+        ] {
+            assert_eq!(LwaVerdict::parse(reason), None, "{reason}");
+        }
+    }
 }
