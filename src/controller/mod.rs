@@ -5,6 +5,9 @@
 //! `token-store`), so a deleted or edited one is repaired at once; and sealed credentials Secrets
 //! (`secret-role=lwa-credentials`), mapped to the connections that name them through an index
 //! kept from the connection watch ([`credential_users`]), not a scan of the cache.
+//!
+//! One reconcile is [`reconcile`], the I/O (reads, the LWA call, writes), around [`plan`], the
+//! pure rules that decide what to write and report from what was read.
 
 pub mod applied;
 pub mod credential_users;
@@ -13,6 +16,7 @@ mod fixtures;
 #[cfg(test)]
 mod mocked_api;
 pub mod opened;
+pub mod plan;
 pub mod reconcile;
 pub mod tally;
 
