@@ -1,11 +1,11 @@
 //! Test builders for the controller's two test tiers below the real API server: the plan's
-//! scenario tests (pure, `plan.rs`) and the mocked-API tests (`mocked_api.rs`, exact request
+//! scenario tests (pure, `plan/tests.rs`) and the mocked-API tests (`mocked_api.rs`, exact request
 //! sequences).
 //!
 //! - [`Connection::test()`]: a valid connection (`team-acme/acme-us`, US, `delivery: Secret`)
 //!   with the finalizer already present, changed with `with_…` methods.
 //! - [`ScriptedLwa`]: an in-process stand-in for LWA behind the engine's [`TokenSource`], which
-//!   answers with scripted rejections or failures and otherwise issues numbered tokens.
+//!   answers with scripted rejections and otherwise issues numbered tokens.
 //! - [`ApiServerVerifier`]: the other end of a mocked API server (the kube-rs controller-rs
 //!   pattern, hand-rolled over `tower::service_fn` instead of `tower-test`): the test receives
 //!   each request the reconcile makes, in order, checks its method, path and body, and answers.
@@ -90,6 +90,24 @@ impl Connection {
     /// With `spec.delivery`.
     pub fn with_delivery(mut self, delivery: Delivery) -> Self {
         self.0.spec.delivery = delivery;
+        self.next_generation()
+    }
+
+    /// With `spec.marketplace`.
+    pub fn with_marketplace(mut self, marketplace: &str) -> Self {
+        self.0.spec.marketplace = marketplace.into();
+        self.next_generation()
+    }
+
+    /// With `spec.suspended: true`.
+    pub fn suspended(mut self) -> Self {
+        self.0.spec.suspended = true;
+        self.next_generation()
+    }
+
+    /// With `spec.suspended: false`.
+    pub fn resumed(mut self) -> Self {
+        self.0.spec.suspended = false;
         self.next_generation()
     }
 
