@@ -485,6 +485,18 @@ impl ApiServerVerifier {
     ) -> AmazonSellerConnectionStatus {
         let path = format!("{}/status{APPLY}", connection_path());
         let received = self.expect(Method::PATCH, &path).await;
+        // A status-only apply: nothing but the type and the status, so spec is never touched.
+        let mut fields: Vec<&str> = received
+            .body
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        fields.sort_unstable();
+        assert_eq!(fields, ["apiVersion", "kind", "status"]);
+        assert_eq!(
+            received.body["apiVersion"],
+            "connectors.openteam.io/v1alpha1"
+        );
         let status: AmazonSellerConnectionStatus =
             serde_json::from_value(received.body["status"].clone())
                 .unwrap_or_else(|err| panic!("status patch: {err}"));

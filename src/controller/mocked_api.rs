@@ -144,6 +144,48 @@ async fn connect() -> Connected {
     let status = written.unwrap_or_default();
     assert_eq!(access_token(&runtime), format!("{TOKEN_PREFIX}1"));
     assert_eq!(
+        runtime.type_.as_deref(),
+        Some(crate::names::RUNTIME_SECRET_TYPE)
+    );
+    let keys: Vec<&str> = runtime
+        .data
+        .iter()
+        .flat_map(|d| d.keys().map(String::as_str))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "endpoint",
+            "expires_at",
+            "marketplace_id",
+            "region",
+            "seller_id",
+            "token_type"
+        ]
+    );
+    assert_eq!(
+        runtime
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::names::SECRET_ROLE_LABEL))
+            .map(String::as_str),
+        Some(crate::names::ROLE_RUNTIME_TOKEN)
+    );
+    let owners = runtime
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    assert_eq!(
+        owners
+            .iter()
+            .map(|o| (o.uid.as_str(), o.controller))
+            .collect::<Vec<_>>(),
+        [(fixtures::UID, Some(true))]
+    );
+    assert_eq!(
         reasons(&status),
         [
             condition("Ready", "True", "TokenPublished"),
