@@ -8,7 +8,7 @@
 //! Disconnect ([`cleanup`]) removes both Secrets and never calls LWA.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -124,7 +124,7 @@ struct Found<'a, S: TokenSource> {
     now: Timestamp,
     /// The valid token in use, if any.
     current: Option<&'a Published>,
-    renew_before: std::time::Duration,
+    renew_before: Duration,
 }
 
 impl<S: TokenSource> Found<'_, S> {
@@ -190,6 +190,8 @@ impl<S: TokenSource> Found<'_, S> {
         })
     }
 
+    /// The key this version of the credentials Secret was opened with, if it was and the key
+    /// is still held.
     fn known_key(&self, version: &str) -> Option<String> {
         let keyring = self
             .ctx
