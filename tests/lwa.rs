@@ -14,8 +14,8 @@ use amazon_seller_operator::lwa::client::ROTATION_SCOPE;
 use amazon_seller_operator::lwa::clock;
 use amazon_seller_operator::lwa::{
     BreakerState, ClientCredentials, Clock, ConnectionKey, EngineConfig, ErrorClass, LwaClient,
-    LwaClientConfig, ManualClock, RateLimit, RefreshDecision, RefreshEngine, RefreshError,
-    SystemClock, TokenState, WaitReason,
+    LwaClientConfig, ManualClock, OAuthErrorCode, RateLimit, RefreshDecision, RefreshEngine,
+    RefreshError, SystemClock, TerminalCause, TokenState, WaitReason,
 };
 use jiff::Timestamp;
 use support::lwa_emulator::{LwaEmulator, Reply, Seller};
@@ -157,7 +157,7 @@ async fn invalid_grant_is_terminal_and_not_retried() {
         assert_eq!(
             result,
             Err(RefreshError::Terminal {
-                category: "invalid_grant"
+                cause: TerminalCause::Rejected(OAuthErrorCode::InvalidGrant)
             })
         );
         rig.clock.advance(Duration::from_secs(3600));
@@ -167,7 +167,7 @@ async fn invalid_grant_is_terminal_and_not_retried() {
         rig.engine
             .decide(rig.clock.now(), &key(&seller), "gen-1", None, RENEW_BEFORE),
         RefreshDecision::Blocked {
-            category: "invalid_grant"
+            cause: TerminalCause::Rejected(OAuthErrorCode::InvalidGrant)
         }
     );
     // The seller re-authorizes: new credentials, new fingerprint, a new attempt.
@@ -250,8 +250,11 @@ async fn every_terminal_error_is_classified_and_stops_retries() {
         // ... and the engine stops calling for this connection.
         for _ in 0..3 {
             assert_eq!(
-                rig.engine.refresh(&key(&seller), "fp", &c).await,
-                Err(RefreshError::Terminal { category }),
+                rig.engine
+                    .refresh(&key(&seller), "fp", &c)
+                    .await
+                    .map_err(|e| (matches!(e, RefreshError::Terminal { .. }), e.category())),
+                Err((true, category)),
                 "{reply:?}"
             );
             rig.clock.advance(Duration::from_secs(600));
@@ -751,7 +754,7 @@ async fn invalid_client_without_a_working_next_secret_is_terminal_after_one_try_
     assert_eq!(
         rig.engine.refresh(&key(&seller), "fp", &c).await,
         Err(RefreshError::Terminal {
-            category: "invalid_client"
+            cause: TerminalCause::Rejected(OAuthErrorCode::InvalidClient)
         })
     );
     assert_eq!(rig.emulator.calls_for(&seller.client_id), 2);

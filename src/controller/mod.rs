@@ -5,10 +5,18 @@
 //! `token-store`), so a deleted or edited one is repaired at once; and sealed credentials Secrets
 //! (`secret-role=lwa-credentials`), mapped to the connections that name them through an index
 //! kept from the connection watch ([`credential_users`]), not a scan of the cache.
+//!
+//! One reconcile is [`reconcile`], the I/O (reads, the LWA call, writes), around [`plan`], the
+//! pure rules that decide what to write and report from what was read.
 
 pub mod applied;
 pub mod credential_users;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod mocked_api;
 pub mod opened;
+pub mod plan;
 pub mod reconcile;
 pub mod tally;
 
@@ -29,7 +37,7 @@ use crate::api::review::{SecurityLogReview, latest_review_time};
 use crate::api::{AmazonSellerConnection, GROUP};
 use crate::crypto::Keyring;
 use crate::error::Categorized;
-use crate::lwa::{Clock, LwaClient, RefreshEngine};
+use crate::lwa::{Clock, LwaClient, RefreshEngine, TokenSource};
 use crate::names::{ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE, SECRET_ROLE_LABEL};
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::Metrics;
@@ -90,12 +98,13 @@ pub const RBAC: &[Permission] = &[
     ),
 ];
 
-/// Everything a reconcile needs, shared by all of them.
-pub struct Context {
+/// Everything a reconcile needs, shared by all of them. `S` is how tokens are obtained: the LWA
+/// client in the operator, a stand-in in the mocked-API tests.
+pub struct Context<S: TokenSource = LwaClient> {
     /// The API client.
     pub client: Client,
     /// The LWA refresh engine (single flight, rate limit, backoff, breaker).
-    pub engine: Arc<RefreshEngine<LwaClient>>,
+    pub engine: Arc<RefreshEngine<S>>,
     /// The operator's keys; replaced when the key Secret changes.
     pub keyring: Arc<RwLock<Keyring>>,
     /// Metrics.
@@ -122,14 +131,16 @@ pub struct Context {
     pub lwa_qps: f64,
 }
 
-impl Context {
+impl<S: TokenSource> Context<S> {
     /// Publishes an Event, logging (never failing the reconcile) when that fails.
     pub async fn publish(&self, event: &Event, reference: &ObjectReference) {
         if let Err(err) = self.recorder.publish(event, reference).await {
             tracing::warn!(reason = %event.reason, "failed to publish event: {err}");
         }
     }
+}
 
+impl Context {
     /// The Event recorder for this operator.
     pub fn recorder(client: Client, identity: &str) -> Recorder {
         Recorder::new(
@@ -178,9 +189,9 @@ impl crate::error::Categorized for Error {
     }
 }
 
-async fn reconcile(
+async fn reconcile<S: TokenSource>(
     connection: Arc<AmazonSellerConnection>,
-    ctx: Arc<Context>,
+    ctx: Arc<Context<S>>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = connection.namespace().unwrap_or_default();
@@ -202,10 +213,10 @@ async fn reconcile(
     result
 }
 
-fn error_policy(
+fn error_policy<S: TokenSource>(
     connection: Arc<AmazonSellerConnection>,
     error: &Error,
-    ctx: Arc<Context>,
+    ctx: Arc<Context<S>>,
 ) -> Action {
     tracing::warn!(
         connection = %format!("{}/{}", connection.namespace().unwrap_or_default(), connection.name_any()),

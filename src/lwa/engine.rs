@@ -30,7 +30,7 @@ use governor::{Quota, RateLimiter};
 use jiff::Timestamp;
 
 use super::breaker::{BreakerAnswer, BreakerConfig, BreakerState, CircuitBreaker};
-use super::client::{ErrorClass, LwaClient, LwaError, OAuthErrorCode, TokenSource};
+use super::client::{LwaClient, LwaError, OAuthErrorCode, TokenSource};
 use super::clock::{self, Clock};
 use super::schedule::{self, BackoffPolicy, TokenPlan};
 use super::token::{AccessToken, ClientCredentials, ConnectionKey, TokenState};
@@ -131,9 +131,74 @@ pub enum RefreshDecision {
     },
     /// LWA rejected these credentials: nothing to do until the fingerprint changes.
     Blocked {
-        /// The rejection's category (`invalid_grant`, …).
-        category: &'static str,
+        /// Why (`invalid_grant`, …).
+        cause: TerminalCause,
     },
+}
+
+/// Why no token can be had for a connection's credentials until they change: what makes a
+/// refresh failure terminal. The reconciler maps it to condition reasons and advice; its
+/// [`category`](TerminalCause::category) is the metric label and audit reason, the same as the
+/// underlying [`LwaError::category`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TerminalCause {
+    /// LWA refused the request with this OAuth error code (HTTP 4xx).
+    Rejected(OAuthErrorCode),
+    /// A credential is empty, so no request was sent.
+    IncompleteCredentials,
+    /// The LWA client is misconfigured (endpoint, CA file, HTTP client).
+    ClientConfig,
+}
+
+impl TerminalCause {
+    /// The terminal cause of `error`; `None` when retrying can help.
+    pub fn of(error: &LwaError) -> Option<Self> {
+        match error {
+            LwaError::Rejected { code, .. } => Some(Self::Rejected(*code)),
+            LwaError::IncompleteCredentials { .. } => Some(Self::IncompleteCredentials),
+            LwaError::InvalidEndpoint { .. }
+            | LwaError::ReadCaFile { .. }
+            | LwaError::InvalidCaFile { .. }
+            | LwaError::BuildClient { .. } => Some(Self::ClientConfig),
+            LwaError::Unavailable { .. }
+            | LwaError::RateLimited { .. }
+            | LwaError::Timeout
+            | LwaError::Connect { .. }
+            | LwaError::Transport { .. }
+            | LwaError::UnexpectedStatus { .. }
+            | LwaError::Malformed { .. }
+            | LwaError::TooLarge { .. } => None,
+        }
+    }
+
+    /// The bounded name (`invalid_grant`, `client_error`, `incomplete_credentials`, `config`):
+    /// the metric label, audit reason and the word in condition messages.
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Rejected(
+                code @ (OAuthErrorCode::InvalidGrant
+                | OAuthErrorCode::InvalidClient
+                | OAuthErrorCode::UnauthorizedClient
+                | OAuthErrorCode::InvalidRequest
+                | OAuthErrorCode::InvalidScope
+                | OAuthErrorCode::UnsupportedGrantType),
+            ) => code.as_str(),
+            // Codes that are not about the credentials, or unknown: the text is not ours to use.
+            Self::Rejected(
+                OAuthErrorCode::ServerError
+                | OAuthErrorCode::TemporarilyUnavailable
+                | OAuthErrorCode::Other,
+            ) => "client_error",
+            Self::IncompleteCredentials => "incomplete_credentials",
+            Self::ClientConfig => "config",
+        }
+    }
+}
+
+impl std::fmt::Display for TerminalCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.category())
+    }
 }
 
 /// A successful refresh.
@@ -152,11 +217,11 @@ pub enum RefreshError {
     /// LWA rejected the credentials; no call is made for this connection until the
     /// fingerprint changes.
     #[error(
-        "failed to refresh the LWA access token: LWA rejected the credentials ({category}); not retried until the connection's spec or credentials change"
+        "failed to refresh the LWA access token: LWA rejected the credentials ({cause}); not retried until the connection's spec or credentials change"
     )]
     Terminal {
-        /// Which rejection (an [`LwaError::category`]).
-        category: &'static str,
+        /// Why.
+        cause: TerminalCause,
     },
     /// A retriable failure; the connection backs off until `retry_at`.
     #[error(
@@ -204,9 +269,8 @@ impl RefreshError {
 impl crate::error::Categorized for RefreshError {
     fn category(&self) -> &'static str {
         match self {
-            RefreshError::Terminal { category } | RefreshError::Retriable { category, .. } => {
-                category
-            }
+            RefreshError::Terminal { cause } => cause.category(),
+            RefreshError::Retriable { category, .. } => category,
             RefreshError::CircuitOpen { .. } => "circuit_open",
             RefreshError::Throttled { .. } => "throttled",
         }
@@ -235,7 +299,7 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware
 struct SlotState {
     /// The fingerprint the state below belongs to; a new one clears it.
     fingerprint: String,
-    terminal: Option<&'static str>,
+    terminal: Option<TerminalCause>,
     failures: u32,
     retry_at: Option<Timestamp>,
     last_category: &'static str,
@@ -326,6 +390,11 @@ impl<S: TokenSource> RefreshEngine<S> {
         &self.config
     }
 
+    /// Where tokens come from (to inspect a stand-in in tests).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
     /// Decides, without I/O, what to do about `key`'s token at `now`. `current` is the token
     /// in use (read back from the runtime Secret after a restart), `fingerprint` identifies
     /// the connection's spec and credentials (for example generation + credentials Secret
@@ -345,8 +414,8 @@ impl<S: TokenSource> RefreshEngine<S> {
         if let Some(slot) = lock(&self.slots).get(key).cloned() {
             let state = lock(&slot.state);
             if state.fingerprint == fingerprint {
-                if let Some(category) = state.terminal {
-                    return RefreshDecision::Blocked { category };
+                if let Some(cause) = state.terminal {
+                    return RefreshDecision::Blocked { cause };
                 }
                 if let Some(at) = state.retry_at.filter(|at| now < *at) {
                     return RefreshDecision::RefreshAt {
@@ -445,8 +514,8 @@ impl<S: TokenSource> RefreshEngine<S> {
             if state.fingerprint != fingerprint {
                 state.reset_for(fingerprint);
             }
-            if let Some(category) = state.terminal {
-                return Err(RefreshError::Terminal { category });
+            if let Some(cause) = state.terminal {
+                return Err(RefreshError::Terminal { cause });
             }
             if let Some(retry_at) = state.retry_at.filter(|at| now < *at) {
                 return Err(RefreshError::Retriable {
@@ -540,15 +609,15 @@ impl<S: TokenSource> RefreshEngine<S> {
         };
         let category = error.category();
         let mut state = lock(&slot.state);
-        match error.class() {
-            ErrorClass::Terminal | ErrorClass::Config => {
+        match TerminalCause::of(&error) {
+            Some(cause) => {
                 // LWA answered: it is up, whatever it thinks of these credentials.
                 lock(&self.breaker).record_success();
-                state.terminal = Some(category);
+                state.terminal = Some(cause);
                 tracing::warn!(connection = %key, category, error = %error_chain(&error), "LWA rejected the credentials; not retrying until they change");
-                Err(RefreshError::Terminal { category })
+                Err(RefreshError::Terminal { cause })
             }
-            ErrorClass::Retriable => {
+            None => {
                 let now = self.clock.now();
                 lock(&self.breaker).record_failure(now, seed, probe);
                 state.failures = state.failures.saturating_add(1);
@@ -704,7 +773,7 @@ mod tests {
             assert_eq!(
                 engine.refresh(&key(1), "gen1", &c).await,
                 Err(RefreshError::Terminal {
-                    category: "invalid_grant"
+                    cause: TerminalCause::Rejected(OAuthErrorCode::InvalidGrant)
                 })
             );
         }
@@ -712,7 +781,7 @@ mod tests {
         assert_eq!(
             engine.decide(start(), &key(1), "gen1", None, Duration::from_secs(1200)),
             RefreshDecision::Blocked {
-                category: "invalid_grant"
+                cause: TerminalCause::Rejected(OAuthErrorCode::InvalidGrant)
             }
         );
         assert_eq!(
@@ -788,6 +857,64 @@ mod tests {
             .map(|t| clock::since(*t, start()).as_millis())
             .collect();
         assert_eq!(offsets, [500, 1000, 1500, 2000, 2500]);
+    }
+
+    #[test]
+    fn terminal_causes_are_the_errors_retrying_cannot_help_with_the_same_category() {
+        let codes = [
+            OAuthErrorCode::InvalidGrant,
+            OAuthErrorCode::InvalidClient,
+            OAuthErrorCode::UnauthorizedClient,
+            OAuthErrorCode::InvalidRequest,
+            OAuthErrorCode::InvalidScope,
+            OAuthErrorCode::UnsupportedGrantType,
+            OAuthErrorCode::ServerError,
+            OAuthErrorCode::TemporarilyUnavailable,
+            OAuthErrorCode::Other,
+        ];
+        let errors = codes.into_iter().map(rejected).chain([
+            LwaError::IncompleteCredentials {
+                field: "refresh token",
+            },
+            LwaError::InvalidEndpoint {
+                reason: "has no host",
+            },
+            LwaError::InvalidCaFile {
+                path: "ca.pem".into(),
+                reason: "it holds no PEM certificate",
+            },
+            LwaError::ReadCaFile {
+                path: "ca.pem".into(),
+                source: std::io::Error::other("gone"),
+            },
+            LwaError::BuildClient {
+                source: "no TLS".into(),
+            },
+            LwaError::Unavailable {
+                status: 503,
+                code: Some(OAuthErrorCode::TemporarilyUnavailable),
+                retry_after: None,
+            },
+            LwaError::RateLimited { retry_after: None },
+            LwaError::Timeout,
+            LwaError::UnexpectedStatus { status: 302 },
+            LwaError::Malformed { what: "no token" },
+            LwaError::TooLarge { limit: 1 },
+        ]);
+        for error in errors {
+            let retriable = error.class() == crate::lwa::ErrorClass::Retriable;
+            match TerminalCause::of(&error) {
+                Some(cause) => {
+                    assert!(!retriable, "{error}");
+                    assert_eq!(cause.category(), error.category(), "{error}");
+                    assert_eq!(
+                        RefreshError::Terminal { cause }.category(),
+                        error.category()
+                    );
+                }
+                None => assert!(retriable, "{error}"),
+            }
+        }
     }
 
     #[test]

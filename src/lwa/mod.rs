@@ -27,7 +27,8 @@ pub use client::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    EngineConfig, RateLimit, RefreshDecision, RefreshEngine, RefreshError, Refreshed, WaitReason,
+    EngineConfig, RateLimit, RefreshDecision, RefreshEngine, RefreshError, Refreshed,
+    TerminalCause, WaitReason,
 };
 pub use schedule::BackoffPolicy;
 pub use token::{AccessToken, ClientCredentials, ConnectionKey, TokenGrant, TokenState};

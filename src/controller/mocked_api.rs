@@ -1,0 +1,523 @@
+//! Mocked-API tier (design §9, tier 3): whole reconciles through the controller's entry point
+//! (finalizer included) against a mocked API server, asserting the exact request sequence —
+//! method, path with query, and the parts of each body that matter — and that nothing else is
+//! requested. LWA is the in-process [`ScriptedLwa`] behind the real refresh engine, on a
+//! [`ManualClock`].
+//!
+//! The real-API-server tier (`tests/operator.rs`) shows the operator works against
+//! kube-apiserver; this tier pins down which calls it makes, which a real server cannot show
+//! (a write that changes nothing is invisible there).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+
+use super::fixtures::{
+    self, ApiServerVerifier, Connection, LwaAnswer, ScriptedLwa, TOKEN_PREFIX, mock_api,
+    sealed_credentials, start,
+};
+use super::{Context, Error};
+use crate::api::{AmazonSellerConnection, AmazonSellerConnectionStatus};
+use crate::crypto::Keyring;
+use crate::domain::Delivery;
+use crate::lwa::{ManualClock, OAuthErrorCode, clock};
+use crate::secrets::{runtime_secret, token_store};
+
+/// The runtime Secret's name.
+fn runtime() -> String {
+    runtime_secret::name(fixtures::NAME)
+}
+
+/// The token store's name.
+fn store() -> String {
+    token_store::name(fixtures::NAME)
+}
+
+/// One reconcile of `connection` while `script` plays the API server; then the server closes
+/// and no request may come after the script's last.
+async fn reconcile(
+    ctx: &Arc<Context<ScriptedLwa>>,
+    connection: &AmazonSellerConnection,
+    script: impl AsyncFnOnce(&mut ApiServerVerifier),
+    api: &mut ApiServerVerifier,
+) -> Result<Action, Error> {
+    let run = super::reconcile(Arc::new(connection.clone()), ctx.clone());
+    let play = async {
+        script(api).await;
+        api.finish();
+    };
+    let (result, ()) = tokio::join!(run, play);
+    assert_eq!(
+        api.late(),
+        Vec::<String>::new(),
+        "requests after the last expected one"
+    );
+    result
+}
+
+/// What a first reconcile of [`Connection::test()`] leaves behind: the stored connection (with
+/// the status written), the runtime Secret, and the keyring the credentials are sealed to.
+struct Connected {
+    status: AmazonSellerConnectionStatus,
+    connection: AmazonSellerConnection,
+    runtime: Secret,
+    keyring: Keyring,
+}
+
+fn access_token(secret: &Secret) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("access_token"))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+fn reasons(status: &AmazonSellerConnectionStatus) -> Vec<(String, String, String)> {
+    status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+        .collect()
+}
+
+fn condition(type_: &str, status: &str, reason: &str) -> (String, String, String) {
+    (type_.into(), status.into(), reason.into())
+}
+
+async fn connect() -> Connected {
+    let keyring = Keyring::generate(start());
+    let credentials = sealed_credentials(&keyring);
+    let clock = Arc::new(ManualClock::new(start()));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(client, ScriptedLwa::default(), clock, keyring.clone());
+    let connection = Connection::test().build();
+    let mut written = None;
+    let mut applied = None;
+    let action = reconcile(
+        &ctx,
+        &connection,
+        async |api| {
+            api.get_secret(&runtime(), None).await;
+            // No status yet, so a leftover token store of another delivery mode is looked for.
+            api.get_secret(&store(), None).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials))
+                .await;
+            applied = Some(api.apply_secret(&runtime()).await);
+            written = Some(api.apply_status(&connection).await);
+            let event = api.create_event().await;
+            assert_eq!(
+                event,
+                (
+                    "Normal".into(),
+                    "Connected".into(),
+                    "access token published in Secret acme-us-sp-api for gateways gw-main".into()
+                )
+            );
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("connect: {err}"));
+    assert_eq!(
+        api.transcript(),
+        [
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api-sealed",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-lwa",
+            "PATCH /api/v1/namespaces/team-acme/secrets/acme-us-sp-api?&force=true&fieldManager=amazon-seller-operator",
+            "PATCH /apis/connectors.openteam.io/v1alpha1/namespaces/team-acme/amazonsellerconnections/acme-us/status?&force=true&fieldManager=amazon-seller-operator",
+            "POST /apis/events.k8s.io/v1/namespaces/team-acme/events?",
+        ]
+    );
+    assert_eq!(lwa_calls(&ctx), 1);
+    assert_eq!(
+        audit.records(),
+        [
+            "token_refresh/success/refreshed",
+            "connect/success/token_published"
+        ]
+    );
+    let runtime = applied.unwrap_or_default();
+    let status = written.unwrap_or_default();
+    assert_eq!(access_token(&runtime), format!("{TOKEN_PREFIX}1"));
+    assert_eq!(
+        runtime.type_.as_deref(),
+        Some(crate::names::RUNTIME_SECRET_TYPE)
+    );
+    let keys: Vec<&str> = runtime
+        .data
+        .iter()
+        .flat_map(|d| d.keys().map(String::as_str))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "endpoint",
+            "expires_at",
+            "marketplace_id",
+            "region",
+            "seller_id",
+            "token_type"
+        ]
+    );
+    assert_eq!(
+        runtime
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::names::SECRET_ROLE_LABEL))
+            .map(String::as_str),
+        Some(crate::names::ROLE_RUNTIME_TOKEN)
+    );
+    let owners = runtime
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    assert_eq!(
+        owners
+            .iter()
+            .map(|o| (o.uid.as_str(), o.controller))
+            .collect::<Vec<_>>(),
+        [(fixtures::UID, Some(true))]
+    );
+    assert_eq!(
+        reasons(&status),
+        [
+            condition("Ready", "True", "TokenPublished"),
+            condition("CredentialsValid", "True", "Accepted"),
+            condition("Suspended", "False", "Active"),
+        ]
+    );
+    let expires = clock::add(start(), Duration::from_secs(3600));
+    assert_eq!(status.token_expires_at.as_ref().map(|t| t.0), Some(expires));
+    assert_eq!(
+        status.runtime_secret_name.as_deref(),
+        Some("acme-us-sp-api")
+    );
+    assert_eq!(status.failed_refresh_attempts, Some(0));
+    assert_eq!(status.observed_generation, Some(1));
+    assert!(
+        !serde_json::to_string(&status)
+            .unwrap_or_default()
+            .contains(TOKEN_PREFIX),
+        "the status holds no token"
+    );
+    assert!(!audit.text().contains(TOKEN_PREFIX));
+    // A refresh is due 20 minutes (plus jitter) before expiry: come back then.
+    let next = status.next_refresh_at.as_ref().map_or(start(), |t| t.0);
+    assert!(next <= clock::sub(expires, Duration::from_secs(20 * 60)));
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(
+            (next.as_second() - start().as_second()) as u64
+        ))
+    );
+    Connected {
+        connection: Connection::test().with_status(status.clone()).build(),
+        status,
+        runtime,
+        keyring,
+    }
+}
+
+/// LWA calls the reconciles of `ctx` made.
+fn lwa_calls(ctx: &Context<ScriptedLwa>) -> u32 {
+    ctx.engine.source().calls()
+}
+
+/// A first reconcile reads the runtime Secret, the token store and the credentials, calls LWA
+/// once, and writes the runtime Secret, then the status, then the Connected Event.
+#[tokio::test]
+async fn connect_reads_three_secrets_then_writes_the_runtime_secret_the_status_and_an_event() {
+    connect().await;
+}
+
+/// A restart with a valid token: the runtime Secret and the credentials are read, nothing is
+/// written, LWA is not called, and the reconcile comes back when the token is due.
+#[tokio::test]
+async fn a_restart_with_a_valid_token_reads_and_writes_nothing_else() {
+    let connected = connect().await;
+    let credentials = sealed_credentials(&connected.keyring);
+    let clock = Arc::new(ManualClock::new(clock::add(
+        start(),
+        Duration::from_secs(60),
+    )));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(
+        client,
+        ScriptedLwa::default(),
+        clock,
+        connected.keyring.clone(),
+    );
+    let action = reconcile(
+        &ctx,
+        &connected.connection,
+        async |api| {
+            api.get_secret(&runtime(), Some(&connected.runtime)).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials))
+                .await;
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("reconcile: {err}"));
+    assert_eq!(
+        api.transcript(),
+        [
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-lwa",
+        ]
+    );
+    assert_eq!(lwa_calls(&ctx), 0);
+    assert_eq!(audit.records(), Vec::<String>::new());
+    let next = connected
+        .connection
+        .status
+        .as_ref()
+        .and_then(|s| s.next_refresh_at.as_ref())
+        .map_or(start(), |t| t.0);
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(
+            (next.as_second() - start().as_second() - 60) as u64
+        ))
+    );
+}
+
+/// A due token: LWA is called once, the runtime Secret gets the new token and the status the
+/// new expiry; Ready stays True, so there is no Event.
+#[tokio::test]
+async fn a_due_token_is_refreshed_and_written_without_an_event() {
+    let connected = connect().await;
+    let credentials = sealed_credentials(&connected.keyring);
+    let due_at = clock::add(start(), Duration::from_secs(45 * 60));
+    let clock = Arc::new(ManualClock::new(due_at));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(
+        client,
+        ScriptedLwa::default(),
+        clock,
+        connected.keyring.clone(),
+    );
+    let mut written = None;
+    let mut status = None;
+    reconcile(
+        &ctx,
+        &connected.connection,
+        async |api| {
+            api.get_secret(&runtime(), Some(&connected.runtime)).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials))
+                .await;
+            written = Some(api.apply_secret(&runtime()).await);
+            status = Some(api.apply_status(&connected.connection).await);
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("reconcile: {err}"));
+    assert_eq!(
+        api.transcript(),
+        [
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-lwa",
+            "PATCH /api/v1/namespaces/team-acme/secrets/acme-us-sp-api?&force=true&fieldManager=amazon-seller-operator",
+            "PATCH /apis/connectors.openteam.io/v1alpha1/namespaces/team-acme/amazonsellerconnections/acme-us/status?&force=true&fieldManager=amazon-seller-operator",
+        ]
+    );
+    assert_eq!(lwa_calls(&ctx), 1);
+    assert_eq!(audit.records(), ["token_refresh/success/refreshed"]);
+    assert_eq!(
+        access_token(&written.unwrap_or_default()),
+        format!("{TOKEN_PREFIX}1")
+    );
+    let status = status.unwrap_or_default();
+    assert_eq!(
+        status.token_expires_at.map(|t| t.0),
+        Some(clock::add(due_at, Duration::from_secs(3600)))
+    );
+    assert_eq!(status.last_refresh_at.map(|t| t.0), Some(due_at));
+}
+
+/// LWA answers `invalid_grant` on the first connect: the status says RefreshTokenRevoked and
+/// a Warning Event follows the status write; nothing is published and nothing retried.
+#[tokio::test]
+async fn a_revoked_refresh_token_writes_the_status_then_a_warning() {
+    let keyring = Keyring::generate(start());
+    let credentials = sealed_credentials(&keyring);
+    let clock = Arc::new(ManualClock::new(start()));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(
+        client,
+        ScriptedLwa::answering(&[LwaAnswer::Reject(OAuthErrorCode::InvalidGrant)]),
+        clock,
+        keyring,
+    );
+    let connection = Connection::test().build();
+    let mut status = None;
+    let action = reconcile(
+        &ctx,
+        &connection,
+        async |api| {
+            api.get_secret(&runtime(), None).await;
+            api.get_secret(&store(), None).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials)).await;
+            status = Some(api.apply_status(&connection).await);
+            let event = api.create_event().await;
+            assert_eq!(
+                event,
+                (
+                    "Warning".into(),
+                    "CredentialsRevoked".into(),
+                    "LWA rejected the credentials (invalid_grant): the seller must re-authorize the application and the credentials be sealed again".into()
+                )
+            );
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("reconcile: {err}"));
+    assert_eq!(
+        api.transcript(),
+        [
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api-sealed",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-lwa",
+            "PATCH /apis/connectors.openteam.io/v1alpha1/namespaces/team-acme/amazonsellerconnections/acme-us/status?&force=true&fieldManager=amazon-seller-operator",
+            "POST /apis/events.k8s.io/v1/namespaces/team-acme/events?",
+        ]
+    );
+    assert_eq!(action, Action::await_change());
+    assert_eq!(audit.records(), ["token_refresh/failure/invalid_grant"]);
+    assert_eq!(
+        reasons(&status.unwrap_or_default()),
+        [
+            condition("Ready", "False", "RefreshTokenRevoked"),
+            condition("CredentialsValid", "False", "RefreshTokenRevoked"),
+            condition("Suspended", "False", "Active"),
+        ]
+    );
+}
+
+/// A change of `spec.delivery` from Secret to Endpoint keeps the token (no LWA call), removes
+/// the runtime Secret, seals the token into the token store and writes the status.
+#[tokio::test]
+async fn a_delivery_change_to_endpoint_moves_the_token_into_the_token_store() {
+    let connected = connect().await;
+    let credentials = sealed_credentials(&connected.keyring);
+    let clock = Arc::new(ManualClock::new(clock::add(
+        start(),
+        Duration::from_secs(60),
+    )));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(
+        client,
+        ScriptedLwa::default(),
+        clock,
+        connected.keyring.clone(),
+    );
+    let connection = Connection::test()
+        .with_status(connected.status.clone())
+        .with_delivery(Delivery::Endpoint)
+        .build();
+    let mut sealed = None;
+    let mut status = None;
+    reconcile(
+        &ctx,
+        &connection,
+        async |api| {
+            api.get_secret(&runtime(), Some(&connected.runtime)).await;
+            api.get_secret(&store(), None).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials))
+                .await;
+            api.delete_secret(&runtime(), true).await;
+            sealed = Some(api.apply_secret(&store()).await);
+            status = Some(api.apply_status(&connection).await);
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("reconcile: {err}"));
+    assert_eq!(
+        api.transcript(),
+        [
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-sp-api-sealed",
+            "GET /api/v1/namespaces/team-acme/secrets/acme-us-lwa",
+            "DELETE /api/v1/namespaces/team-acme/secrets/acme-us-sp-api?",
+            "PATCH /api/v1/namespaces/team-acme/secrets/acme-us-sp-api-sealed?&force=true&fieldManager=amazon-seller-operator",
+            "PATCH /apis/connectors.openteam.io/v1alpha1/namespaces/team-acme/amazonsellerconnections/acme-us/status?&force=true&fieldManager=amazon-seller-operator",
+        ]
+    );
+    assert_eq!(lwa_calls(&ctx), 0);
+    assert_eq!(audit.records(), Vec::<String>::new());
+    let sealed = sealed.unwrap_or_default();
+    assert_eq!(
+        sealed.type_.as_deref(),
+        Some(crate::names::TOKEN_STORE_SECRET_TYPE)
+    );
+    let text = serde_json::to_string(&sealed).unwrap_or_default();
+    assert!(
+        !text.contains(TOKEN_PREFIX),
+        "the token store holds ciphertext only"
+    );
+    let status = status.unwrap_or_default();
+    assert_eq!(status.runtime_secret_name, None);
+    assert_eq!(status.observed_generation, Some(2));
+}
+
+/// Deleting a connection removes the runtime Secret and the token store, reports the
+/// disconnect, then removes the finalizer; LWA is not involved.
+#[tokio::test]
+async fn disconnect_deletes_both_secrets_then_removes_the_finalizer() {
+    let keyring = Keyring::generate(start());
+    let clock = Arc::new(ManualClock::new(start()));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(client, ScriptedLwa::default(), clock, keyring);
+    let connection = Connection::test().deleted().build();
+    let mut patch = None;
+    let action = reconcile(
+        &ctx,
+        &connection,
+        async |api| {
+            api.delete_secret(&runtime(), true).await;
+            api.delete_secret(&store(), false).await;
+            let event = api.create_event().await;
+            assert_eq!(
+                event,
+                (
+                    "Normal".into(),
+                    "Disconnected".into(),
+                    "connection deleted: runtime Secret removed".into()
+                )
+            );
+            patch = Some(api.remove_finalizer(&connection).await);
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("disconnect: {err}"));
+    assert_eq!(
+        api.transcript(),
+        [
+            "DELETE /api/v1/namespaces/team-acme/secrets/acme-us-sp-api?",
+            "DELETE /api/v1/namespaces/team-acme/secrets/acme-us-sp-api-sealed?",
+            "POST /apis/events.k8s.io/v1/namespaces/team-acme/events?",
+            "PATCH /apis/connectors.openteam.io/v1alpha1/namespaces/team-acme/amazonsellerconnections/acme-us?",
+        ]
+    );
+    assert_eq!(
+        patch.unwrap_or_default(),
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": super::FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ])
+    );
+    assert_eq!(action, Action::await_change());
+    assert_eq!(lwa_calls(&ctx), 0);
+    assert_eq!(audit.records(), ["disconnect/success/connection_deleted"]);
+}

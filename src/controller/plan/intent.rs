@@ -1,0 +1,405 @@
+//! The token-and-credentials half of a plan: from how far the reconcile got (and LWA's answer)
+//! to the conditions, the token to publish, and what to count, audit and announce.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::status::{CredentialsRejection, LwaVerdict, observed_credentials_condition};
+use super::{
+    AuditNote, CredentialsState, EventKind, EventNote, Progress, RECHECK, ReconcileInputs,
+    RefreshAttempt, Stop, TokenOutcome, renew_before,
+};
+use crate::api::AmazonSellerConnection;
+use crate::domain::conditions::{CREDENTIALS_VALID, Desired, READY, SUSPENDED, Status};
+use crate::error::Categorized;
+use crate::lwa::{ConnectionKey, RefreshError, schedule};
+use crate::names::LWA_CREDENTIALS_SECRET_TYPE;
+use crate::observability::audit::{Category, Outcome};
+use crate::observability::metrics::RefreshOutcome;
+use crate::secrets::runtime_secret::{Published, whole_seconds};
+
+/// What the token-and-credentials half of the plan wants, before it becomes Secrets and status.
+pub(super) struct Intent {
+    pub(super) conditions: Vec<Desired>,
+    /// `Some(token)` publishes it; `None` removes the runtime Secret and the token store.
+    pub(super) publish: Option<Published>,
+    pub(super) next_refresh_at: Option<Timestamp>,
+    pub(super) last_refresh_at: Option<Timestamp>,
+    pub(super) key_id: Option<String>,
+    pub(super) failed_attempts: u32,
+    pub(super) requeue: Option<Duration>,
+    pub(super) events: Vec<EventNote>,
+    pub(super) audit: Vec<AuditNote>,
+    pub(super) refresh_metric: Option<(RefreshOutcome, &'static str)>,
+    pub(super) lwa_latency: Option<Duration>,
+    pub(super) client_secret_expiry: Option<i64>,
+}
+
+impl Intent {
+    fn without_token(conditions: Vec<Desired>, requeue: Option<Duration>) -> Self {
+        Self {
+            conditions,
+            publish: None,
+            next_refresh_at: None,
+            last_refresh_at: None,
+            key_id: None,
+            failed_attempts: 0,
+            requeue,
+            events: Vec::new(),
+            audit: Vec::new(),
+            refresh_metric: None,
+            lwa_latency: None,
+            client_secret_expiry: None,
+        }
+    }
+}
+
+fn ready(status: Status, reason: &'static str, message: impl Into<String>) -> Desired {
+    Desired::new(READY, status, reason, message)
+}
+
+pub(super) fn credentials_valid(
+    status: Status,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Desired {
+    Desired::new(CREDENTIALS_VALID, status, reason, message)
+}
+
+fn not_suspended() -> Desired {
+    Desired::new(
+        SUSPENDED,
+        Status::False,
+        "Active",
+        "the connection is active",
+    )
+}
+
+fn serving(token: &Published) -> Desired {
+    ready(
+        Status::True,
+        "TokenPublished",
+        format!(
+            "access token published, valid until {}",
+            whole_seconds(token.expires_at)
+        ),
+    )
+}
+
+fn accepted() -> Desired {
+    credentials_valid(
+        Status::True,
+        LwaVerdict::Accepted.reason(),
+        "LWA accepted the credentials",
+    )
+}
+
+pub(super) fn event(kind: EventKind, reason: &'static str, note: String) -> EventNote {
+    EventNote { kind, reason, note }
+}
+
+pub(super) fn audit(
+    category: Category,
+    action: &'static str,
+    outcome: Outcome,
+    reason: &'static str,
+) -> AuditNote {
+    AuditNote {
+        category,
+        action,
+        outcome,
+        reason,
+    }
+}
+
+/// How long from `now` until `at`, at least a second, so a requeue never spins.
+fn wait_until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::from_secs(at.as_second().saturating_sub(now.as_second()).max(1) as u64)
+}
+
+/// The conditions, token and reports from how far the reconcile got.
+pub(super) fn intend(inputs: &ReconcileInputs<'_>) -> Intent {
+    let connection = inputs.connection;
+    let spec = &connection.spec;
+    let credentials = match &inputs.progress {
+        Progress::Stopped(Stop::InvalidSpec { summary, details }) => {
+            return Intent::without_token(
+                vec![
+                    ready(Status::False, "InvalidSpec", summary.clone()),
+                    credentials_valid(Status::Unknown, "InvalidSpec", details.clone()),
+                    not_suspended(),
+                ],
+                None,
+            );
+        }
+        Progress::Stopped(Stop::Suspended) => {
+            let mut intent = Intent::without_token(
+                vec![
+                    ready(
+                        Status::False,
+                        "Suspended",
+                        "suspended: the runtime Secret is removed and no token is refreshed",
+                    ),
+                    credentials_valid(Status::Unknown, "Suspended", "not checked while suspended"),
+                    Desired::new(
+                        SUSPENDED,
+                        Status::True,
+                        "SuspendedBySpec",
+                        "spec.suspended is true",
+                    ),
+                ],
+                None,
+            );
+            intent.key_id = connection.status.as_ref().and_then(|s| s.key_id.clone());
+            return intent;
+        }
+        Progress::Credentials(credentials) => credentials,
+    };
+    let unreadable = |message: String| {
+        Intent::without_token(
+            vec![
+                ready(Status::False, "CredentialsUnreadable", message.clone()),
+                credentials_valid(Status::False, "CredentialsUnreadable", message),
+                not_suspended(),
+            ],
+            Some(RECHECK),
+        )
+    };
+    let (key_id, client_secret_expires_at, outcome, failed_attempts) = match credentials {
+        CredentialsState::Missing => {
+            let message = format!(
+                "credentials Secret {:?} not found in namespace {}: create it with `amazon-seller-operator seal`",
+                spec.credentials_secret_name,
+                connection.namespace().unwrap_or_default()
+            );
+            return Intent::without_token(
+                vec![
+                    ready(Status::False, "CredentialsMissing", message.clone()),
+                    credentials_valid(Status::False, "CredentialsMissing", message),
+                    not_suspended(),
+                ],
+                Some(RECHECK),
+            );
+        }
+        CredentialsState::NotSealed => {
+            return unreadable(format!(
+                "Secret {:?} is not a sealed credentials Secret (type {LWA_CREDENTIALS_SECRET_TYPE} with data key \"sealed\")",
+                spec.credentials_secret_name
+            ));
+        }
+        CredentialsState::Unopenable(err) => {
+            let mut intent =
+                unreadable(format!("Secret {:?}: {err}", spec.credentials_secret_name));
+            intent.audit.push(audit(
+                Category::ConnectorSetup,
+                "open_credentials",
+                Outcome::Failure,
+                err.category(),
+            ));
+            return intent;
+        }
+        CredentialsState::Usable {
+            key_id,
+            client_secret_expires_at,
+            outcome,
+            failed_attempts,
+        } => (key_id, client_secret_expires_at, outcome, failed_attempts),
+    };
+
+    let now = inputs.now;
+    let current = inputs.secrets.token_in_use(now);
+    let mut intent = Intent::without_token(Vec::new(), None);
+    intent.key_id = Some(key_id.clone());
+    intent.client_secret_expiry = client_secret_expires_at.map(Timestamp::as_second);
+    intent.last_refresh_at = current.as_ref().map(|t| t.issued_at);
+    match outcome {
+        // Kept and waiting plan alike while a token is in use; only waiting can lack one.
+        TokenOutcome::Kept { refresh_at: at } | TokenOutcome::Waiting { at, .. } => {
+            intent.requeue = Some(wait_until(now, *at));
+            intent.next_refresh_at = Some(*at);
+            intent.conditions = match &current {
+                Some(token) => vec![serving(token), accepted(), not_suspended()],
+                None => vec![
+                    ready(
+                        Status::False,
+                        "RefreshPending",
+                        format!("no valid token yet; next attempt at {}", whole_seconds(*at)),
+                    ),
+                    observed_credentials_condition(connection),
+                    not_suspended(),
+                ],
+            };
+            intent.publish = current;
+        }
+        TokenOutcome::Asked(RefreshAttempt {
+            result: Ok(refreshed),
+            took,
+        }) => {
+            intent.lwa_latency = Some(*took);
+            intent.refresh_metric = Some((RefreshOutcome::Success, "refreshed"));
+            intent.audit.push(audit(
+                Category::CredentialAccess,
+                "token_refresh",
+                Outcome::Success,
+                "refreshed",
+            ));
+            let token = Published {
+                access_token: refreshed.token.access_token.clone(),
+                token_type: refreshed.token.token_type.clone(),
+                expires_at: whole_seconds(refreshed.token.expires_at),
+                issued_at: whole_seconds(refreshed.token.issued_at),
+            };
+            // From the whole-second values the Secret keeps, so a later reconcile reading them
+            // back computes the same instant.
+            let key = ConnectionKey::new(
+                &connection.namespace().unwrap_or_default(),
+                &connection.name_any(),
+            );
+            let refresh_at = schedule::refresh_at(
+                token.state(),
+                renew_before(connection),
+                schedule::jitter_seed(key.as_str()),
+            );
+            if refreshed.used_next_secret {
+                intent.events.push(event(
+                    EventKind::Warning,
+                    "NextClientSecretUsed",
+                    "LWA rejected the client secret and accepted nextClientSecret: seal it as the client secret".into(),
+                ));
+            }
+            intent.conditions = vec![serving(&token), accepted(), not_suspended()];
+            intent.next_refresh_at = Some(refresh_at);
+            intent.last_refresh_at = Some(token.issued_at);
+            intent.requeue = Some(wait_until(now, refresh_at));
+            intent.publish = Some(token);
+        }
+        TokenOutcome::Asked(RefreshAttempt {
+            result: Err(err), ..
+        }) => failed(connection, &mut intent, err, current, now, true),
+        TokenOutcome::Blocked { cause } => {
+            // Reported (metric, audit record, Event) when LWA answered; this is the memory of it.
+            let err = RefreshError::Terminal { cause: *cause };
+            failed(connection, &mut intent, &err, current, now, false);
+        }
+    }
+    intent.failed_attempts = *failed_attempts;
+    intent
+}
+
+/// Fills `intent` for a refresh that produced no token; `report` counts, audits and announces
+/// an answer LWA gave just now.
+fn failed(
+    connection: &AmazonSellerConnection,
+    intent: &mut Intent,
+    err: &RefreshError,
+    current: Option<Published>,
+    now: Timestamp,
+    report: bool,
+) {
+    let category = err.category();
+    match err {
+        RefreshError::Terminal { cause } => {
+            let rejection = CredentialsRejection::of(*cause);
+            let reason = rejection.reason();
+            let message = format!(
+                "LWA rejected the credentials ({cause}): {}",
+                rejection.advice()
+            );
+            if report {
+                record_failure(intent, category);
+                intent.events.push(event(
+                    EventKind::Warning,
+                    "CredentialsRevoked",
+                    message.clone(),
+                ));
+            }
+            intent.conditions = vec![
+                match &current {
+                    // The token LWA issued earlier still works until it expires; then it goes.
+                    Some(token) => ready(
+                        Status::True,
+                        "TokenValidUntilExpiry",
+                        format!(
+                            "credentials rejected; the published token stays until it expires at {}",
+                            whole_seconds(token.expires_at)
+                        ),
+                    ),
+                    None => ready(Status::False, reason, message.clone()),
+                },
+                credentials_valid(Status::False, reason, message),
+                not_suspended(),
+            ];
+            // Come back when the published token expires, to remove it; otherwise wait for a
+            // change of spec or credentials (both trigger a reconcile).
+            intent.requeue = current.as_ref().map(|t| wait_until(now, t.expires_at));
+            intent.next_refresh_at = None;
+            intent.publish = current;
+        }
+        RefreshError::Retriable {
+            retry_at, attempts, ..
+        } => {
+            record_failure(intent, category);
+            if *attempts == 1 {
+                intent.events.push(event(
+                    EventKind::Warning,
+                    "RefreshFailed",
+                    format!("LWA token refresh failed ({category}); retrying with backoff, next attempt at {}", whole_seconds(*retry_at)),
+                ));
+            }
+            retry_later(connection, intent, current, *retry_at, now, category);
+        }
+        RefreshError::CircuitOpen { until: at } | RefreshError::Throttled { retry_at: at } => {
+            intent.refresh_metric = Some((RefreshOutcome::Skipped, category));
+            retry_later(connection, intent, current, *at, now, category);
+        }
+    }
+}
+
+/// Counts and audits a refresh that LWA refused or that failed on the way.
+fn record_failure(intent: &mut Intent, category: &'static str) {
+    intent.refresh_metric = Some((RefreshOutcome::Failure, category));
+    intent.audit.push(audit(
+        Category::ApiError,
+        "token_refresh",
+        Outcome::Failure,
+        category,
+    ));
+}
+
+fn retry_later(
+    connection: &AmazonSellerConnection,
+    intent: &mut Intent,
+    current: Option<Published>,
+    at: Timestamp,
+    now: Timestamp,
+    category: &str,
+) {
+    intent.conditions = vec![
+        match &current {
+            Some(token) => ready(
+                Status::True,
+                "TokenPublished",
+                format!(
+                    "access token valid until {}; refresh failing ({category}), next attempt at {}",
+                    whole_seconds(token.expires_at),
+                    whole_seconds(at)
+                ),
+            ),
+            None => ready(
+                Status::False,
+                "RefreshFailed",
+                format!(
+                    "no valid token: refresh failing ({category}), next attempt at {}",
+                    whole_seconds(at)
+                ),
+            ),
+        },
+        observed_credentials_condition(connection),
+        not_suspended(),
+    ];
+    intent.next_refresh_at = Some(at);
+    intent.requeue = Some(wait_until(now, at));
+    intent.publish = current;
+}
