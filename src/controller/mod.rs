@@ -6,7 +6,7 @@
 //! (`secret-role=lwa-credentials`), mapped to the connections that name them through an index
 //! kept from the connection watch ([`credential_users`]), not a scan of the cache.
 //!
-//! One reconcile is [`reconcile`], the I/O (reads, the LWA call, writes), around [`plan`], the
+//! One reconcile is [`reconcile`](mod@reconcile), the I/O (reads, the LWA call, writes), around [`plan`], the
 //! pure rules that decide what to write and report from what was read.
 
 pub mod applied;

@@ -34,6 +34,7 @@ use crate::names::LWA_CREDENTIALS_SECRET_TYPE;
 use crate::secrets::runtime_secret::{self, Metadata, Published};
 use crate::secrets::token_store;
 
+mod conditions;
 mod intent;
 mod outputs;
 mod status;
@@ -41,11 +42,11 @@ mod status;
 use intent::intend;
 use status::{status_of, transitions};
 
+pub use conditions::{CredentialsRejection, LwaVerdict};
 pub use outputs::{
     AuditNote, EventKind, EventNote, MetricUpdates, ReconcilePlan, Report, SecretChange,
     TokenExpiry,
 };
-pub use status::{CredentialsRejection, LwaVerdict};
 
 /// How often a connection that waits on something the operator cannot watch (a credentials
 /// Secret without its label, say) is looked at again.

@@ -6,13 +6,17 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::status::{CredentialsRejection, LwaVerdict, observed_credentials_condition};
+use super::conditions::{
+    CredentialsRejection, accepted, credentials_valid, not_suspended,
+    observed_credentials_condition, ready, serving,
+};
+use super::outputs::{audit, event};
 use super::{
     AuditNote, CredentialsState, EventKind, EventNote, Progress, RECHECK, ReconcileInputs,
     RefreshAttempt, Stop, TokenOutcome, renew_before,
 };
 use crate::api::AmazonSellerConnection;
-use crate::domain::conditions::{CREDENTIALS_VALID, Desired, READY, SUSPENDED, Status};
+use crate::domain::conditions::{Desired, SUSPENDED, Status};
 use crate::error::Categorized;
 use crate::lwa::{ConnectionKey, RefreshError, schedule};
 use crate::names::LWA_CREDENTIALS_SECRET_TYPE;
@@ -53,64 +57,6 @@ impl Intent {
             lwa_latency: None,
             client_secret_expiry: None,
         }
-    }
-}
-
-fn ready(status: Status, reason: &'static str, message: impl Into<String>) -> Desired {
-    Desired::new(READY, status, reason, message)
-}
-
-pub(super) fn credentials_valid(
-    status: Status,
-    reason: &'static str,
-    message: impl Into<String>,
-) -> Desired {
-    Desired::new(CREDENTIALS_VALID, status, reason, message)
-}
-
-fn not_suspended() -> Desired {
-    Desired::new(
-        SUSPENDED,
-        Status::False,
-        "Active",
-        "the connection is active",
-    )
-}
-
-fn serving(token: &Published) -> Desired {
-    ready(
-        Status::True,
-        "TokenPublished",
-        format!(
-            "access token published, valid until {}",
-            whole_seconds(token.expires_at)
-        ),
-    )
-}
-
-fn accepted() -> Desired {
-    credentials_valid(
-        Status::True,
-        LwaVerdict::Accepted.reason(),
-        "LWA accepted the credentials",
-    )
-}
-
-pub(super) fn event(kind: EventKind, reason: &'static str, note: String) -> EventNote {
-    EventNote { kind, reason, note }
-}
-
-pub(super) fn audit(
-    category: Category,
-    action: &'static str,
-    outcome: Outcome,
-    reason: &'static str,
-) -> AuditNote {
-    AuditNote {
-        category,
-        action,
-        outcome,
-        reason,
     }
 }
 

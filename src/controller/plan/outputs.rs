@@ -1,5 +1,5 @@
 //! What a plan asks for: the Secrets to write or delete, the status, metric updates, audit
-//! records and Events. Plain values; [`crate::controller::reconcile`] turns them into API calls.
+//! records and Events. Plain values; [`crate::controller::reconcile`](mod@crate::controller::reconcile) turns them into API calls.
 
 use std::fmt;
 use std::time::Duration;
@@ -99,7 +99,7 @@ pub enum Report {
     Event(EventNote),
 }
 
-/// Everything a reconcile writes and reports, in the order [`crate::controller::reconcile`] applies it.
+/// Everything a reconcile writes and reports, in the order [`crate::controller::reconcile`](mod@crate::controller::reconcile) applies it.
 #[derive(Clone, Debug)]
 pub struct ReconcilePlan {
     /// Counted before anything is written.
@@ -123,4 +123,22 @@ pub struct ReconcilePlan {
     pub events: Vec<EventNote>,
     /// When to look again; `None` waits for a change.
     pub requeue: Option<Duration>,
+}
+
+pub(super) fn event(kind: EventKind, reason: &'static str, note: String) -> EventNote {
+    EventNote { kind, reason, note }
+}
+
+pub(super) fn audit(
+    category: Category,
+    action: &'static str,
+    outcome: Outcome,
+    reason: &'static str,
+) -> AuditNote {
+    AuditNote {
+        category,
+        action,
+        outcome,
+        reason,
+    }
 }

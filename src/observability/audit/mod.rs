@@ -41,7 +41,7 @@
 //! record is still written, so that the event itself is never lost. There is no field for
 //! free text, request bodies or credential material.
 //!
-//! [`verify`](mod@verify) holds the checking side (`audit verify`).
+//! `verify` holds the checking side (`audit verify`).
 
 mod verify;
 
