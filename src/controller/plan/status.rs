@@ -1,6 +1,6 @@
 //! The status a plan stores: conditions merged with the stored ones (keeping
-//! `lastTransitionTime` when a status did not change), the derived fields, what LWA's answers
-//! are called, and the transitions (connected, suspended, resumed) that are reported.
+//! `lastTransitionTime` when a status did not change), the derived fields, and the transitions
+//! (connected, suspended, resumed) that are reported.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8sCondition, Time};
