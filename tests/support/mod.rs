@@ -6,10 +6,13 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod chart;
+pub mod eventually;
 pub mod lwa_emulator;
 pub mod operator;
+pub mod scenario;
 pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
+
+use amazon_seller_operator::names::TEAM_LABEL;
 
 /// The repository root, for reading committed artefacts (`crds/`, `examples/`).
 pub fn repo_path(relative: &str) -> PathBuf {
@@ -120,14 +125,26 @@ pub async fn install_crds(client: &Client) -> Vec<CustomResourceDefinition> {
 
 /// Creates a fresh namespace, optionally bound to a team, and returns its name.
 pub async fn create_namespace(client: &Client, prefix: &str, team: Option<&str>) -> String {
+    let labels = team
+        .map(|team| (TEAM_LABEL.to_owned(), team.to_owned()))
+        .into_iter()
+        .collect();
+    create_labelled_namespace(client, prefix, labels).await
+}
+
+/// Creates a fresh namespace with `labels` and returns its name.
+pub async fn create_labelled_namespace(
+    client: &Client,
+    prefix: &str,
+    labels: BTreeMap<String, String>,
+) -> String {
     let name = unique_name(prefix);
     let mut ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name }
     }))
     .expect("namespace literal");
-    if let Some(team) = team {
-        ns.metadata.labels =
-            Some([("connectors.openteam.io/team".to_owned(), team.to_owned())].into());
+    if !labels.is_empty() {
+        ns.metadata.labels = Some(labels);
     }
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
