@@ -181,41 +181,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-/// Seals `seller`'s credentials to the operator key in `operator_namespace` (bootstrapping the
-/// keyring if needed) as Secret `name` in `namespace`, as a Team would with `seal`.
-pub async fn seal_credentials(
-    client: &Client,
-    operator_namespace: &str,
-    team: &str,
-    namespace: &str,
-    seller: &lwa_emulator::Seller,
-    name: &str,
-) {
-    use amazon_seller_operator::crypto::{self, SealContext};
-    use amazon_seller_operator::keystore::{self, KeyStore};
-    use k8s_openapi::api::core::v1::Secret;
-    let store = KeyStore::new(
-        client.clone(),
-        operator_namespace,
-        amazon_seller_operator::names::DEFAULT_KEY_SECRET,
-    );
-    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
-    let context = SealContext {
-        team_id: team,
-        namespace,
-        secret_name: name,
-    };
-    let credentials = seller.credentials();
-    let envelope = crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(
-            &PostParams::default(),
-            &keystore::sealed_secret(namespace, name, None, envelope),
-        )
-        .await
-        .unwrap();
-}
-
 /// A ServiceAccount token for `pod`'s ServiceAccount, bound to the pod (what a projected
 /// `serviceAccountToken` volume holds), from the API server's TokenRequest. `audience: None`
 /// asks for the API server's default audience.
@@ -254,46 +219,4 @@ pub async fn bound_token(
         .status
         .unwrap()
         .token
-}
-
-/// Waits (up to 30 s) until Secret `name` is present or absent; returns it when present.
-pub async fn wait_for_secret(
-    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
-    name: &str,
-    present: bool,
-) -> Option<k8s_openapi::api::core::v1::Secret> {
-    for _ in 0..300 {
-        let secret = secrets.get_opt(name).await.unwrap();
-        if secret.is_some() == present {
-            return secret;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "timed out waiting for Secret {name} to be {}",
-        if present { "present" } else { "absent" }
-    );
-}
-
-/// Waits (up to 30 s) until connection `name` exists and `check` holds for it; the panic names
-/// `what` and shows the last status.
-pub async fn wait_for_connection(
-    connections: &Api<amazon_seller_operator::api::AmazonSellerConnection>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&amazon_seller_operator::api::AmazonSellerConnection) -> bool,
-) -> amazon_seller_operator::api::AmazonSellerConnection {
-    for _ in 0..300 {
-        if let Some(c) = connections.get_opt(name).await.unwrap()
-            && check(&c)
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let last = connections.get_opt(name).await.unwrap();
-    panic!(
-        "timed out waiting for {what}; last state: {:#?}",
-        last.map(|c| c.status)
-    );
 }
