@@ -85,6 +85,19 @@ impl RunFlags {
         self.switch("--webhook-enabled=false")
     }
 
+    /// Serving the webhook on loopback `port` with self-managed certificates: issued into
+    /// Secret `secret` (valid for 127.0.0.1 too), reloaded every second, their CA kept in the
+    /// caBundle of both webhook configurations, named `configurations`.
+    pub fn self_managed_webhook(self, port: u16, secret: &str, configurations: &str) -> Self {
+        self.flag("--webhook-addr", format!("127.0.0.1:{port}"))
+            .flag("--webhook-cert-mode", "self-managed")
+            .flag("--webhook-cert-secret", secret)
+            .flag("--webhook-extra-san", "127.0.0.1")
+            .flag("--webhook-cert-reload-interval", "1s")
+            .flag("--validating-webhook-configuration", configurations)
+            .flag("--mutating-webhook-configuration", configurations)
+    }
+
     /// The parsed arguments.
     pub fn args(&self) -> RunArgs {
         match Cli::parse_from(&self.argv).command {
