@@ -157,13 +157,15 @@ async fn call_until(
     reason: &str,
     statuses: &mut Vec<u16>,
 ) -> Answer {
+    // Shared with every probe, each of which notes its answer.
+    let statuses = std::sync::Mutex::new(statuses);
     eventually(
         format!("an answer with reason {reason} for {namespace}/{name}"),
         Duration::from_secs(10),
     )
     .poll(async || {
         let answer = call(operator, namespace, name, Some(token)).await;
-        statuses.push(answer.status);
+        statuses.lock().unwrap().push(answer.status);
         if answer.reason() == reason {
             Ok(answer)
         } else {

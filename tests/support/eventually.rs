@@ -3,6 +3,7 @@
 //! says what it waited for and what it saw last, so a failure reads as a finding, not a hang.
 
 use std::fmt;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// A wait for `what`, up to a deadline; see [`eventually`].
@@ -49,21 +50,31 @@ impl Eventually {
 
     /// Observes until `done` holds for what `observe` returns, and returns that observation;
     /// panics at the deadline with the last one.
-    pub async fn until<S: fmt::Debug>(
-        self,
-        mut observe: impl AsyncFnMut() -> S,
-        done: impl Fn(&S) -> bool,
-    ) -> S {
-        self.poll(async || {
-            let seen = observe().await;
-            if done(&seen) { Ok(seen) } else { Err(seen) }
+    pub async fn until<S, F, Fut>(self, mut observe: F, done: impl Fn(&S) -> bool) -> S
+    where
+        S: fmt::Debug,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = S>,
+    {
+        let done = &done;
+        self.poll(|| {
+            let observed = observe();
+            async move {
+                let seen = observed.await;
+                if done(&seen) { Ok(seen) } else { Err(seen) }
+            }
         })
         .await
     }
 
     /// Probes until `probe` returns `Ok`, and returns its value; `Err` carries what the probe
     /// saw instead. Panics at the deadline with the last `Err`.
-    pub async fn poll<T, S: fmt::Debug>(self, probe: impl AsyncFnMut() -> Result<T, S>) -> T {
+    pub async fn poll<T, S, F, Fut>(self, probe: F) -> T
+    where
+        S: fmt::Debug,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, S>>,
+    {
         match self.try_poll(probe).await {
             Ok(value) => value,
             Err(timed_out) => panic!("{timed_out}"),
@@ -72,10 +83,15 @@ impl Eventually {
 
     /// As [`Eventually::poll`], but returns the timeout instead of panicking, for callers that
     /// report a failed step rather than fail the test there.
-    pub async fn try_poll<T, S>(
-        self,
-        mut probe: impl AsyncFnMut() -> Result<T, S>,
-    ) -> Result<T, TimedOut<S>> {
+    ///
+    /// The probes are plain closures returning futures (`async ||` closures that only borrow
+    /// are such closures), not `AsyncFnMut`: a wait inside a spawned task must be `Send`, and
+    /// the compiler cannot prove that of an `AsyncFnMut`'s future borrowing the test's state.
+    pub async fn try_poll<T, S, F, Fut>(self, mut probe: F) -> Result<T, TimedOut<S>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, S>>,
+    {
         let started = Instant::now();
         loop {
             let last = match probe().await {
