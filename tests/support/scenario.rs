@@ -106,7 +106,12 @@ impl ScenarioBuilder {
     }
 
     async fn build(self) -> Scenario {
-        install_crds(&self.client).await;
+        // Once per test binary: every scenario needs the CRDs, none changes them.
+        static CRDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        CRDS.get_or_init(async || {
+            install_crds(&self.client).await;
+        })
+        .await;
         let make_team = async |prefix: &str| {
             let id = unique_name(prefix);
             let mut labels = self.labels.clone();
@@ -187,8 +192,8 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A scenario on `client`'s cluster: CRDs installed, a Team with its namespace and the
-    /// operator's namespace, plus whatever the builder methods add.
+    /// A scenario on `client`'s cluster: the CRDs installed, a Team with its namespace and
+    /// the operator's namespace, plus whatever the builder methods add.
     pub fn builder(client: &Client) -> ScenarioBuilder {
         ScenarioBuilder {
             client: client.clone(),
