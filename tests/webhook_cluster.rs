@@ -928,18 +928,22 @@ async fn run_serves_the_webhook_with_a_self_managed_certificate() {
     );
     let ca_pem = String::from_utf8(bundle.clone()).unwrap();
     let client = support::webhook::https_client(&ca_pem);
-    eventually("/readyz to become ready", Duration::from_secs(30))
-        .poll(async || {
-            let answer = client
-                .get(format!("https://127.0.0.1:{port}/readyz"))
-                .send()
-                .await;
-            match answer {
-                Ok(answer) if answer.status() == 200 => Ok(()),
-                other => Err(other.map(|answer| answer.status())),
-            }
-        })
+    let answer = eventually("/readyz to become ready", Duration::from_secs(30))
+        .until(
+            async || {
+                let answer = client
+                    .get(format!("https://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await;
+                answer.map(|r| r.status())
+            },
+            |answer| answer.as_ref().is_ok_and(|status| *status == 200),
+        )
         .await;
+    assert!(
+        answer.is_ok_and(|status| status == 200),
+        "/readyz never became ready"
+    );
 
     // The API server trusts it and the rules apply.
     env.wait_until_active().await;
