@@ -895,15 +895,21 @@ async fn run_serves_the_webhook_with_a_self_managed_certificate() {
         .flag("--admin-group", format!("{}-admins", env.scope));
     let operator = RunningOperator::start(&env.admin, "aso-webhook", flags.args());
 
-    // The operator issues its CA, serves it, and puts it in both configurations.
+    // The operator issues its CA, serves it, and puts it in both configurations (one after
+    // the other: wait for both).
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(env.admin.clone());
-    let hooks = eventually("caBundle patched", Duration::from_secs(30))
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(env.admin.clone());
+    let (hooks, mutating_hooks) = eventually("caBundle patched", Duration::from_secs(30))
         .until(
             async || {
                 let config = validating.get(&options.validating_name).await.unwrap();
-                config.webhooks.unwrap()
+                let mutating = mutating.get(&options.mutating_name).await.unwrap();
+                (config.webhooks.unwrap(), mutating.webhooks.unwrap())
             },
-            |hooks| hooks[0].client_config.ca_bundle.is_some(),
+            |(hooks, mutating_hooks)| {
+                hooks[0].client_config.ca_bundle.is_some()
+                    && mutating_hooks[0].client_config.ca_bundle.is_some()
+            },
         )
         .await;
     let bundle = hooks[0].client_config.ca_bundle.clone().unwrap();
@@ -913,12 +919,8 @@ async fn run_serves_the_webhook_with_a_self_managed_certificate() {
             .all(|h| h.client_config.ca_bundle.as_ref() == Some(&bundle))
     );
     let bundle = bundle.0;
-    let mutating = Api::<MutatingWebhookConfiguration>::all(env.admin.clone())
-        .get(&options.mutating_name)
-        .await
-        .unwrap();
     assert_eq!(
-        mutating.webhooks.unwrap()[0]
+        mutating_hooks[0]
             .client_config
             .ca_bundle
             .as_ref()
