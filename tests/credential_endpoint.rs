@@ -8,12 +8,13 @@
 
 mod support;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 use amazon_seller_operator::crypto::{self, StoredToken, TokenContext};
@@ -147,32 +148,49 @@ async fn call(operator: &Operator, namespace: &str, name: &str, token: Option<&s
     }
 }
 
-/// Calls until the answer's reason is `reason` (the endpoint's view follows the API by
-/// watch), noting every answer's status in `statuses`.
-async fn call_until(
-    operator: &Operator,
-    namespace: &str,
-    name: &str,
-    token: &str,
-    reason: &str,
-    statuses: &mut Vec<u16>,
-) -> Answer {
-    // Shared with every probe, each of which notes its answer.
-    let statuses = std::sync::Mutex::new(statuses);
-    eventually(
-        format!("an answer with reason {reason} for {namespace}/{name}"),
-        Duration::from_secs(10),
-    )
-    .poll(async || {
-        let answer = call(operator, namespace, name, Some(token)).await;
-        statuses.lock().unwrap().push(answer.status);
-        if answer.reason() == reason {
-            Ok(answer)
-        } else {
-            Err((answer.status, answer.body))
+/// The endpoint as one test calls it, noting every answer's status: the audit log and the
+/// metrics must count exactly these calls.
+struct Calls<'a> {
+    operator: &'a Operator,
+    statuses: Mutex<Vec<u16>>,
+}
+
+impl<'a> Calls<'a> {
+    fn to(operator: &'a Operator) -> Self {
+        Self {
+            operator,
+            statuses: Mutex::default(),
         }
-    })
-    .await
+    }
+
+    async fn call(&self, namespace: &str, name: &str, token: Option<&str>) -> Answer {
+        let answer = call(self.operator, namespace, name, token).await;
+        self.statuses.lock().unwrap().push(answer.status);
+        answer
+    }
+
+    /// Calls until the answer's reason is `reason` (the endpoint's view follows the API by
+    /// watch).
+    async fn until(&self, namespace: &str, name: &str, token: &str, reason: &str) -> Answer {
+        eventually(
+            format!("an answer with reason {reason} for {namespace}/{name}"),
+            Duration::from_secs(10),
+        )
+        .poll(async || {
+            let answer = self.call(namespace, name, Some(token)).await;
+            if answer.reason() == reason {
+                Ok(answer)
+            } else {
+                Err((answer.status, answer.body))
+            }
+        })
+        .await
+    }
+
+    /// The status of every answer.
+    fn into_statuses(self) -> Vec<u16> {
+        self.statuses.into_inner().unwrap()
+    }
 }
 
 fn audit_records(audit: &Captured) -> Vec<Value> {
@@ -237,12 +255,10 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     let gateway = s.pod("gw-main");
     let token = bound_token(&s.client, gateway, Some(AUDIENCE)).await;
     let ns = s.namespace.as_str();
-    // The status of every call, to check one audit record and one increment per call.
-    let mut statuses: Vec<u16> = Vec::new();
+    let calls = Calls::to(&operator);
 
     // A listed gateway in the connection's namespace gets the token and the metadata.
-    let ok = call(&operator, ns, "acme-de", Some(&token)).await;
-    statuses.push(ok.status);
+    let ok = calls.call(ns, "acme-de", Some(&token)).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     let issued = lwa.issued_tokens();
     let access_token = ok.body["access_token"].as_str().unwrap().to_owned();
@@ -258,13 +274,7 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     let expires: jiff::Timestamp = ok.body["expires_at"].as_str().unwrap().parse().unwrap();
     assert!(expires > jiff::Timestamp::now());
     // Endpoint mode: no runtime Secret, only the sealed store, which holds no plaintext.
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let store = s.secrets().get("acme-de-sp-api-sealed").await.unwrap();
     assert_eq!(
         store.type_.as_deref(),
@@ -279,40 +289,33 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     assert!(!String::from_utf8_lossy(&data["sealed"].0).contains(&access_token));
 
     // No token, a malformed header: 401.
-    let missing = call(&operator, ns, "acme-de", None).await;
-    statuses.push(missing.status);
+    let missing = calls.call(ns, "acme-de", None).await;
     assert_eq!((missing.status, missing.reason()), (401, "missing_token"));
     assert!(missing.headers.contains_key("www-authenticate"));
-    let garbage = call(&operator, ns, "acme-de", Some("not-a-jwt")).await;
-    statuses.push(garbage.status);
+    let garbage = calls.call(ns, "acme-de", Some("not-a-jwt")).await;
     assert_eq!((garbage.status, garbage.reason()), (401, "invalid_token"));
 
     // The same pod's token for the API server's audience: 401.
     let wrong_audience = bound_token(&s.client, gateway, None).await;
-    let answer = call(&operator, ns, "acme-de", Some(&wrong_audience)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-de", Some(&wrong_audience)).await;
     assert_eq!((answer.status, answer.reason()), (401, "invalid_token"));
     assert!(answer.body["error"].as_str().unwrap().contains(AUDIENCE));
 
     // A token of the right audience not bound to a pod: 401.
     let unbound = unbound_token(&s.client, ns, "gw-main").await;
-    let answer = call(&operator, ns, "acme-de", Some(&unbound)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-de", Some(&unbound)).await;
     assert_eq!((answer.status, answer.reason()), (401, "not_bound_to_pod"));
 
     // Another Team's pod, with a listed gateway label: 403, for existing and unknown names.
     let outsider_token = bound_token(&s.client, s.outsider_pod("gw-main"), Some(AUDIENCE)).await;
-    let answer = call(&operator, ns, "acme-de", Some(&outsider_token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-de", Some(&outsider_token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "namespace"));
-    let answer = call(&operator, ns, "no-such", Some(&outsider_token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "no-such", Some(&outsider_token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "namespace"));
 
     // A pod of a gateway the connection does not list: 403 naming the rule.
     let other_token = bound_token(&s.client, s.pod("gw-other"), Some(AUDIENCE)).await;
-    let answer = call(&operator, ns, "acme-de", Some(&other_token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-de", Some(&other_token)).await;
     assert_eq!(
         (answer.status, answer.reason()),
         (403, "gateway_not_listed")
@@ -325,21 +328,18 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     );
 
     // Unknown connection, caller in the namespace: 404.
-    let answer = call(&operator, ns, "no-such", Some(&token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "no-such", Some(&token)).await;
     assert_eq!(
         (answer.status, answer.reason()),
         (404, "unknown_connection")
     );
 
     // Secret delivery: the endpoint does not serve it.
-    let answer = call(&operator, ns, "acme-secret", Some(&token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-secret", Some(&token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "delivery"));
 
     // No valid token (LWA rejected the credentials): 503 with Retry-After.
-    let answer = call(&operator, ns, "acme-revoked", Some(&token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-revoked", Some(&token)).await;
     assert_eq!((answer.status, answer.reason()), (503, "no_valid_token"));
     let retry: u64 = answer.headers["retry-after"]
         .to_str()
@@ -349,15 +349,8 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     assert!(retry >= 1);
 
     // Suspended: 403, and the store is removed.
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspended": true}})),
-        )
-        .await
-        .unwrap();
-    let answer = call_until(&operator, ns, "acme-de", &token, "suspended", &mut statuses).await;
+    s.set_suspended("acme-de", true).await;
+    let answer = calls.until(ns, "acme-de", &token, "suspended").await;
     assert_eq!(answer.status, 403);
     s.wait_for("acme-de", "Suspended=True", |c| {
         has_condition(c, "Suspended", "True")
@@ -365,37 +358,25 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     .await;
     eventually("the token store to be removed", Duration::from_secs(10))
         .until(
-            async || s.secrets().get_opt("acme-de-sp-api-sealed").await.unwrap(),
+            async || s.secret("acme-de-sp-api-sealed").await,
             Option::is_none,
         )
         .await;
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api-sealed")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api-sealed").await.is_none());
 
     // Deleted: 404 for the caller in the namespace, 403 for the outsider.
     s.connections()
         .delete("acme-gone", &DeleteParams::default())
         .await
         .unwrap();
-    let answer = call_until(
-        &operator,
-        ns,
-        "acme-gone",
-        &token,
-        "unknown_connection",
-        &mut statuses,
-    )
-    .await;
+    let answer = calls
+        .until(ns, "acme-gone", &token, "unknown_connection")
+        .await;
     assert_eq!(answer.status, 404);
-    let answer = call(&operator, ns, "acme-gone", Some(&outsider_token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-gone", Some(&outsider_token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "namespace"));
 
+    let statuses = calls.into_statuses();
     let (audit, metrics) = operator.stop().await;
     // Exactly one audit record per call, naming who called from which pod.
     let records = audit_records(&audit);
@@ -590,27 +571,12 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
     s.wait_ready("acme-de").await;
     let runtime = s.secrets().get("acme-de-sp-api").await.unwrap();
     let published = String::from_utf8(runtime.data.unwrap()["access_token"].0.clone()).unwrap();
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"delivery": "Endpoint"}})),
-        )
-        .await
-        .unwrap();
-    eventually("the runtime Secret to be removed", Duration::from_secs(10))
-        .until(
-            async || s.secrets().get_opt("acme-de-sp-api").await.unwrap(),
-            Option::is_none,
-        )
+    s.change_spec("acme-de", json!({ "delivery": "Endpoint" }))
         .await;
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    eventually("the runtime Secret to be removed", Duration::from_secs(10))
+        .until(async || s.secret("acme-de-sp-api").await, Option::is_none)
+        .await;
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let ready = s.wait_ready("acme-de").await;
     assert_eq!(ready.status.unwrap().runtime_secret_name, None);
 
@@ -647,37 +613,19 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
             .resource_version,
         store_version
     );
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
 
     // Back to Secret: the runtime Secret returns with the same token, the store goes, and the
     // endpoint refuses by delivery mode.
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"delivery": "Secret"}})),
-        )
-        .await
-        .unwrap();
+    s.change_spec("acme-de", json!({ "delivery": "Secret" }))
+        .await;
     let runtime = s.wait_for_secret("acme-de-sp-api", true).await.unwrap();
     let republished = String::from_utf8(runtime.data.unwrap()["access_token"].0.clone()).unwrap();
     assert_eq!(republished, published);
     s.wait_for_secret("acme-de-sp-api-sealed", false).await;
-    let answer = call_until(
-        &second,
-        &s.namespace,
-        "acme-de",
-        &token,
-        "delivery",
-        &mut Vec::new(),
-    )
-    .await;
+    let answer = Calls::to(&second)
+        .until(&s.namespace, "acme-de", &token, "delivery")
+        .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
     let (audit, _) = second.stop().await;
     assert_eq!(lwa.calls_for(&seller.refresh_token), 1);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::crypto::{self, Credentials, PublicKey, SealContext};
@@ -297,6 +297,29 @@ impl Scenario {
             .create(&PostParams::default(), &self.connection(&connection))
             .await
             .unwrap()
+    }
+
+    /// Secret `name` of the Team, if it exists.
+    pub async fn secret(&self, name: &str) -> Option<Secret> {
+        self.secrets().get_opt(name).await.unwrap()
+    }
+
+    /// Merges `changes` into the spec of connection `name`, as a Team member editing it would.
+    pub async fn change_spec(&self, name: &str, changes: Value) {
+        self.connections()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": changes })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Suspends connection `name` (or, with `false`, lifts the suspension).
+    pub async fn set_suspended(&self, name: &str, suspended: bool) {
+        self.change_spec(name, json!({ "suspended": suspended }))
+            .await;
     }
 
     /// Creates a gateway pod in the Team's namespace.
