@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
+use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::crypto;
 use amazon_seller_operator::keystore;
 use amazon_seller_operator::observability::metrics::Metrics;
 
 use support::eventually::eventually;
-use support::lwa_emulator::{LwaEmulator, Reply};
+use support::lwa_emulator::{LwaEmulator, Reply, Seller};
 use support::operator::{RunFlags, RunningOperator as Operator, captured_logs};
 use support::scenario::{Connection, Scenario, condition, has_condition};
 use support::{cluster, unique_name};
@@ -34,17 +35,21 @@ fn start(s: &Scenario, lwa: &LwaEmulator, identity: &str) -> Operator {
     Operator::start(&s.client, identity, flags.args())
 }
 
-fn data(secret: &Secret, key: &str) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+/// Where most tests start: a fresh seller's credentials sealed as `acme-lwa`, the operator
+/// running as `aso-1`, and connection `acme-de` on those credentials (refreshing 20 minutes
+/// before the token expires), Ready.
+struct ReadyConnection {
+    s: Scenario,
+    lwa: LwaEmulator,
+    seller: Seller,
+    operator: Operator,
+    /// The connection as it first became Ready.
+    ready: AmazonSellerConnection,
 }
 
-#[tokio::test]
-async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
-    let Some(client) =
-        cluster("sealed_credentials_and_a_connection_become_a_ready_runtime_secret").await
-    else {
-        return;
-    };
+/// A [`ReadyConnection`], or `None` when the cluster tier does not run.
+async fn a_ready_connection(test: &str) -> Option<ReadyConnection> {
+    let client = cluster(test).await?;
     let lwa = LwaEmulator::start().await;
     let seller = lwa.new_seller();
     let s = Scenario::builder(&client)
@@ -57,8 +62,33 @@ async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
             .with_renew_before("20m"),
     )
     .await;
-
     let ready = s.wait_ready("acme-de").await;
+    Some(ReadyConnection {
+        s,
+        lwa,
+        seller,
+        operator,
+        ready,
+    })
+}
+
+fn data(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
+    let Some(ReadyConnection {
+        s,
+        lwa,
+        seller,
+        operator,
+        ready,
+    }) = a_ready_connection("sealed_credentials_and_a_connection_become_a_ready_runtime_secret")
+        .await
+    else {
+        return;
+    };
     let status = ready.status.clone().unwrap();
     assert_eq!(status.marketplace_id.as_deref(), Some("A1PA6795UKMFR9"));
     assert_eq!(status.region.as_deref(), Some("EU"));
@@ -158,19 +188,15 @@ async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
 
 #[tokio::test]
 async fn a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write() {
-    let Some(client) = cluster("a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write").await
+    let Some(ReadyConnection {
+        s,
+        lwa,
+        operator: first,
+        ..
+    }) = a_ready_connection("a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write").await
     else {
         return;
     };
-    let lwa = LwaEmulator::start().await;
-    let seller = lwa.new_seller();
-    let s = Scenario::builder(&client)
-        .credentials("acme-lwa", &seller)
-        .await;
-    let first = start(&s, &lwa, "aso-1");
-    s.connect(Connection::test().with_credentials("acme-lwa"))
-        .await;
-    s.wait_ready("acme-de").await;
     // Let the reconcile triggered by its own writes settle, then stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
     first.stop().await;
@@ -242,45 +268,23 @@ async fn invalid_grant_sets_a_condition_and_is_not_retried() {
         1,
         "invalid_grant must not be retried"
     );
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let (audit, _) = operator.stop().await;
     assert!(audit.text().contains("\"category\":\"api_error\""));
 }
 
 #[tokio::test]
 async fn suspend_removes_the_runtime_secret_and_unsuspend_restores_it() {
-    let Some(client) =
-        cluster("suspend_removes_the_runtime_secret_and_unsuspend_restores_it").await
+    let Some(ReadyConnection {
+        s, lwa, operator, ..
+    }) = a_ready_connection("suspend_removes_the_runtime_secret_and_unsuspend_restores_it").await
     else {
         return;
     };
-    let lwa = LwaEmulator::start().await;
-    let seller = lwa.new_seller();
-    let s = Scenario::builder(&client)
-        .credentials("acme-lwa", &seller)
-        .await;
-    let operator = start(&s, &lwa, "aso-1");
-    s.connect(Connection::test().with_credentials("acme-lwa"))
-        .await;
-    s.wait_ready("acme-de").await;
     s.wait_for_secret("acme-de-sp-api", true).await;
     let calls = lwa.total_calls();
 
-    let suspend = |on: bool| json!({ "spec": { "suspended": on } });
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(suspend(true)),
-        )
-        .await
-        .unwrap();
+    s.set_suspended("acme-de", true).await;
     s.wait_for_secret("acme-de-sp-api", false).await;
     let c = s
         .wait_for("acme-de", "Suspended=True", |c| {
@@ -291,14 +295,7 @@ async fn suspend_removes_the_runtime_secret_and_unsuspend_restores_it() {
     assert_eq!(condition(&c, "Ready").unwrap().reason, "Suspended");
     assert_eq!(lwa.total_calls(), calls, "no refresh while suspended");
 
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(suspend(false)),
-        )
-        .await
-        .unwrap();
+    s.set_suspended("acme-de", false).await;
     s.wait_for_secret("acme-de-sp-api", true).await;
     s.wait_for("acme-de", "Ready=True again", |c| {
         has_condition(c, "Ready", "True") && has_condition(c, "Suspended", "False")
@@ -314,20 +311,17 @@ async fn suspend_removes_the_runtime_secret_and_unsuspend_restores_it() {
 
 #[tokio::test]
 async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
-    let Some(client) =
-        cluster("deleting_a_connection_removes_runtime_access_even_when_lwa_is_down").await
+    let Some(ReadyConnection {
+        s,
+        lwa,
+        seller,
+        operator,
+        ..
+    }) = a_ready_connection("deleting_a_connection_removes_runtime_access_even_when_lwa_is_down")
+        .await
     else {
         return;
     };
-    let lwa = LwaEmulator::start().await;
-    let seller = lwa.new_seller();
-    let s = Scenario::builder(&client)
-        .credentials("acme-lwa", &seller)
-        .await;
-    let operator = start(&s, &lwa, "aso-1");
-    s.connect(Connection::test().with_credentials("acme-lwa"))
-        .await;
-    s.wait_ready("acme-de").await;
     let c = s.connections().get("acme-de").await.unwrap();
     assert!(
         c.metadata
@@ -362,13 +356,7 @@ async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
         "finalizer did not finish"
     );
     // No garbage collector runs in the test plane: the finalizer itself removed the Secret.
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let (audit, _) = operator.stop().await;
     assert!(audit.text().contains("\"action\":\"disconnect\""));
 }
@@ -399,13 +387,7 @@ async fn missing_credentials_set_a_condition_and_publish_nothing() {
             .message
             .contains("does-not-exist")
     );
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     assert_eq!(lwa.total_calls(), 0);
 
     // Creating the credentials afterwards connects it.
@@ -417,28 +399,19 @@ async fn missing_credentials_set_a_condition_and_publish_nothing() {
 
 #[tokio::test]
 async fn an_unchanged_condition_keeps_its_transition_time() {
-    let Some(client) = cluster("an_unchanged_condition_keeps_its_transition_time").await else {
+    let Some(ReadyConnection {
+        s,
+        operator,
+        ready: c,
+        ..
+    }) = a_ready_connection("an_unchanged_condition_keeps_its_transition_time").await
+    else {
         return;
     };
-    let lwa = LwaEmulator::start().await;
-    let seller = lwa.new_seller();
-    let s = Scenario::builder(&client)
-        .credentials("acme-lwa", &seller)
-        .await;
-    let operator = start(&s, &lwa, "aso-1");
-    s.connect(Connection::test().with_credentials("acme-lwa"))
-        .await;
-    let c = s.wait_ready("acme-de").await;
     let since = condition(&c, "Ready").unwrap().last_transition_time.clone();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "renewBefore": "30m" } })),
-        )
-        .await
-        .unwrap();
+    s.change_spec("acme-de", json!({ "renewBefore": "30m" }))
+        .await;
     let generation = s
         .connections()
         .get("acme-de")
@@ -648,14 +621,7 @@ async fn no_secret_reaches_logs_audit_metrics_events_or_status() {
         &s.secrets().get("good-sp-api").await.unwrap(),
         "access_token",
     );
-    s.connections()
-        .patch(
-            "good",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspended": true}})),
-        )
-        .await
-        .unwrap();
+    s.set_suspended("good", true).await;
     s.wait_for_secret("good-sp-api", false).await;
     s.connections()
         .delete("revoked", &DeleteParams::default())
