@@ -735,8 +735,8 @@ async fn steps(
             detail: e.to_string(),
         })?;
 
-    // ready: the runtime Secret exists and the connection says Ready.
-    until("ready", timeout, operator, || async {
+    // The connection and its runtime Secret, as the ready and suspend steps see them.
+    let connection_and_runtime = || async {
         let c = connections
             .get("acme-de")
             .await
@@ -745,6 +745,12 @@ async fn steps(
             .get_opt("acme-de-sp-api")
             .await
             .map_err(|e| e.to_string())?;
+        Ok::<_, String>((c, runtime))
+    };
+
+    // ready: the runtime Secret exists and the connection says Ready.
+    until("ready", timeout, operator, || async {
+        let (c, runtime) = connection_and_runtime().await?;
         Ok(has_condition(&c, "Ready", "True") && runtime.is_some())
     })
     .await?;
@@ -803,14 +809,7 @@ async fn steps(
             detail: e.to_string(),
         })?;
     until("suspend", timeout, operator, || async {
-        let c = connections
-            .get("acme-de")
-            .await
-            .map_err(|e| e.to_string())?;
-        let runtime = secrets
-            .get_opt("acme-de-sp-api")
-            .await
-            .map_err(|e| e.to_string())?;
+        let (c, runtime) = connection_and_runtime().await?;
         Ok(has_condition(&c, "Suspended", "True") && runtime.is_none())
     })
     .await?;
