@@ -1,4 +1,6 @@
-//! Shared helpers for the integration tiers.
+//! Shared helpers for the integration tiers. A cluster test states its world with
+//! [`scenario::Scenario`], starts the operator with [`operator::RunFlags`] and
+//! [`operator::RunningOperator`], and waits with [`eventually::eventually`].
 //!
 //! The real-API-server tier talks to the cluster named by `ASO_TEST_KUBECONFIG`: the local
 //! control plane the test command starts (`hack/control-plane/`), or any real cluster. Without

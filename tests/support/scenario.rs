@@ -1,8 +1,8 @@
 //! The world a cluster test starts from, built in one place: a Team and its namespace, the
 //! operator's namespace, sealed credentials, connections and gateway pods. A test states what
-//! it needs ([`Scenario::builder`] and its builder methods) and gets back handles to what was made
-//! ([`Scenario`]); the objects come from builders ([`Connection`], [`GatewayPod`]) that start
-//! valid and change only what the test is about.
+//! it needs ([`Scenario::builder`] and the builder's methods) and gets back handles to what
+//! was made ([`Scenario`]); the objects come from builders ([`Connection`], [`GatewayPod`])
+//! that start valid and change only what the test is about.
 //!
 //! Every name is unique, so tests share one cluster and run in parallel.
 
