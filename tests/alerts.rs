@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,6 +23,7 @@ use amazon_seller_operator::observability::{
     AdminState, AuditEvent, AuditLog, Category, Metrics, Outcome,
 };
 
+use support::eventually::eventually;
 use support::operator::Admin;
 use support::repo_path;
 
@@ -402,15 +403,20 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
 
     // Until the first scrapes, `absent(up{job=…})` makes the Down alerts pending; each rule
     // group is evaluated on its own schedule, so wait until they have cleared as well.
-    let deadline = Instant::now() + Duration::from_secs(60);
     let expected = [
         ("AmazonSellerTokenExpiringWithoutRefresh", "acme-us"),
         ("AmazonSellerSecurityLogReviewOverdue", ""),
     ];
     let cleared = ["AmazonSellerOperatorDown", "AmazonSellerWebhookDown"];
-    let alerts = loop {
-        if let Ok((200, body)) = http_get(web, "/api/v1/alerts").await {
-            let alerts = active_alerts(&body);
+    let waited = eventually(
+        format!("{expected:?} raised and {cleared:?} cleared"),
+        Duration::from_secs(60),
+    )
+    .every(Duration::from_millis(500))
+    .try_poll(async || {
+        let answer = http_get(web, "/api/v1/alerts").await;
+        if let Ok((200, body)) = &answer {
+            let alerts = active_alerts(body);
             let raised = expected.iter().all(|(name, conn)| {
                 alerts
                     .get(&((*name).to_owned(), (*conn).to_owned()))
@@ -420,19 +426,16 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
                 .iter()
                 .any(|name| alerts.contains_key(&((*name).to_owned(), String::new())));
             if raised && !down {
-                break alerts;
+                return Ok(alerts);
             }
         }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last = http_get(web, "/api/v1/alerts").await.map(|r| r.1);
-            panic!(
-                "expected {expected:?} raised and {cleared:?} cleared within 60 s; \
-                 last answer: {last:?}\nprometheus log:\n{log}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        Err(answer.map(|r| r.1))
+    })
+    .await;
+    let alerts = waited.unwrap_or_else(|timed_out| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("{timed_out}\nprometheus log:\n{log}")
+    });
 
     // The healthy token raises nothing.
     let names: Vec<&(String, String)> = alerts.keys().collect();

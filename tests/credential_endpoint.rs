@@ -8,244 +8,107 @@
 
 mod support;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use clap::Parser;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-use amazon_seller_operator::api::AmazonSellerConnection;
-use amazon_seller_operator::config::{Cli, Command};
 use amazon_seller_operator::crypto::{self, StoredToken, TokenContext};
-use amazon_seller_operator::keystore::KeyStore;
 use amazon_seller_operator::observability::metrics::Metrics;
 
-use support::lwa_emulator::{LwaEmulator, Seller};
+use support::eventually::eventually;
+use support::lwa_emulator::LwaEmulator;
 use support::operator::{RunningOperator, captured_logs};
+use support::scenario::{Connection, GatewayPod, Scenario, has_condition};
 use support::webhook::{TestPki, https_client};
-use support::{Captured, cluster, create_namespace, install_crds, unique_name};
+use support::{Captured, bound_token, cluster};
 
 const AUDIENCE: &str = "connectors.openteam.io";
 
-/// One running operator with the endpoint on its own loopback port.
+/// One running operator with the endpoint on its own loopback port, serving a certificate of
+/// its own test CA, and a client that trusts that CA.
 struct Operator {
     running: RunningOperator,
     base: String,
+    https: reqwest::Client,
+    _pki: TestPki,
 }
 
 impl Operator {
-    async fn stop(self) -> (Captured, Metrics) {
-        self.running.stop().await
-    }
-}
-
-/// A Team namespace with its connections, an outsider Team's namespace, the operator's
-/// namespace with keys, the LWA emulator and a serving certificate.
-struct Scenario {
-    client: Client,
-    team: String,
-    namespace: String,
-    outsider_namespace: String,
-    operator_namespace: String,
-    lwa: LwaEmulator,
-    pki: TestPki,
-    https: reqwest::Client,
-}
-
-impl Scenario {
-    async fn new(test: &str) -> Option<Self> {
-        let client = cluster(test).await?;
-        install_crds(&client).await;
-        let team = unique_name("team");
-        let namespace = create_namespace(&client, "team", Some(&team)).await;
-        let outsider_team = unique_name("other");
-        let outsider_namespace = create_namespace(&client, "other", Some(&outsider_team)).await;
-        let operator_namespace = create_namespace(&client, "aso", None).await;
-        let lwa = LwaEmulator::start().await;
-        let pki = TestPki::new();
-        let https = https_client(&pki.ca_pem);
-        Some(Self {
-            client,
-            team,
-            namespace,
-            outsider_namespace,
-            operator_namespace,
-            lwa,
-            pki,
-            https,
-        })
-    }
-
-    /// Starts `run` with the endpoint enabled and waits until its server is ready.
-    async fn start(&self, identity: &str, extra: &[&str]) -> Operator {
+    /// Starts `run` for the scenario with the endpoint enabled (plus `extra` flags) and waits
+    /// until its server is ready.
+    async fn start(
+        s: &Scenario,
+        lwa: &LwaEmulator,
+        identity: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let watched = format!("{},{}", self.namespace, self.outsider_namespace);
-        let addr = format!("127.0.0.1:{port}");
-        let lwa_url = self.lwa.https_url();
-        let lwa_ca = self.lwa.ca_file().display().to_string();
-        let cert = self.pki.cert_file.display().to_string();
-        let key = self.pki.key_file.display().to_string();
-        let mut argv = vec![
-            "amazon-seller-operator",
-            "run",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--leader-election=false",
-            "--watch-namespace",
-            &watched,
-            "--operator-namespace",
-            &self.operator_namespace,
-            "--lwa-endpoint",
-            &lwa_url,
-            "--lwa-ca-file",
-            &lwa_ca,
-            "--webhook-addr",
-            &addr,
-            "--webhook-cert-mode",
-            "files",
-            "--webhook-cert-file",
-            &cert,
-            "--webhook-key-file",
-            &key,
-            "--credential-endpoint-enabled",
-        ];
-        argv.extend_from_slice(extra);
-        let Command::Run(args) = Cli::parse_from(argv).command else {
-            unreachable!()
-        };
-        let running = RunningOperator::start(&self.client, identity, *args);
-        let base = format!("https://127.0.0.1:{port}");
-        for _ in 0..300 {
-            if let Ok(response) = self.https.get(format!("{base}/readyz")).send().await
-                && response.status() == 200
-            {
-                return Operator { running, base };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let pki = TestPki::new();
+        let mut flags = s
+            .run_flags()
+            .lwa(lwa)
+            .without_leader_election()
+            .flag("--webhook-addr", format!("127.0.0.1:{port}"))
+            .flag("--webhook-cert-mode", "files")
+            .flag("--webhook-cert-file", pki.cert_file.display().to_string())
+            .flag("--webhook-key-file", pki.key_file.display().to_string())
+            .switch("--credential-endpoint-enabled");
+        for (name, value) in extra {
+            flags = flags.flag(name, value);
         }
-        panic!("the operator's HTTPS server did not become ready");
-    }
-
-    async fn seal(&self, seller: &Seller, name: &str) {
-        support::seal_credentials(
-            &self.client,
-            &self.operator_namespace,
-            &self.team,
-            &self.namespace,
-            seller,
-            name,
+        let running = RunningOperator::start(&s.client, identity, flags.args());
+        let base = format!("https://127.0.0.1:{port}");
+        let https = https_client(&pki.ca_pem);
+        eventually(
+            "the operator's HTTPS server to be ready",
+            Duration::from_secs(30),
+        )
+        .poll(
+            async || match https.get(format!("{base}/readyz")).send().await {
+                Ok(answer) if answer.status() == 200 => Ok(()),
+                other => Err(other.map(|answer| answer.status())),
+            },
         )
         .await;
-    }
-
-    async fn create_connection(&self, name: &str, credentials: &str, delivery: &str) {
-        let connection: AmazonSellerConnection = serde_json::from_value(json!({
-            "apiVersion": "connectors.openteam.io/v1alpha1",
-            "kind": "AmazonSellerConnection",
-            "metadata": { "name": name, "namespace": self.namespace },
-            "spec": {
-                "teamId": self.team,
-                "sellerId": "A3FHEXAMPLEYWS",
-                "marketplace": "DE",
-                "credentialsSecretName": credentials,
-                "gateways": ["gw-main"],
-                "delivery": delivery,
-            }
-        }))
-        .unwrap();
-        self.connections()
-            .create(&PostParams::default(), &connection)
-            .await
-            .unwrap();
-    }
-
-    fn connections(&self) -> Api<AmazonSellerConnection> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    async fn wait_for(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&AmazonSellerConnection) -> bool,
-    ) -> AmazonSellerConnection {
-        support::wait_for_connection(&self.connections(), name, what, check).await
-    }
-
-    async fn wait_ready(&self, name: &str) -> AmazonSellerConnection {
-        self.wait_for(name, "Ready=True", |c| condition(c, "Ready", "True"))
-            .await
-    }
-
-    /// A ServiceAccount and a pod using it in `namespace`, with an optional gateway label.
-    async fn gateway_pod(&self, namespace: &str, name: &str, gateway: Option<&str>) -> Pod {
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-        let account: ServiceAccount =
-            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        accounts
-            .create(&PostParams::default(), &account)
-            .await
-            .unwrap();
-        let mut labels = serde_json::Map::new();
-        if let Some(gateway) = gateway {
-            labels.insert("connectors.openteam.io/gateway".into(), gateway.into());
+        Operator {
+            running,
+            base,
+            https,
+            _pki: pki,
         }
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels},
-            "spec": {
-                "serviceAccountName": name,
-                "automountServiceAccountToken": false,
-                "containers": [{"name": "gateway", "image": "registry.example.com/gateway:1"}],
-            }
-        }))
-        .unwrap();
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        pods.create(&PostParams::default(), &pod).await.unwrap()
     }
 
-    /// A token for `pod`'s ServiceAccount, bound to the pod, as a projected volume holds it.
-    /// `audience: None` asks for the API server's default audience.
-    async fn token_for(&self, pod: &Pod, audience: Option<&str>) -> String {
-        support::bound_token(&self.client, pod, audience).await
-    }
-
-    /// A token with no pod binding (what a legacy or TokenRequest-without-pod token is).
-    async fn unbound_token(&self, namespace: &str, account: &str) -> String {
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![AUDIENCE.to_owned()],
-                bound_object_ref: None,
-                expiration_seconds: Some(600),
-            },
-            ..TokenRequest::default()
-        };
-        Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
-            .create_token_request(account, &PostParams::default(), &request)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .token
+    async fn stop(self) -> (Captured, Metrics) {
+        self.running.stop().await
     }
 }
 
-fn condition(c: &AmazonSellerConnection, type_: &str, status: &str) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|x| x.type_ == type_ && x.status == status)
-    })
+/// A token with no pod binding (what a legacy or TokenRequest-without-pod token is).
+async fn unbound_token(client: &Client, namespace: &str, account: &str) -> String {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![AUDIENCE.to_owned()],
+            bound_object_ref: None,
+            expiration_seconds: Some(600),
+        },
+        ..TokenRequest::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
 }
 
 /// One answer of the endpoint.
@@ -261,14 +124,8 @@ impl Answer {
     }
 }
 
-async fn call(
-    operator: &Operator,
-    https: &reqwest::Client,
-    namespace: &str,
-    name: &str,
-    token: Option<&str>,
-) -> Answer {
-    let mut request = https.get(format!(
+async fn call(operator: &Operator, namespace: &str, name: &str, token: Option<&str>) -> Answer {
+    let mut request = operator.https.get(format!(
         "{}/v1/namespaces/{namespace}/connections/{name}/token",
         operator.base
     ));
@@ -291,26 +148,49 @@ async fn call(
     }
 }
 
-/// Calls until the answer's reason is `reason` (the endpoint's view follows the API by
-/// watch), noting every answer's status in `statuses`.
-async fn call_until(
-    operator: &Operator,
-    https: &reqwest::Client,
-    namespace: &str,
-    name: &str,
-    token: &str,
-    reason: &str,
-    statuses: &mut Vec<u16>,
-) -> Answer {
-    for _ in 0..100 {
-        let answer = call(operator, https, namespace, name, Some(token)).await;
-        statuses.push(answer.status);
-        if answer.reason() == reason {
-            return answer;
+/// The endpoint as one test calls it, noting every answer's status: the audit log and the
+/// metrics must count exactly these calls.
+struct Calls<'a> {
+    operator: &'a Operator,
+    statuses: Mutex<Vec<u16>>,
+}
+
+impl<'a> Calls<'a> {
+    fn to(operator: &'a Operator) -> Self {
+        Self {
+            operator,
+            statuses: Mutex::default(),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no answer with reason {reason} for {namespace}/{name}");
+
+    async fn call(&self, namespace: &str, name: &str, token: Option<&str>) -> Answer {
+        let answer = call(self.operator, namespace, name, token).await;
+        self.statuses.lock().unwrap().push(answer.status);
+        answer
+    }
+
+    /// Calls until the answer's reason is `reason` (the endpoint's view follows the API by
+    /// watch).
+    async fn until(&self, namespace: &str, name: &str, token: &str, reason: &str) -> Answer {
+        eventually(
+            format!("an answer with reason {reason} for {namespace}/{name}"),
+            Duration::from_secs(10),
+        )
+        .poll(async || {
+            let answer = self.call(namespace, name, Some(token)).await;
+            if answer.reason() == reason {
+                Ok(answer)
+            } else {
+                Err((answer.status, answer.body))
+            }
+        })
+        .await
+    }
+
+    /// The status of every answer.
+    fn into_statuses(self) -> Vec<u16> {
+        self.statuses.into_inner().unwrap()
+    }
 }
 
 fn audit_records(audit: &Captured) -> Vec<Value> {
@@ -335,52 +215,52 @@ fn counter(metrics: &Metrics, team: &str, gateway: &str, outcome: &str) -> u64 {
 #[tokio::test]
 async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     let logs = captured_logs();
-    let Some(s) =
-        Scenario::new("the_endpoint_serves_listed_gateways_and_refuses_everyone_else").await
+    let Some(client) =
+        cluster("the_endpoint_serves_listed_gateways_and_refuses_everyone_else").await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    let revoked = s.lwa.new_seller();
-    s.lwa.revoke(&revoked.refresh_token);
-    s.seal(&seller, "acme-lwa").await;
-    s.seal(&revoked, "revoked-lwa").await;
-    let operator = s.start("aso-endpoint", &[]).await;
-    s.create_connection("acme-de", "acme-lwa", "Endpoint").await;
-    s.create_connection("acme-secret", "acme-lwa", "Secret")
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    let revoked = lwa.new_seller();
+    lwa.revoke(&revoked.refresh_token);
+    let connection = |name: &str, credentials: &str, delivery: &str| {
+        Connection::test()
+            .named(name)
+            .with_credentials(credentials)
+            .with_delivery(delivery)
+    };
+    let s = Scenario::builder(&client)
+        .outsider("other")
+        .credentials("acme-lwa", &seller)
+        .credentials("revoked-lwa", &revoked)
+        .connection(connection("acme-de", "acme-lwa", "Endpoint"))
+        .connection(connection("acme-secret", "acme-lwa", "Secret"))
+        .connection(connection("acme-revoked", "revoked-lwa", "Both"))
+        .connection(connection("acme-gone", "acme-lwa", "Endpoint"))
+        .gateway_pod(GatewayPod::new("gw-main"))
+        .gateway_pod(GatewayPod::new("gw-other"))
+        // Another Team's pod, labelled as a gateway the connection lists.
+        .outsider_gateway_pod(GatewayPod::new("gw-main"))
         .await;
-    s.create_connection("acme-revoked", "revoked-lwa", "Both")
-        .await;
-    s.create_connection("acme-gone", "acme-lwa", "Endpoint")
-        .await;
+    let operator = Operator::start(&s, &lwa, "aso-endpoint", &[]).await;
     s.wait_ready("acme-de").await;
     s.wait_ready("acme-secret").await;
     s.wait_ready("acme-gone").await;
     s.wait_for("acme-revoked", "credentials rejected", |c| {
-        condition(c, "CredentialsValid", "False")
+        has_condition(c, "CredentialsValid", "False")
     })
     .await;
 
-    let gateway = s
-        .gateway_pod(&s.namespace, "gw-main", Some("gw-main"))
-        .await;
-    let other_gateway = s
-        .gateway_pod(&s.namespace, "gw-other", Some("gw-other"))
-        .await;
-    let outsider = s
-        .gateway_pod(&s.outsider_namespace, "gw-main", Some("gw-main"))
-        .await;
-    let token = s.token_for(&gateway, Some(AUDIENCE)).await;
-    let https = &s.https;
+    let gateway = s.pod("gw-main");
+    let token = bound_token(&s.client, gateway, Some(AUDIENCE)).await;
     let ns = s.namespace.as_str();
-    // The status of every call, to check one audit record and one increment per call.
-    let mut statuses: Vec<u16> = Vec::new();
+    let calls = Calls::to(&operator);
 
     // A listed gateway in the connection's namespace gets the token and the metadata.
-    let ok = call(&operator, https, ns, "acme-de", Some(&token)).await;
-    statuses.push(ok.status);
+    let ok = calls.call(ns, "acme-de", Some(&token)).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    let issued = s.lwa.issued_tokens();
+    let issued = lwa.issued_tokens();
     let access_token = ok.body["access_token"].as_str().unwrap().to_owned();
     assert!(issued.contains(&access_token), "the token LWA issued");
     assert_eq!(ok.body["token_type"], "bearer");
@@ -394,13 +274,7 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     let expires: jiff::Timestamp = ok.body["expires_at"].as_str().unwrap().parse().unwrap();
     assert!(expires > jiff::Timestamp::now());
     // Endpoint mode: no runtime Secret, only the sealed store, which holds no plaintext.
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let store = s.secrets().get("acme-de-sp-api-sealed").await.unwrap();
     assert_eq!(
         store.type_.as_deref(),
@@ -415,40 +289,33 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     assert!(!String::from_utf8_lossy(&data["sealed"].0).contains(&access_token));
 
     // No token, a malformed header: 401.
-    let missing = call(&operator, https, ns, "acme-de", None).await;
-    statuses.push(missing.status);
+    let missing = calls.call(ns, "acme-de", None).await;
     assert_eq!((missing.status, missing.reason()), (401, "missing_token"));
     assert!(missing.headers.contains_key("www-authenticate"));
-    let garbage = call(&operator, https, ns, "acme-de", Some("not-a-jwt")).await;
-    statuses.push(garbage.status);
+    let garbage = calls.call(ns, "acme-de", Some("not-a-jwt")).await;
     assert_eq!((garbage.status, garbage.reason()), (401, "invalid_token"));
 
     // The same pod's token for the API server's audience: 401.
-    let wrong_audience = s.token_for(&gateway, None).await;
-    let answer = call(&operator, https, ns, "acme-de", Some(&wrong_audience)).await;
-    statuses.push(answer.status);
+    let wrong_audience = bound_token(&s.client, gateway, None).await;
+    let answer = calls.call(ns, "acme-de", Some(&wrong_audience)).await;
     assert_eq!((answer.status, answer.reason()), (401, "invalid_token"));
     assert!(answer.body["error"].as_str().unwrap().contains(AUDIENCE));
 
     // A token of the right audience not bound to a pod: 401.
-    let unbound = s.unbound_token(ns, "gw-main").await;
-    let answer = call(&operator, https, ns, "acme-de", Some(&unbound)).await;
-    statuses.push(answer.status);
+    let unbound = unbound_token(&s.client, ns, "gw-main").await;
+    let answer = calls.call(ns, "acme-de", Some(&unbound)).await;
     assert_eq!((answer.status, answer.reason()), (401, "not_bound_to_pod"));
 
     // Another Team's pod, with a listed gateway label: 403, for existing and unknown names.
-    let outsider_token = s.token_for(&outsider, Some(AUDIENCE)).await;
-    let answer = call(&operator, https, ns, "acme-de", Some(&outsider_token)).await;
-    statuses.push(answer.status);
+    let outsider_token = bound_token(&s.client, s.outsider_pod("gw-main"), Some(AUDIENCE)).await;
+    let answer = calls.call(ns, "acme-de", Some(&outsider_token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "namespace"));
-    let answer = call(&operator, https, ns, "no-such", Some(&outsider_token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "no-such", Some(&outsider_token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "namespace"));
 
     // A pod of a gateway the connection does not list: 403 naming the rule.
-    let other_token = s.token_for(&other_gateway, Some(AUDIENCE)).await;
-    let answer = call(&operator, https, ns, "acme-de", Some(&other_token)).await;
-    statuses.push(answer.status);
+    let other_token = bound_token(&s.client, s.pod("gw-other"), Some(AUDIENCE)).await;
+    let answer = calls.call(ns, "acme-de", Some(&other_token)).await;
     assert_eq!(
         (answer.status, answer.reason()),
         (403, "gateway_not_listed")
@@ -461,21 +328,18 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     );
 
     // Unknown connection, caller in the namespace: 404.
-    let answer = call(&operator, https, ns, "no-such", Some(&token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "no-such", Some(&token)).await;
     assert_eq!(
         (answer.status, answer.reason()),
         (404, "unknown_connection")
     );
 
     // Secret delivery: the endpoint does not serve it.
-    let answer = call(&operator, https, ns, "acme-secret", Some(&token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-secret", Some(&token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "delivery"));
 
     // No valid token (LWA rejected the credentials): 503 with Retry-After.
-    let answer = call(&operator, https, ns, "acme-revoked", Some(&token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-revoked", Some(&token)).await;
     assert_eq!((answer.status, answer.reason()), (503, "no_valid_token"));
     let retry: u64 = answer.headers["retry-after"]
         .to_str()
@@ -485,68 +349,34 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     assert!(retry >= 1);
 
     // Suspended: 403, and the store is removed.
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspended": true}})),
-        )
-        .await
-        .unwrap();
-    let answer = call_until(
-        &operator,
-        https,
-        ns,
-        "acme-de",
-        &token,
-        "suspended",
-        &mut statuses,
-    )
-    .await;
+    s.set_suspended("acme-de", true).await;
+    let answer = calls.until(ns, "acme-de", &token, "suspended").await;
     assert_eq!(answer.status, 403);
     s.wait_for("acme-de", "Suspended=True", |c| {
-        condition(c, "Suspended", "True")
+        has_condition(c, "Suspended", "True")
     })
     .await;
-    for _ in 0..100 {
-        if s.secrets()
-            .get_opt("acme-de-sp-api-sealed")
-            .await
-            .unwrap()
-            .is_none()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api-sealed")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    eventually("the token store to be removed", Duration::from_secs(10))
+        .until(
+            async || s.secret("acme-de-sp-api-sealed").await,
+            Option::is_none,
+        )
+        .await;
+    assert!(s.secret("acme-de-sp-api-sealed").await.is_none());
 
     // Deleted: 404 for the caller in the namespace, 403 for the outsider.
     s.connections()
         .delete("acme-gone", &DeleteParams::default())
         .await
         .unwrap();
-    let answer = call_until(
-        &operator,
-        https,
-        ns,
-        "acme-gone",
-        &token,
-        "unknown_connection",
-        &mut statuses,
-    )
-    .await;
+    let answer = calls
+        .until(ns, "acme-gone", &token, "unknown_connection")
+        .await;
     assert_eq!(answer.status, 404);
-    let answer = call(&operator, https, ns, "acme-gone", Some(&outsider_token)).await;
-    statuses.push(answer.status);
+    let answer = calls.call(ns, "acme-gone", Some(&outsider_token)).await;
     assert_eq!((answer.status, answer.reason()), (403, "namespace"));
 
+    let statuses = calls.into_statuses();
     let (audit, metrics) = operator.stop().await;
     // Exactly one audit record per call, naming who called from which pod.
     let records = audit_records(&audit);
@@ -593,7 +423,7 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
     let outsider_record = records.iter().find(|r| r["reason"] == "namespace").unwrap();
     assert_eq!(
         outsider_record["actor"],
-        format!("system:serviceaccount:{}:gw-main", s.outsider_namespace)
+        format!("system:serviceaccount:{}:gw-main", s.outsider().namespace)
     );
     let verify = amazon_seller_operator::observability::audit::verify(
         audit.text().as_bytes(),
@@ -644,40 +474,41 @@ async fn the_endpoint_serves_listed_gateways_and_refuses_everyone_else() {
 
 #[tokio::test]
 async fn a_caller_over_its_rate_limit_gets_429_with_retry_after() {
-    let Some(s) = Scenario::new("a_caller_over_its_rate_limit_gets_429_with_retry_after").await
+    let Some(client) = cluster("a_caller_over_its_rate_limit_gets_429_with_retry_after").await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let operator = s
-        .start(
-            "aso-rate",
-            &[
-                "--credential-endpoint-qps",
-                "0.05",
-                "--credential-endpoint-burst",
-                "2",
-            ],
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    let s = Scenario::builder(&client)
+        .credentials("acme-lwa", &seller)
+        .connection(
+            Connection::test()
+                .with_credentials("acme-lwa")
+                .with_delivery("Both"),
         )
+        .gateway_pod(GatewayPod::new("gw-main"))
+        // A second pod of the same gateway, with a ServiceAccount of its own.
+        .gateway_pod(GatewayPod::new("gw-second").for_gateway("gw-main"))
         .await;
-    s.create_connection("acme-de", "acme-lwa", "Both").await;
+    let rate = [
+        ("--credential-endpoint-qps", "0.05"),
+        ("--credential-endpoint-burst", "2"),
+    ];
+    let operator = Operator::start(&s, &lwa, "aso-rate", &rate).await;
     s.wait_ready("acme-de").await;
-    let gateway = s
-        .gateway_pod(&s.namespace, "gw-main", Some("gw-main"))
-        .await;
-    let token = s.token_for(&gateway, Some(AUDIENCE)).await;
+    let token = bound_token(&s.client, s.pod("gw-main"), Some(AUDIENCE)).await;
     // Both mode: the runtime Secret and the endpoint serve the same token.
     let runtime = s.secrets().get("acme-de-sp-api").await.unwrap();
     for _ in 0..2 {
-        let ok = call(&operator, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+        let ok = call(&operator, &s.namespace, "acme-de", Some(&token)).await;
         assert_eq!(ok.status, 200, "{}", ok.body);
         assert_eq!(
             ok.body["access_token"].as_str().unwrap().as_bytes(),
             runtime.data.as_ref().unwrap()["access_token"].0.as_slice()
         );
     }
-    let limited = call(&operator, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+    let limited = call(&operator, &s.namespace, "acme-de", Some(&token)).await;
     assert_eq!((limited.status, limited.reason()), (429, "rate_limited"));
     let retry: u64 = limited.headers["retry-after"]
         .to_str()
@@ -686,18 +517,8 @@ async fn a_caller_over_its_rate_limit_gets_429_with_retry_after() {
         .unwrap();
     assert!((1..=20).contains(&retry), "Retry-After {retry}");
     // Another ServiceAccount has its own budget.
-    let second = s
-        .gateway_pod(&s.namespace, "gw-second", Some("gw-main"))
-        .await;
-    let second_token = s.token_for(&second, Some(AUDIENCE)).await;
-    let ok = call(
-        &operator,
-        &s.https,
-        &s.namespace,
-        "acme-de",
-        Some(&second_token),
-    )
-    .await;
+    let second_token = bound_token(&s.client, s.pod("gw-second"), Some(AUDIENCE)).await;
+    let ok = call(&operator, &s.namespace, "acme-de", Some(&second_token)).await;
     assert_eq!(ok.status, 200);
 
     let (audit, metrics) = operator.stop().await;
@@ -726,60 +547,46 @@ async fn a_caller_over_its_rate_limit_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_without_lwa_calls() {
-    let Some(s) = Scenario::new(
+    let Some(client) = cluster(
         "endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_without_lwa_calls",
     )
     .await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let first = s.start("aso-first", &[]).await;
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    let s = Scenario::builder(&client)
+        .credentials("acme-lwa", &seller)
+        .await;
+    let first = Operator::start(&s, &lwa, "aso-first", &[]).await;
     // Both first: the runtime Secret exists; switching to Endpoint removes it and keeps the
     // same token in the store, without asking LWA again.
-    s.create_connection("acme-de", "acme-lwa", "Both").await;
+    s.connect(
+        Connection::test()
+            .with_credentials("acme-lwa")
+            .with_delivery("Both"),
+    )
+    .await;
     s.wait_ready("acme-de").await;
     let runtime = s.secrets().get("acme-de-sp-api").await.unwrap();
     let published = String::from_utf8(runtime.data.unwrap()["access_token"].0.clone()).unwrap();
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"delivery": "Endpoint"}})),
-        )
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        if s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    s.change_spec("acme-de", json!({ "delivery": "Endpoint" }))
+        .await;
+    eventually("the runtime Secret to be removed", Duration::from_secs(10))
+        .until(async || s.secret("acme-de-sp-api").await, Option::is_none)
+        .await;
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let ready = s.wait_ready("acme-de").await;
     assert_eq!(ready.status.unwrap().runtime_secret_name, None);
 
-    let gateway = s
-        .gateway_pod(&s.namespace, "gw-main", Some("gw-main"))
-        .await;
-    let token = s.token_for(&gateway, Some(AUDIENCE)).await;
-    let answer = call(&first, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+    let gateway = s.gateway_pod(GatewayPod::new("gw-main")).await;
+    let token = bound_token(&s.client, &gateway, Some(AUDIENCE)).await;
+    let answer = call(&first, &s.namespace, "acme-de", Some(&token)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["access_token"], published.as_str());
     first.stop().await;
-    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    assert_eq!(lwa.calls_for(&seller.refresh_token), 1);
     let store_version = s
         .secrets()
         .get("acme-de-sp-api-sealed")
@@ -790,13 +597,13 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
 
     // A restarted operator reads the token back from the store: no LWA call, no write, and
     // the endpoint serves the same token.
-    let second = s.start("aso-second", &[]).await;
-    let answer = call(&second, &s.https, &s.namespace, "acme-de", Some(&token)).await;
+    let second = Operator::start(&s, &lwa, "aso-second", &[]).await;
+    let answer = call(&second, &s.namespace, "acme-de", Some(&token)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["access_token"], published.as_str());
     // Give the controller time to reconcile the connection after the restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    assert_eq!(lwa.calls_for(&seller.refresh_token), 1);
     assert_eq!(
         s.secrets()
             .get("acme-de-sp-api-sealed")
@@ -806,56 +613,32 @@ async fn endpoint_delivery_writes_no_runtime_secret_and_survives_a_restart_witho
             .resource_version,
         store_version
     );
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
 
     // Back to Secret: the runtime Secret returns with the same token, the store goes, and the
     // endpoint refuses by delivery mode.
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"delivery": "Secret"}})),
-        )
-        .await
-        .unwrap();
-    let runtime = support::wait_for_secret(&s.secrets(), "acme-de-sp-api", true)
-        .await
-        .unwrap();
+    s.change_spec("acme-de", json!({ "delivery": "Secret" }))
+        .await;
+    let runtime = s.wait_for_secret("acme-de-sp-api", true).await.unwrap();
     let republished = String::from_utf8(runtime.data.unwrap()["access_token"].0.clone()).unwrap();
     assert_eq!(republished, published);
-    support::wait_for_secret(&s.secrets(), "acme-de-sp-api-sealed", false).await;
-    let answer = call_until(
-        &second,
-        &s.https,
-        &s.namespace,
-        "acme-de",
-        &token,
-        "delivery",
-        &mut Vec::new(),
-    )
-    .await;
+    s.wait_for_secret("acme-de-sp-api-sealed", false).await;
+    let answer = Calls::to(&second)
+        .until(&s.namespace, "acme-de", &token, "delivery")
+        .await;
     assert_eq!(answer.status, 403, "{}", answer.body);
     let (audit, _) = second.stop().await;
-    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    assert_eq!(lwa.calls_for(&seller.refresh_token), 1);
     assert!(!audit.text().contains("\"action\":\"token_refresh\""));
 }
 
 #[tokio::test]
 async fn prune_keys_keeps_a_key_a_token_store_is_sealed_to() {
-    let Some(s) = Scenario::new("prune_keys_keeps_a_key_a_token_store_is_sealed_to").await else {
+    let Some(client) = cluster("prune_keys_keeps_a_key_a_token_store_is_sealed_to").await else {
         return;
     };
-    let store = KeyStore::new(
-        s.client.clone(),
-        &s.operator_namespace,
-        "amazon-seller-operator-keys",
-    );
+    let s = Scenario::builder(&client).await;
+    let store = s.key_store();
     let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
     let old_key = keyring.active().id().to_owned();
     let now = jiff::Timestamp::now();

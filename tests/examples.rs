@@ -10,22 +10,19 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
 use amazon_seller_operator::api::review::SecurityLogReview;
-use amazon_seller_operator::config::{Cli, Command as Sub};
 use amazon_seller_operator::names::PUBLIC_KEY_CONFIGMAP;
-use amazon_seller_operator::observability::audit::AuditLog;
-use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::operator::{self, Deps};
 
+use support::eventually::eventually;
 use support::lwa_emulator::LwaEmulator;
+use support::operator::{RunFlags, RunningOperator};
+use support::scenario::has_condition;
 use support::{cluster, create_namespace, install_crds, repo_path, unique_name};
 
 /// An example file with the walkthrough's namespace `team-acme` replaced by `namespace`.
@@ -38,16 +35,6 @@ fn example(file: &str, namespace: &str) -> String {
 
 fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     serde_saphyr::from_str(yaml).unwrap()
-}
-
-async fn wait<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test]
@@ -73,42 +60,20 @@ async fn the_examples_walkthrough_works_in_order() {
         .unwrap();
 
     // The operator, as installed, watching that namespace.
-    let argv = [
-        "amazon-seller-operator",
-        "run",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--operator-namespace",
-        &operator_ns,
-        "--watch-namespace",
-        &ns,
-        "--lwa-endpoint",
-        &lwa.https_url(),
-        "--lwa-ca-file",
-        &lwa.ca_file().display().to_string(),
-        "--leader-election=false",
-        "--webhook-enabled=false",
-    ];
-    let Sub::Run(args) = Cli::parse_from(argv).command else {
-        unreachable!()
-    };
-    let metrics = Metrics::new().unwrap();
-    let deps = Deps {
-        client: admin.clone(),
-        url: "test".into(),
-        identity: "walkthrough".into(),
-        metrics: metrics.clone(),
-        audit: AuditLog::to_writer(std::io::sink(), metrics, "walkthrough").unwrap(),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(operator::run_with(*args, deps, async move {
-        let _ = stopped.await;
-    }));
+    let flags = RunFlags::new()
+        .operator_namespace(&operator_ns)
+        .watching(&[&ns])
+        .lwa(&lwa)
+        .without_leader_election()
+        .without_webhook();
+    let operator = RunningOperator::start(&admin, "walkthrough", flags.args());
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &operator_ns);
-    wait("the published public key", async || {
-        configmaps.get_opt(PUBLIC_KEY_CONFIGMAP).await.unwrap()
-    })
-    .await;
+    eventually("the published public key", Duration::from_secs(30))
+        .until(
+            async || configmaps.get_opt(PUBLIC_KEY_CONFIGMAP).await.unwrap(),
+            Option::is_some,
+        )
+        .await;
 
     // 2. The README's `seal` command, secrets from files, the public key from the cluster.
     let dir = tempfile::tempdir().unwrap();
@@ -189,17 +154,16 @@ async fn the_examples_walkthrough_works_in_order() {
         .create(&PostParams::default(), &connection)
         .await
         .unwrap();
-    let ready = wait("the connection to become Ready", async || {
-        let c = connections.get("acme-us").await.unwrap();
-        let ready = c
-            .status
-            .as_ref()?
-            .conditions
-            .iter()
-            .any(|x| x.type_ == "Ready" && x.status == "True");
-        ready.then_some(c)
-    })
-    .await;
+    let ready = eventually("the connection to become Ready", Duration::from_secs(30))
+        .poll(async || {
+            let c = connections.get("acme-us").await.unwrap();
+            if has_condition(&c, "Ready", "True") {
+                Ok(c)
+            } else {
+                Err(c.status)
+            }
+        })
+        .await;
     let status = ready.status.clone().unwrap();
     assert_eq!(status.marketplace_id.as_deref(), Some("ATVPDKIKX0DER"));
     assert_eq!(status.region.as_deref(), Some("NA"));
@@ -248,10 +212,5 @@ async fn the_examples_walkthrough_works_in_order() {
         .delete(&review_name, &Default::default())
         .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("the operator stops")
-        .unwrap()
-        .expect("the operator ran without error");
+    operator.stop().await;
 }

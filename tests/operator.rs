@@ -6,187 +6,70 @@ mod support;
 
 use std::time::Duration;
 
-use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
-use amazon_seller_operator::config::{Cli, Command, RunArgs};
-use amazon_seller_operator::crypto::{self, SealContext};
-use amazon_seller_operator::keystore::{self, KeyStore};
+use amazon_seller_operator::crypto;
+use amazon_seller_operator::keystore;
 use amazon_seller_operator::observability::metrics::Metrics;
 
+use support::eventually::eventually;
 use support::lwa_emulator::{LwaEmulator, Reply, Seller};
-use support::operator::{RunningOperator as Operator, captured_logs};
-use support::{cluster, create_namespace, install_crds, unique_name};
+use support::operator::{RunFlags, RunningOperator as Operator, captured_logs};
+use support::scenario::{Connection, Scenario, condition, has_condition};
+use support::{cluster, unique_name};
 
-fn run_args(flags: &[&str]) -> RunArgs {
-    let mut argv = vec![
-        "amazon-seller-operator",
-        "run",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        // Parallel instances on one machine cannot share the webhook port; the webhook has its
-        // own tiers (tests/webhook.rs, tests/webhook_cluster.rs).
-        "--webhook-enabled=false",
-    ];
-    argv.extend_from_slice(flags);
-    match Cli::parse_from(argv).command {
-        Command::Run(args) => *args,
-        _ => unreachable!(),
-    }
+/// `run` as these tests start it: the scenario's namespaces and the emulator, without the
+/// webhook (parallel instances on one machine cannot share its port; the webhook has its own
+/// tiers, tests/webhook.rs and tests/webhook_cluster.rs).
+fn run_flags(s: &Scenario, lwa: &LwaEmulator) -> RunFlags {
+    s.run_flags().lwa(lwa).without_webhook()
 }
 
-fn start(client: &Client, identity: &str, flags: &[&str]) -> Operator {
-    Operator::start(client, identity, run_args(flags))
+/// Starts `run` as `identity`, reconciling at once (no leader election).
+fn start(s: &Scenario, lwa: &LwaEmulator, identity: &str) -> Operator {
+    let flags = run_flags(s, lwa).without_leader_election();
+    Operator::start(&s.client, identity, flags.args())
 }
 
-/// A Team namespace, an operator namespace with bootstrapped keys, and the emulator.
-struct Scenario {
-    client: Client,
-    team: String,
-    namespace: String,
-    operator_namespace: String,
+/// Where most tests start: a fresh seller's credentials sealed as `acme-lwa`, the operator
+/// running as `aso-1`, and connection `acme-de` on those credentials (refreshing 20 minutes
+/// before the token expires), Ready.
+struct ReadyConnection {
+    s: Scenario,
     lwa: LwaEmulator,
-    flags: Vec<String>,
+    seller: Seller,
+    operator: Operator,
+    /// The connection as it first became Ready.
+    ready: AmazonSellerConnection,
 }
 
-impl Scenario {
-    async fn new(test: &str) -> Option<Self> {
-        let client = cluster(test).await?;
-        install_crds(&client).await;
-        let team = unique_name("team");
-        let namespace = create_namespace(&client, "team", Some(&team)).await;
-        let operator_namespace = create_namespace(&client, "aso", None).await;
-        let lwa = LwaEmulator::start().await;
-        let flags = vec![
-            "--watch-namespace".to_owned(),
-            namespace.clone(),
-            "--operator-namespace".to_owned(),
-            operator_namespace.clone(),
-            "--lwa-endpoint".to_owned(),
-            lwa.https_url(),
-            "--lwa-ca-file".to_owned(),
-            lwa.ca_file().display().to_string(),
-            "--leader-election=false".to_owned(),
-        ];
-        Some(Self {
-            client,
-            team,
-            namespace,
-            operator_namespace,
-            lwa,
-            flags,
-        })
-    }
-
-    fn start(&self, identity: &str) -> Operator {
-        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
-        start(&self.client, identity, &flags)
-    }
-
-    fn connections(&self) -> Api<AmazonSellerConnection> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    /// Seals `seller`'s credentials to the operator key (bootstrapping it if needed) as
-    /// Secret `name`.
-    async fn seal(&self, seller: &Seller, name: &str) {
-        support::seal_credentials(
-            &self.client,
-            &self.operator_namespace,
-            &self.team,
-            &self.namespace,
-            seller,
-            name,
-        )
+/// A [`ReadyConnection`], or `None` when the cluster tier does not run.
+async fn a_ready_connection(test: &str) -> Option<ReadyConnection> {
+    let client = cluster(test).await?;
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    let s = Scenario::builder(&client)
+        .credentials("acme-lwa", &seller)
         .await;
-    }
-
-    /// Seals `seller`'s credentials for namespace "elsewhere" and stores them here as Secret
-    /// `name`: a copy that must never open (the namespace is part of the associated data).
-    async fn seal_moved(&self, seller: &Seller, name: &str) {
-        let store = KeyStore::new(
-            self.client.clone(),
-            &self.operator_namespace,
-            "amazon-seller-operator-keys",
-        );
-        let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
-        let moved = crypto::seal(
-            &keyring.active().public_key(),
-            &SealContext {
-                team_id: &self.team,
-                namespace: "elsewhere",
-                secret_name: name,
-            },
-            &seller.credentials(),
-        )
-        .unwrap();
-        self.secrets()
-            .create(
-                &PostParams::default(),
-                &keystore::sealed_secret(&self.namespace, name, None, moved),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn create_connection(&self, name: &str, credentials: &str, suspended: bool) {
-        let connection: AmazonSellerConnection = serde_json::from_value(json!({
-            "apiVersion": "connectors.openteam.io/v1alpha1",
-            "kind": "AmazonSellerConnection",
-            "metadata": { "name": name, "namespace": self.namespace },
-            "spec": {
-                "teamId": self.team,
-                "sellerId": "A3FHEXAMPLEYWS",
-                "marketplace": "DE",
-                "credentialsSecretName": credentials,
-                "gateways": ["gw-main"],
-                "renewBefore": "20m",
-                "suspended": suspended,
-            }
-        }))
-        .unwrap();
-        self.connections()
-            .create(&PostParams::default(), &connection)
-            .await
-            .unwrap();
-    }
-
-    /// Waits (up to 30 s) until `check` holds for the connection.
-    async fn wait_for(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&AmazonSellerConnection) -> bool,
-    ) -> AmazonSellerConnection {
-        support::wait_for_connection(&self.connections(), name, what, check).await
-    }
-
-    async fn wait_for_secret(&self, name: &str, present: bool) -> Option<Secret> {
-        support::wait_for_secret(&self.secrets(), name, present).await
-    }
-}
-
-fn condition<'a>(
-    c: &'a AmazonSellerConnection,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    c.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|x| x.type_ == type_)
-}
-
-fn is(c: &AmazonSellerConnection, type_: &str, status: &str) -> bool {
-    condition(c, type_).is_some_and(|x| x.status == status)
+    let operator = start(&s, &lwa, "aso-1");
+    s.connect(
+        Connection::test()
+            .with_credentials("acme-lwa")
+            .with_renew_before("20m"),
+    )
+    .await;
+    let ready = s.wait_ready("acme-de").await;
+    Some(ReadyConnection {
+        s,
+        lwa,
+        seller,
+        operator,
+        ready,
+    })
 }
 
 fn data(secret: &Secret, key: &str) -> String {
@@ -195,19 +78,17 @@ fn data(secret: &Secret, key: &str) -> String {
 
 #[tokio::test]
 async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
-    let Some(s) =
-        Scenario::new("sealed_credentials_and_a_connection_become_a_ready_runtime_secret").await
+    let Some(ReadyConnection {
+        s,
+        lwa,
+        seller,
+        operator,
+        ready,
+    }) = a_ready_connection("sealed_credentials_and_a_connection_become_a_ready_runtime_secret")
+        .await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let operator = s.start("aso-1");
-    s.create_connection("acme-de", "acme-lwa", false).await;
-
-    let ready = s
-        .wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
-        .await;
     let status = ready.status.clone().unwrap();
     assert_eq!(status.marketplace_id.as_deref(), Some("A1PA6795UKMFR9"));
     assert_eq!(status.region.as_deref(), Some("EU"));
@@ -227,7 +108,10 @@ async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
         next <= expires - jiff::SignedDuration::from_mins(20),
         "next refresh {next} not 20m before {expires}"
     );
-    assert!(is(&ready, "CredentialsValid", "True") && is(&ready, "Suspended", "False"));
+    assert!(
+        has_condition(&ready, "CredentialsValid", "True")
+            && has_condition(&ready, "Suspended", "False")
+    );
 
     let secret = s.secrets().get("acme-de-sp-api").await.unwrap();
     assert_eq!(
@@ -251,7 +135,7 @@ async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
     assert_eq!(data(&secret, "marketplace_id"), "A1PA6795UKMFR9");
     assert_eq!(data(&secret, "seller_id"), "A3FHEXAMPLEYWS");
     assert_eq!(data(&secret, "expires_at"), expires.to_string());
-    assert_eq!(s.lwa.issued_tokens(), vec![data(&secret, "access_token")]);
+    assert_eq!(lwa.issued_tokens(), vec![data(&secret, "access_token")]);
     assert!(data(&secret, "access_token").starts_with("Atza|"));
     let labels = secret.metadata.labels.clone().unwrap();
     assert_eq!(labels["connectors.openteam.io/connection"], "acme-de");
@@ -262,7 +146,7 @@ async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
     let owner = &secret.metadata.owner_references.clone().unwrap()[0];
     assert_eq!(owner.uid, ready.metadata.uid.clone().unwrap());
     assert_eq!(owner.controller, Some(true));
-    assert_eq!(s.lwa.calls_for(&seller.refresh_token), 1);
+    assert_eq!(lwa.calls_for(&seller.refresh_token), 1);
 
     // The printer columns show the derived values (server-side table rendering).
     let request = http::Request::get(format!(
@@ -304,37 +188,32 @@ async fn sealed_credentials_and_a_connection_become_a_ready_runtime_secret() {
 
 #[tokio::test]
 async fn a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write() {
-    let Some(s) =
-        Scenario::new("a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write").await
+    let Some(ReadyConnection {
+        s,
+        lwa,
+        operator: first,
+        ..
+    }) = a_ready_connection("a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write").await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let first = s.start("aso-1");
-    s.create_connection("acme-de", "acme-lwa", false).await;
-    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
-        .await;
     // Let the reconcile triggered by its own writes settle, then stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
     first.stop().await;
     let before = s.connections().get("acme-de").await.unwrap();
     let secret_before = s.secrets().get("acme-de-sp-api").await.unwrap();
-    let calls_before = s.lwa.total_calls();
+    let calls_before = lwa.total_calls();
 
-    let second = s.start("aso-2");
-    // Wait until the new instance has reconciled the connection at least once.
-    for _ in 0..300 {
-        if second
-            .metrics
-            .encode()
-            .unwrap()
-            .contains("amazon_seller_reconcile_total{result=\"success\"}")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let second = start(&s, &lwa, "aso-2");
+    eventually(
+        "the new instance to reconcile the connection once",
+        Duration::from_secs(30),
+    )
+    .until(
+        async || second.metrics.encode().unwrap(),
+        |metrics| metrics.contains("amazon_seller_reconcile_total{result=\"success\"}"),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, metrics) = second.stop().await;
     assert!(
@@ -344,7 +223,7 @@ async fn a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write() {
             .contains("amazon_seller_reconcile_total{result=\"success\"}")
     );
     assert_eq!(
-        s.lwa.total_calls(),
+        lwa.total_calls(),
         calls_before,
         "a restart with a valid token called LWA"
     );
@@ -362,84 +241,64 @@ async fn a_restart_with_a_valid_token_makes_no_lwa_call_and_no_write() {
 
 #[tokio::test]
 async fn invalid_grant_sets_a_condition_and_is_not_retried() {
-    let Some(s) = Scenario::new("invalid_grant_sets_a_condition_and_is_not_retried").await else {
+    let Some(client) = cluster("invalid_grant_sets_a_condition_and_is_not_retried").await else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.lwa.revoke(&seller.refresh_token);
-    s.seal(&seller, "acme-lwa").await;
-    let operator = s.start("aso-1");
-    s.create_connection("acme-de", "acme-lwa", false).await;
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    lwa.revoke(&seller.refresh_token);
+    let s = Scenario::builder(&client)
+        .credentials("acme-lwa", &seller)
+        .await;
+    let operator = start(&s, &lwa, "aso-1");
+    s.connect(Connection::test().with_credentials("acme-lwa"))
+        .await;
     let c = s
         .wait_for("acme-de", "CredentialsValid=False", |c| {
-            is(c, "CredentialsValid", "False")
+            has_condition(c, "CredentialsValid", "False")
         })
         .await;
     let cond = condition(&c, "CredentialsValid").unwrap();
     assert_eq!(cond.reason, "RefreshTokenRevoked");
     assert!(cond.message.contains("re-authorize"), "{}", cond.message);
-    assert!(is(&c, "Ready", "False"));
+    assert!(has_condition(&c, "Ready", "False"));
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        s.lwa.calls_for(&seller.refresh_token),
+        lwa.calls_for(&seller.refresh_token),
         1,
         "invalid_grant must not be retried"
     );
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let (audit, _) = operator.stop().await;
     assert!(audit.text().contains("\"category\":\"api_error\""));
 }
 
 #[tokio::test]
 async fn suspend_removes_the_runtime_secret_and_unsuspend_restores_it() {
-    let Some(s) =
-        Scenario::new("suspend_removes_the_runtime_secret_and_unsuspend_restores_it").await
+    let Some(ReadyConnection {
+        s, lwa, operator, ..
+    }) = a_ready_connection("suspend_removes_the_runtime_secret_and_unsuspend_restores_it").await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let operator = s.start("aso-1");
-    s.create_connection("acme-de", "acme-lwa", false).await;
-    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
-        .await;
     s.wait_for_secret("acme-de-sp-api", true).await;
-    let calls = s.lwa.total_calls();
+    let calls = lwa.total_calls();
 
-    let suspend = |on: bool| json!({ "spec": { "suspended": on } });
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(suspend(true)),
-        )
-        .await
-        .unwrap();
+    s.set_suspended("acme-de", true).await;
     s.wait_for_secret("acme-de-sp-api", false).await;
     let c = s
-        .wait_for("acme-de", "Suspended=True", |c| is(c, "Suspended", "True"))
+        .wait_for("acme-de", "Suspended=True", |c| {
+            has_condition(c, "Suspended", "True")
+        })
         .await;
-    assert!(is(&c, "Ready", "False"));
+    assert!(has_condition(&c, "Ready", "False"));
     assert_eq!(condition(&c, "Ready").unwrap().reason, "Suspended");
-    assert_eq!(s.lwa.total_calls(), calls, "no refresh while suspended");
+    assert_eq!(lwa.total_calls(), calls, "no refresh while suspended");
 
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(suspend(false)),
-        )
-        .await
-        .unwrap();
+    s.set_suspended("acme-de", false).await;
     s.wait_for_secret("acme-de-sp-api", true).await;
     s.wait_for("acme-de", "Ready=True again", |c| {
-        is(c, "Ready", "True") && is(c, "Suspended", "False")
+        has_condition(c, "Ready", "True") && has_condition(c, "Suspended", "False")
     })
     .await;
     let (audit, _) = operator.stop().await;
@@ -452,17 +311,17 @@ async fn suspend_removes_the_runtime_secret_and_unsuspend_restores_it() {
 
 #[tokio::test]
 async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
-    let Some(s) =
-        Scenario::new("deleting_a_connection_removes_runtime_access_even_when_lwa_is_down").await
+    let Some(ReadyConnection {
+        s,
+        lwa,
+        seller,
+        operator,
+        ..
+    }) = a_ready_connection("deleting_a_connection_removes_runtime_access_even_when_lwa_is_down")
+        .await
     else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let operator = s.start("aso-1");
-    s.create_connection("acme-de", "acme-lwa", false).await;
-    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
-        .await;
     let c = s.connections().get("acme-de").await.unwrap();
     assert!(
         c.metadata
@@ -472,7 +331,7 @@ async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
             .contains(&"connectors.openteam.io/runtime-secret".to_owned())
     );
 
-    s.lwa.always(
+    lwa.always(
         &seller.refresh_token,
         Reply::Status {
             status: 503,
@@ -483,40 +342,39 @@ async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
         .delete("acme-de", &DeleteParams::default())
         .await
         .unwrap();
-    for _ in 0..300 {
-        if s.connections().get_opt("acme-de").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the finalizer to let acme-de go", Duration::from_secs(30))
+        .until(
+            async || {
+                let c = s.connections().get_opt("acme-de").await.unwrap();
+                c.map(|c| c.metadata.finalizers)
+            },
+            Option::is_none,
+        )
+        .await;
     assert!(
         s.connections().get_opt("acme-de").await.unwrap().is_none(),
         "finalizer did not finish"
     );
     // No garbage collector runs in the test plane: the finalizer itself removed the Secret.
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.secret("acme-de-sp-api").await.is_none());
     let (audit, _) = operator.stop().await;
     assert!(audit.text().contains("\"action\":\"disconnect\""));
 }
 
 #[tokio::test]
 async fn missing_credentials_set_a_condition_and_publish_nothing() {
-    let Some(s) = Scenario::new("missing_credentials_set_a_condition_and_publish_nothing").await
+    let Some(client) = cluster("missing_credentials_set_a_condition_and_publish_nothing").await
     else {
         return;
     };
-    let operator = s.start("aso-1");
-    s.create_connection("acme-de", "does-not-exist", false)
+    let lwa = LwaEmulator::start().await;
+    let s = Scenario::builder(&client).await;
+    let operator = start(&s, &lwa, "aso-1");
+    s.connect(Connection::test().with_credentials("does-not-exist"))
         .await;
     let c = s
         .wait_for("acme-de", "CredentialsValid=False", |c| {
-            is(c, "CredentialsValid", "False")
+            has_condition(c, "CredentialsValid", "False")
         })
         .await;
     assert_eq!(
@@ -529,45 +387,31 @@ async fn missing_credentials_set_a_condition_and_publish_nothing() {
             .message
             .contains("does-not-exist")
     );
-    assert!(
-        s.secrets()
-            .get_opt("acme-de-sp-api")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(s.lwa.total_calls(), 0);
+    assert!(s.secret("acme-de-sp-api").await.is_none());
+    assert_eq!(lwa.total_calls(), 0);
 
     // Creating the credentials afterwards connects it.
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "does-not-exist").await;
-    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
-        .await;
+    let seller = lwa.new_seller();
+    s.seal("does-not-exist", &seller).await;
+    s.wait_ready("acme-de").await;
     operator.stop().await;
 }
 
 #[tokio::test]
 async fn an_unchanged_condition_keeps_its_transition_time() {
-    let Some(s) = Scenario::new("an_unchanged_condition_keeps_its_transition_time").await else {
+    let Some(ReadyConnection {
+        s,
+        operator,
+        ready: c,
+        ..
+    }) = a_ready_connection("an_unchanged_condition_keeps_its_transition_time").await
+    else {
         return;
     };
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let operator = s.start("aso-1");
-    s.create_connection("acme-de", "acme-lwa", false).await;
-    let c = s
-        .wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
-        .await;
     let since = condition(&c, "Ready").unwrap().last_transition_time.clone();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    s.connections()
-        .patch(
-            "acme-de",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "renewBefore": "30m" } })),
-        )
-        .await
-        .unwrap();
+    s.change_spec("acme-de", json!({ "renewBefore": "30m" }))
+        .await;
     let generation = s
         .connections()
         .get("acme-de")
@@ -580,27 +424,28 @@ async fn an_unchanged_condition_keeps_its_transition_time() {
             c.status.as_ref().and_then(|s| s.observed_generation) == generation
         })
         .await;
-    assert!(is(&c, "Ready", "True"));
+    assert!(has_condition(&c, "Ready", "True"));
     assert_eq!(condition(&c, "Ready").unwrap().last_transition_time, since);
     operator.stop().await;
 }
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops() {
-    let Some(mut s) =
-        Scenario::new("only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops").await
+    let Some(client) =
+        cluster("only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops").await
     else {
         return;
     };
-    s.flags.retain(|f| f != "--leader-election=false");
-    s.flags
-        .extend(["--lease-duration-seconds".to_owned(), "4".to_owned()]);
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "acme-lwa").await;
-    let first = s.start("aso-a");
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(s.client.clone(), &s.operator_namespace);
-    let holder = || async {
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    let s = Scenario::builder(&client)
+        .credentials("acme-lwa", &seller)
+        .await;
+    // Leader election on, with a short Lease.
+    let flags = run_flags(&s, &lwa).flag("--lease-duration-seconds", "4");
+    let first = Operator::start(&s.client, "aso-a", flags.args());
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.operator_namespace);
+    let holder = async || {
         leases
             .get_opt("amazon-seller-operator")
             .await
@@ -608,17 +453,14 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops() {
             .and_then(|l| l.spec)
             .and_then(|spec| spec.holder_identity)
     };
-    for _ in 0..100 {
-        if holder().await.as_deref() == Some("aso-a") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(holder().await.as_deref(), Some("aso-a"));
-    let second = s.start("aso-b");
-    s.create_connection("acme-de", "acme-lwa", false).await;
-    s.wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+    eventually("aso-a to hold the Lease", Duration::from_secs(10))
+        .until(holder, |h| h.as_deref() == Some("aso-a"))
         .await;
+    assert_eq!(holder().await.as_deref(), Some("aso-a"));
+    let second = Operator::start(&s.client, "aso-b", flags.args());
+    s.connect(Connection::test().with_credentials("acme-lwa"))
+        .await;
+    s.wait_ready("acme-de").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !second
@@ -631,12 +473,12 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops() {
 
     let stopped_at = std::time::Instant::now();
     first.stop().await;
-    for _ in 0..200 {
-        if holder().await.as_deref() == Some("aso-b") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the standby aso-b to take the Lease",
+        Duration::from_secs(20),
+    )
+    .until(holder, |h| h.as_deref() == Some("aso-b"))
+    .await;
     assert_eq!(
         holder().await.as_deref(),
         Some("aso-b"),
@@ -650,11 +492,16 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops() {
     eprintln!("leader handover took {takeover:?} (lease duration 4 s)");
 
     // The new leader reconciles: a new connection becomes Ready.
-    let seller2 = s.lwa.new_seller();
-    s.seal(&seller2, "acme2-lwa").await;
-    s.create_connection("acme-de2", "acme2-lwa", false).await;
+    let seller2 = lwa.new_seller();
+    s.seal("acme2-lwa", &seller2).await;
+    s.connect(
+        Connection::test()
+            .named("acme-de2")
+            .with_credentials("acme2-lwa"),
+    )
+    .await;
     s.wait_for("acme-de2", "Ready=True under the new leader", |c| {
-        is(c, "Ready", "True")
+        has_condition(c, "Ready", "True")
     })
     .await;
     let (audit, _) = second.stop().await;
@@ -663,10 +510,12 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_stops() {
 
 #[tokio::test]
 async fn a_security_log_review_is_audited_and_exported() {
-    let Some(s) = Scenario::new("a_security_log_review_is_audited_and_exported").await else {
+    let Some(client) = cluster("a_security_log_review_is_audited_and_exported").await else {
         return;
     };
-    let operator = s.start("aso-1");
+    let lwa = LwaEmulator::start().await;
+    let s = Scenario::builder(&client).await;
+    let operator = start(&s, &lwa, "aso-1");
     let reviews: Api<amazon_seller_operator::api::review::SecurityLogReview> =
         Api::all(s.client.clone());
     let gauge = |metrics: &Metrics| {
@@ -678,12 +527,9 @@ async fn a_security_log_review_is_audited_and_exported() {
             .map(str::to_owned)
     };
     // The gauge appears once the operator has listed the existing reviews.
-    for _ in 0..100 {
-        if gauge(&operator.metrics).is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the review gauge", Duration::from_secs(10))
+        .until(async || gauge(&operator.metrics), Option::is_some)
+        .await;
     let before = gauge(&operator.metrics).expect("the review gauge is exported");
 
     // A review whose period ends later than any other test's makes the gauge move.
@@ -705,16 +551,12 @@ async fn a_security_log_review_is_audited_and_exported() {
         .create(&PostParams::default(), &review)
         .await
         .unwrap();
-    for _ in 0..100 {
-        if operator
-            .audit
-            .text()
-            .contains("\"action\":\"security_log_review\"")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the review's audit record", Duration::from_secs(10))
+        .until(
+            async || operator.audit.text(),
+            |audit| audit.contains("\"action\":\"security_log_review\""),
+        )
+        .await;
     let after = gauge(&operator.metrics).unwrap();
     assert_ne!(after, before, "the latest review time did not move");
     let (audit, _) = operator.stop().await;
@@ -731,44 +573,55 @@ async fn a_security_log_review_is_audited_and_exported() {
 #[tokio::test]
 async fn no_secret_reaches_logs_audit_metrics_events_or_status() {
     let logs = captured_logs();
-    let Some(s) = Scenario::new("no_secret_reaches_logs_audit_metrics_events_or_status").await
+    let Some(client) = cluster("no_secret_reaches_logs_audit_metrics_events_or_status").await
     else {
         return;
     };
-    let good = s.lwa.new_seller();
-    let revoked = s.lwa.new_seller();
-    s.lwa.revoke(&revoked.refresh_token);
-    s.seal(&good, "good-lwa").await;
-    s.seal(&revoked, "revoked-lwa").await;
-    // Sealed for another namespace, then copied here: it must not open.
-    s.seal_moved(&good, "moved-lwa").await;
+    let lwa = LwaEmulator::start().await;
+    let good = lwa.new_seller();
+    let revoked = lwa.new_seller();
+    lwa.revoke(&revoked.refresh_token);
+    let s = Scenario::builder(&client)
+        .credentials("good-lwa", &good)
+        .credentials("revoked-lwa", &revoked)
+        // Sealed for another namespace, then copied here: it must not open.
+        .credentials_from_elsewhere("moved-lwa", &good)
+        .await;
 
-    let operator = s.start("aso-redaction");
-    s.create_connection("good", "good-lwa", false).await;
-    s.create_connection("revoked", "revoked-lwa", false).await;
-    s.create_connection("moved", "moved-lwa", false).await;
-    s.wait_for("good", "Ready", |c| is(c, "Ready", "True"))
+    let operator = start(&s, &lwa, "aso-redaction");
+    s.connect(
+        Connection::test()
+            .named("good")
+            .with_credentials("good-lwa"),
+    )
+    .await;
+    s.connect(
+        Connection::test()
+            .named("revoked")
+            .with_credentials("revoked-lwa"),
+    )
+    .await;
+    s.connect(
+        Connection::test()
+            .named("moved")
+            .with_credentials("moved-lwa"),
+    )
+    .await;
+    s.wait_for("good", "Ready", |c| has_condition(c, "Ready", "True"))
         .await;
     s.wait_for("revoked", "rejected", |c| {
-        is(c, "CredentialsValid", "False")
+        has_condition(c, "CredentialsValid", "False")
     })
     .await;
     s.wait_for("moved", "unreadable", |c| {
-        is(c, "CredentialsValid", "False")
+        has_condition(c, "CredentialsValid", "False")
     })
     .await;
     let token = data(
         &s.secrets().get("good-sp-api").await.unwrap(),
         "access_token",
     );
-    s.connections()
-        .patch(
-            "good",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspended": true}})),
-        )
-        .await
-        .unwrap();
+    s.set_suspended("good", true).await;
     s.wait_for_secret("good-sp-api", false).await;
     s.connections()
         .delete("revoked", &DeleteParams::default())
@@ -875,46 +728,43 @@ fn audit_records(audit: &str, action: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn key_creation_rotation_and_resealing_are_audited() {
-    let Some(s) = Scenario::new("key_creation_rotation_and_resealing_are_audited").await else {
+    let Some(client) = cluster("key_creation_rotation_and_resealing_are_audited").await else {
         return;
     };
+    let lwa = LwaEmulator::start().await;
+    let s = Scenario::builder(&client).await;
     let logs = captured_logs();
     // The operator starts in a namespace without keys: it creates them.
-    let operator = s.start("aso-keys");
-    let store = KeyStore::new(
-        s.client.clone(),
-        &s.operator_namespace,
-        "amazon-seller-operator-keys",
-    );
+    let operator = start(&s, &lwa, "aso-keys");
+    let store = s.key_store();
     // Sealing waits for the operator's keyring rather than creating one itself.
-    let mut created = false;
-    for _ in 0..100 {
-        if store.load().await.unwrap().is_some() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let created = eventually(
+        "the operator to create its keyring",
+        Duration::from_secs(10),
+    )
+    .until(
+        async || store.load().await.unwrap().is_some(),
+        |created| *created,
+    )
+    .await;
     assert!(created, "the operator created its keyring");
-    let seller = s.lwa.new_seller();
-    s.seal(&seller, "good-lwa").await;
+    let seller = lwa.new_seller();
+    s.seal("good-lwa", &seller).await;
     // Sealed for another namespace, then copied here: re-sealing it must fail.
-    s.seal_moved(&seller, "moved-lwa").await;
+    s.seal_from_elsewhere("moved-lwa", &seller).await;
     // A connection on the good credentials: its status names the key they are sealed to.
-    s.create_connection("acme-de", "good-lwa", false).await;
-    let ready = s
-        .wait_for("acme-de", "Ready=True", |c| is(c, "Ready", "True"))
+    s.connect(Connection::test().with_credentials("good-lwa"))
         .await;
+    let ready = s.wait_ready("acme-de").await;
     let first_key = ready.status.and_then(|st| st.key_id).unwrap();
 
     let (_, new_id) = store.rotate(jiff::Timestamp::now()).await.unwrap();
-    for _ in 0..300 {
-        let text = operator.audit.text();
-        if audit_records(&text, "reseal_credentials").len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("both credentials' re-seal records", Duration::from_secs(30))
+        .until(
+            async || audit_records(&operator.audit.text(), "reseal_credentials"),
+            |records| records.len() >= 2,
+        )
+        .await;
     let sealed = s.secrets().get("good-lwa").await.unwrap();
     let sealed_to = keystore::envelope_of(&sealed).and_then(|e| crypto::sealed_key_id(e).ok());
     assert_eq!(sealed_to.as_deref(), Some(new_id.as_str()));
@@ -925,7 +775,7 @@ async fn key_creation_rotation_and_resealing_are_audited() {
         c.status.as_ref().and_then(|st| st.key_id.as_deref()) == Some(new_id.as_str())
     })
     .await;
-    assert_eq!(s.lwa.total_calls(), 1, "the rotation made no LWA call");
+    assert_eq!(lwa.total_calls(), 1, "the rotation made no LWA call");
     let (audit, _) = operator.stop().await;
     let text = audit.text();
 

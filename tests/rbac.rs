@@ -22,7 +22,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -30,28 +29,30 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 use amazon_seller_operator::api::AmazonSellerConnection;
-use amazon_seller_operator::config::{Cli, Command, RunArgs};
+use amazon_seller_operator::config::RunArgs;
 use amazon_seller_operator::crypto::{self, SealContext};
 use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};
 use amazon_seller_operator::keystore::{self, KeyStore};
 use amazon_seller_operator::names::{
     CREDENTIAL_ENDPOINT_AUDIENCE, DEFAULT_KEY_SECRET, PUBLIC_KEY_CONFIGMAP,
 };
-use amazon_seller_operator::observability::audit::AuditLog;
-use amazon_seller_operator::observability::metrics::Metrics;
 use amazon_seller_operator::operator::permissions::{self, Features};
-use amazon_seller_operator::operator::{self, Deps};
 use amazon_seller_operator::rbac::{Names, Scope};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 
 use support::chart::{Rendered, Tools, tools};
+use support::eventually::eventually;
 use support::lwa_emulator::{LwaEmulator, Seller};
-use support::{cluster, create_namespace, install_crds, unique_name};
+use support::operator::{RunFlags, RunningOperator, Unclean};
+use support::scenario::{
+    Connection, ELSEWHERE, GatewayPod, Scenario, has_condition, sealed_secret,
+};
+use support::{bound_token, cluster, install_crds, unique_name};
 
 // ---------------------------------------------------------------------------------------------
 // 1. The rendered rules equal the declared ones.
@@ -353,9 +354,13 @@ impl Install {
     /// false the default cluster-wide one (the operator itself still watches only the Team
     /// namespace, so it leaves other tests' objects alone).
     async fn new(admin: &Client, tools: &Tools, scoped: bool) -> Self {
-        let team = unique_name("rbac-team");
-        let team_ns = create_namespace(admin, "rbac-team", Some(&team)).await;
-        let operator_ns = create_namespace(admin, "rbac-aso", None).await;
+        let scenario = Scenario::builder(admin).team("rbac-team").await;
+        let Scenario {
+            team,
+            namespace: team_ns,
+            operator_namespace: operator_ns,
+            ..
+        } = scenario;
         let values = if scoped {
             json!({ "watchNamespaces": [team_ns], "credentialEndpoint": { "enabled": true } })
         } else {
@@ -510,89 +515,63 @@ struct Failed {
     detail: String,
 }
 
-/// Polls `check` until it holds, the operator stops, or `timeout` passes.
+/// Polls `check` (every 150 ms) until it holds, the operator stops, or `timeout` passes.
 async fn until<F, Fut>(
     step: &'static str,
     timeout: Duration,
-    task: &tokio::task::JoinHandle<Result<(), operator::RunError>>,
+    operator: &RunningOperator,
     mut check: F,
 ) -> Result<(), Failed>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, String>>,
 {
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = e,
-        }
-        if task.is_finished() {
-            return Err(Failed {
-                step,
-                detail: "the operator stopped".into(),
-            });
-        }
-        if started.elapsed() > timeout {
-            return Err(Failed {
-                step,
-                detail: format!("not within {timeout:?} {last}"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    // The last error `check` reported, kept while it then merely does not hold yet. A probe
+    // ends the wait with `true` when the check holds and `false` when the operator stopped.
+    let last = std::sync::Mutex::new(String::new());
+    let waited = eventually(step, timeout)
+        .every(Duration::from_millis(150))
+        .try_poll(|| {
+            let checked = check();
+            let last = &last;
+            async move {
+                match checked.await {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {}
+                    Err(e) => *last.lock().unwrap() = e,
+                }
+                if operator.has_stopped() {
+                    Ok(false)
+                } else {
+                    Err(last.lock().unwrap().clone())
+                }
+            }
+        })
+        .await;
+    match waited {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failed {
+            step,
+            detail: "the operator stopped".into(),
+        }),
+        Err(timed_out) => Err(Failed {
+            step,
+            detail: format!("not within {timeout:?} {}", timed_out.last),
+        }),
     }
 }
 
 fn run_args(install: &Install, lwa: &LwaEmulator) -> RunArgs {
-    let webhook_addr = format!("127.0.0.1:{}", install.webhook_port);
-    let argv = [
-        "amazon-seller-operator",
-        "run",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--operator-namespace",
-        &install.operator_ns,
-        "--watch-namespace",
-        &install.team_ns,
-        "--lwa-endpoint",
-        &lwa.https_url(),
-        "--lwa-ca-file",
-        &lwa.ca_file().display().to_string(),
-        "--lease-duration-seconds",
-        "5",
-        "--reseal-qps",
-        "100",
+    RunFlags::new()
+        .operator_namespace(&install.operator_ns)
+        .watching(&[&install.team_ns])
+        .lwa(lwa)
+        .flag("--lease-duration-seconds", "5")
+        .flag("--reseal-qps", "100")
         // The webhook as the chart runs it by default: self-managed certificates.
-        "--webhook-addr",
-        &webhook_addr,
-        "--webhook-cert-mode",
-        "self-managed",
-        "--webhook-cert-secret",
-        CERT_SECRET,
-        "--webhook-extra-san",
-        "127.0.0.1",
-        "--webhook-cert-reload-interval",
-        "1s",
-        "--validating-webhook-configuration",
-        &install.configurations,
-        "--mutating-webhook-configuration",
-        &install.configurations,
-        "--credential-endpoint-enabled",
-    ];
-    match Cli::parse_from(argv).command {
-        Command::Run(args) => *args,
-        _ => unreachable!(),
-    }
-}
-
-fn is(c: &AmazonSellerConnection, type_: &str, status: &str) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|x| x.type_ == type_ && x.status == status)
-    })
+        .self_managed_webhook(install.webhook_port, CERT_SECRET, &install.configurations)
+        .switch("--credential-endpoint-enabled")
+        .args()
 }
 
 async fn events(admin: &Client, ns: &str, reason: &str, name: &str) -> Result<Vec<Event>, String> {
@@ -618,35 +597,18 @@ async fn scenario(
     timeout: Duration,
 ) -> Result<(), Failed> {
     let identity = unique_name("aso-rbac");
-    let metrics = Metrics::new().unwrap();
-    let deps = Deps {
-        client: install.as_operator.clone(),
-        url: "test".into(),
-        identity: identity.clone(),
-        metrics: metrics.clone(),
-        audit: AuditLog::to_writer(std::io::sink(), metrics, &identity).unwrap(),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(operator::run_with(
-        run_args(install, lwa),
-        deps,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let result = steps(install, seller, &identity, &task, timeout).await;
-    let _ = stop.send(());
-    let ended = tokio::time::timeout(Duration::from_secs(30), task).await;
-    match (result, ended) {
-        (Err(mut failed), Ok(Ok(Err(err)))) => {
+    let operator = RunningOperator::start(&install.as_operator, &identity, run_args(install, lwa));
+    let result = steps(install, seller, &identity, &operator, timeout).await;
+    match (result, operator.try_stop().await) {
+        (Err(mut failed), Err(Unclean::Failed(err))) => {
             failed.detail = format!("{}; the operator said: {err}", failed.detail);
             Err(failed)
         }
         (Err(failed), _) => Err(failed),
-        (Ok(()), Ok(Ok(Ok(())))) => Ok(()),
-        (Ok(()), other) => Err(Failed {
+        (Ok(()), Ok(_)) => Ok(()),
+        (Ok(()), Err(unclean)) => Err(Failed {
             step: "delete",
-            detail: format!("the operator did not stop cleanly: {other:?}"),
+            detail: format!("the operator did not stop cleanly: {unclean:?}"),
         }),
     }
 }
@@ -655,7 +617,7 @@ async fn steps(
     install: &Install,
     seller: &Seller,
     identity: &str,
-    task: &tokio::task::JoinHandle<Result<(), operator::RunError>>,
+    operator: &RunningOperator,
     timeout: Duration,
 ) -> Result<(), Failed> {
     let admin = &install.admin;
@@ -667,7 +629,7 @@ async fn steps(
     let store = KeyStore::new(admin.clone(), &install.operator_ns, DEFAULT_KEY_SECRET);
 
     // start: keys bootstrapped and published, the Lease held.
-    until("start", timeout, task, || async {
+    until("start", timeout, operator, || async {
         let published = configmaps
             .get_opt(PUBLIC_KEY_CONFIGMAP)
             .await
@@ -685,7 +647,7 @@ async fn steps(
 
     // webhook: its certificate issued and stored, the CA in both configurations, and /readyz
     // answering over TLS that CA verifies (a synced cluster view).
-    until("webhook", timeout, task, || async {
+    until("webhook", timeout, operator, || async {
         let validating = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
             .get(&install.configurations)
             .await
@@ -744,36 +706,27 @@ async fn steps(
     let credentials = seller.credentials();
     for (name, sealed_for_ns) in [
         ("acme-lwa", install.team_ns.as_str()),
-        ("broken-lwa", "elsewhere"),
+        ("broken-lwa", ELSEWHERE),
     ] {
         let context = SealContext {
             team_id: &install.team,
             namespace: sealed_for_ns,
             secret_name: name,
         };
-        let envelope = crypto::seal(&public, &context, &credentials).unwrap();
+        let sealed = sealed_secret(&public, &context, &install.team_ns, &credentials);
         secrets
-            .create(
-                &PostParams::default(),
-                &keystore::sealed_secret(&install.team_ns, name, None, envelope),
-            )
+            .create(&PostParams::default(), &sealed)
             .await
             .map_err(|e| Failed {
                 step: "seal",
                 detail: e.to_string(),
             })?;
     }
-    let connection: AmazonSellerConnection = serde_json::from_value(json!({
-        "apiVersion": "connectors.openteam.io/v1alpha1",
-        "kind": "AmazonSellerConnection",
-        "metadata": { "name": "acme-de", "namespace": install.team_ns },
-        "spec": {
-            "teamId": install.team, "sellerId": "A3FHEXAMPLEYWS", "marketplace": "DE",
-            "credentialsSecretName": "acme-lwa", "gateways": ["gw-main"], "renewBefore": "20m",
-            "delivery": "Both",
-        }
-    }))
-    .unwrap();
+    let connection = Connection::test()
+        .with_credentials("acme-lwa")
+        .with_renew_before("20m")
+        .with_delivery("Both")
+        .object(&install.team, &install.team_ns);
     connections
         .create(&PostParams::default(), &connection)
         .await
@@ -782,8 +735,8 @@ async fn steps(
             detail: e.to_string(),
         })?;
 
-    // ready: the runtime Secret exists and the connection says Ready.
-    until("ready", timeout, task, || async {
+    // The connection and its runtime Secret, as the ready and suspend steps see them.
+    let connection_and_runtime = || async {
         let c = connections
             .get("acme-de")
             .await
@@ -792,19 +745,20 @@ async fn steps(
             .get_opt("acme-de-sp-api")
             .await
             .map_err(|e| e.to_string())?;
-        Ok(is(&c, "Ready", "True") && runtime.is_some())
+        Ok::<_, String>((c, runtime))
+    };
+
+    // ready: the runtime Secret exists and the connection says Ready.
+    until("ready", timeout, operator, || async {
+        let (c, runtime) = connection_and_runtime().await?;
+        Ok(has_condition(&c, "Ready", "True") && runtime.is_some())
     })
     .await?;
 
     // endpoint: a gateway pod fetches the token over the credential endpoint with a
     // ServiceAccount token bound to it (TokenReview, then the pod is read).
-    let gateway = gateway_pod(admin, &install.team_ns)
-        .await
-        .map_err(|detail| Failed {
-            step: "endpoint",
-            detail,
-        })?;
-    until("endpoint", timeout, task, || async {
+    let gateway = gateway_token(admin, &install.team_ns).await;
+    until("endpoint", timeout, operator, || async {
         let validating = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
             .get(&install.configurations)
             .await
@@ -835,7 +789,7 @@ async fn steps(
     .await?;
 
     // event: the Connected Event was published.
-    until("event", timeout, task, || async {
+    until("event", timeout, operator, || async {
         Ok(!events(admin, &install.team_ns, "Connected", "acme-de")
             .await?
             .is_empty())
@@ -854,16 +808,9 @@ async fn steps(
             step: "suspend",
             detail: e.to_string(),
         })?;
-    until("suspend", timeout, task, || async {
-        let c = connections
-            .get("acme-de")
-            .await
-            .map_err(|e| e.to_string())?;
-        let runtime = secrets
-            .get_opt("acme-de-sp-api")
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(is(&c, "Suspended", "True") && runtime.is_none())
+    until("suspend", timeout, operator, || async {
+        let (c, runtime) = connection_and_runtime().await?;
+        Ok(has_condition(&c, "Suspended", "True") && runtime.is_none())
     })
     .await?;
 
@@ -876,7 +823,7 @@ async fn steps(
                 step,
                 detail: e.to_string(),
             })?;
-        until(step, timeout, task, || async {
+        until(step, timeout, operator, || async {
             let sealed = secrets.get("acme-lwa").await.map_err(|e| e.to_string())?;
             let id = keystore::envelope_of(&sealed).and_then(|e| crypto::sealed_key_id(e).ok());
             let reported = events(admin, &install.team_ns, "ResealFailed", "broken-lwa").await?;
@@ -899,7 +846,7 @@ async fn steps(
             step: "delete",
             detail: e.to_string(),
         })?;
-    until("delete", timeout, task, || async {
+    until("delete", timeout, operator, || async {
         Ok(connections
             .get_opt("acme-de")
             .await
@@ -912,29 +859,12 @@ async fn steps(
 
 /// A pod labelled as gateway `gw-main` with its own ServiceAccount, and a token for it with
 /// the endpoint's audience, bound to the pod (what its projected volume would hold).
-async fn gateway_pod(admin: &Client, namespace: &str) -> Result<String, String> {
-    use k8s_openapi::api::core::v1::Pod;
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    let account: ServiceAccount =
-        serde_json::from_value(json!({ "metadata": { "name": "gateway" } })).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .map_err(|e| e.to_string())?;
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": { "name": "gateway", "labels": { "connectors.openteam.io/gateway": "gw-main" } },
-        "spec": {
-            "serviceAccountName": "gateway",
-            "automountServiceAccountToken": false,
-            "containers": [{ "name": "gateway", "image": "registry.example.com/gateway:1" }],
-        }
-    }))
-    .unwrap();
-    let pod = Api::<Pod>::namespaced(admin.clone(), namespace)
-        .create(&PostParams::default(), &pod)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(support::bound_token(admin, &pod, Some(CREDENTIAL_ENDPOINT_AUDIENCE)).await)
+async fn gateway_token(admin: &Client, namespace: &str) -> String {
+    let pod = GatewayPod::new("gateway")
+        .for_gateway("gw-main")
+        .create(admin, namespace)
+        .await;
+    bound_token(admin, &pod, Some(CREDENTIAL_ENDPOINT_AUDIENCE)).await
 }
 
 async fn setup(test: &str) -> Option<(Client, Tools, Arc<LwaEmulator>)> {

@@ -16,6 +16,7 @@ use amazon_seller_operator::crypto::{self, Credentials, Keyring, PublicKey, Seal
 use amazon_seller_operator::keystore::{self, KeyStore};
 use amazon_seller_operator::names::{PUBLIC_KEY_CONFIGMAP, PUBLIC_KEY_KEY};
 
+use support::scenario::{ELSEWHERE, sealed_secret};
 use support::{cluster, create_namespace, unique_name};
 
 const CLIENT_ID: &str = "amzn1.application-oa2-client.5f3e0cafe1234";
@@ -309,6 +310,7 @@ async fn rotation_reseals_every_credential_and_prune_removes_the_old_key() {
     let team = unique_name("team");
     let team_ns = create_namespace(&client, "team", Some(&team)).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &team_ns);
+    let first_key = first.active().public_key();
     for n in 0..3 {
         let name = format!("creds-{n}");
         let context = SealContext {
@@ -316,12 +318,10 @@ async fn rotation_reseals_every_credential_and_prune_removes_the_old_key() {
             namespace: &team_ns,
             secret_name: &name,
         };
-        let envelope =
-            crypto::seal(&first.active().public_key(), &context, &credentials(n)).unwrap();
         secrets
             .create(
                 &PostParams::default(),
-                &keystore::sealed_secret(&team_ns, &name, None, envelope),
+                &sealed_secret(&first_key, &context, &team_ns, &credentials(n)),
             )
             .await
             .unwrap();
@@ -329,14 +329,13 @@ async fn rotation_reseals_every_credential_and_prune_removes_the_old_key() {
     // One that cannot be opened: sealed for another namespace, then copied here.
     let wrong = SealContext {
         team_id: &team,
-        namespace: "elsewhere",
+        namespace: ELSEWHERE,
         secret_name: "creds-broken",
     };
-    let envelope = crypto::seal(&first.active().public_key(), &wrong, &credentials(9)).unwrap();
     let broken = secrets
         .create(
             &PostParams::default(),
-            &keystore::sealed_secret(&team_ns, "creds-broken", None, envelope),
+            &sealed_secret(&first_key, &wrong, &team_ns, &credentials(9)),
         )
         .await
         .unwrap();

@@ -21,6 +21,7 @@ use amazon_seller_operator::https::{CertStore, ServerSettings, Webhook, listener
 use amazon_seller_operator::observability::audit::{self, VerifyOptions};
 use amazon_seller_operator::observability::metrics::Metrics;
 
+use support::eventually::eventually;
 use support::webhook::{
     Captured, FakeCluster, Review, RunningWebhook, TestPki, admission, https_client, pod,
 };
@@ -1039,12 +1040,13 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
             let _ = stopped.await;
         },
     ));
-    for _ in 0..50 {
-        if certs.is_loaded() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the certificate files to be loaded",
+        Duration::from_millis(2500),
+    )
+    .every(Duration::from_millis(50))
+    .until(async || certs.is_loaded(), |loaded| *loaded)
+    .await;
     let running = RunningWebhook::start(admission, certs.clone()).await;
     let healthz = |ca: String| {
         let url = format!("{}/healthz", running.url());
@@ -1054,15 +1056,11 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     assert_eq!(healthz(old_ca.clone()).await.unwrap(), 200);
 
     let pki = pki.rotate();
-    let mut switched = false;
-    for _ in 0..100 {
-        if healthz(pki.ca_pem.clone()).await.is_ok() {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(switched, "the new certificate was not served");
+    let served = eventually("the new certificate to be served", Duration::from_secs(5))
+        .every(Duration::from_millis(50))
+        .until(async || healthz(pki.ca_pem.clone()).await, Result::is_ok)
+        .await;
+    assert!(served.is_ok(), "the new certificate was not served");
     assert!(
         healthz(old_ca).await.is_err(),
         "a client trusting only the old CA must fail now"

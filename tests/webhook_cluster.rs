@@ -15,7 +15,7 @@ use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use amazon_seller_operator::api::{AmazonSellerConnection, SecurityLogReview};
-use amazon_seller_operator::config::{Cli, Command};
 use amazon_seller_operator::crypto::{self, Keyring, SealContext};
 use amazon_seller_operator::domain::admission::{Lookup, Policy};
 use amazon_seller_operator::https::admission::configuration::{self, ClientTarget, Options};
@@ -32,10 +31,12 @@ use amazon_seller_operator::https::certs::{self, SelfManaged};
 use amazon_seller_operator::https::{CertStore, Cluster, ClusterLookup, Reviewer};
 use amazon_seller_operator::observability::audit::AuditLog;
 use amazon_seller_operator::observability::metrics::Metrics;
-use amazon_seller_operator::operator::{self, Deps};
 
+use support::eventually::eventually;
+use support::operator::{RunFlags, RunningOperator};
+use support::scenario::{Connection, Scenario};
 use support::webhook::{Captured, RunningWebhook, TestPki, merge, pod};
-use support::{cluster, install_crds, unique_name};
+use support::{cluster, unique_name};
 
 const SCOPE_LABEL: &str = "aso-webhook-test";
 const TEAM_LABEL: &str = "connectors.openteam.io/team";
@@ -148,40 +149,17 @@ struct Env {
 impl Env {
     async fn new(test: &str) -> Option<Self> {
         let admin = cluster(test).await?;
-        install_crds(&admin).await;
         let scope = unique_name("whk");
-        let team = unique_name("team");
-        let other_team = unique_name("team");
-        let make_ns = |team: Option<String>| {
-            let admin = admin.clone();
-            let scope = scope.clone();
-            async move {
-                let name = unique_name("whk-ns");
-                let mut labels = BTreeMap::from([(SCOPE_LABEL.to_owned(), scope)]);
-                if let Some(team) = team {
-                    labels.insert(TEAM_LABEL.to_owned(), team);
-                }
-                let mut ns = Namespace::default();
-                ns.metadata.name = Some(name.clone());
-                ns.metadata.labels = Some(labels);
-                Api::<Namespace>::all(admin.clone())
-                    .create(&PostParams::default(), &ns)
-                    .await
-                    .unwrap();
-                // The ServiceAccount admission plugin wants one for pods.
-                let mut sa = ServiceAccount::default();
-                sa.metadata.name = Some("default".into());
-                Api::<ServiceAccount>::namespaced(admin, &name)
-                    .create(&PostParams::default(), &sa)
-                    .await
-                    .unwrap();
-                name
-            }
-        };
-        let ns = make_ns(Some(team.clone())).await;
-        let other_ns = make_ns(Some(other_team.clone())).await;
-        let spare_ns = make_ns(Some(team.clone())).await;
-        let operator_ns = make_ns(None).await;
+        // Every namespace carries the test's scope label, which narrows its configurations.
+        let scenario = Scenario::builder(&admin)
+            .labelled(SCOPE_LABEL, &scope)
+            .outsider("team")
+            .await;
+        let (team, ns) = (scenario.team.clone(), scenario.namespace.clone());
+        let other_team = scenario.outsider().id.clone();
+        let other_ns = scenario.outsider().namespace.clone();
+        let spare_ns = scenario.another_team_namespace().await;
+        let operator_ns = scenario.operator_namespace.clone();
 
         let member = Actor::user(
             &format!("alice-{scope}"),
@@ -250,6 +228,11 @@ impl Env {
         })
     }
 
+    /// `connection` in the Team's namespace.
+    fn connection(&self, connection: Connection) -> AmazonSellerConnection {
+        connection.object(&self.team, &self.ns)
+    }
+
     fn policy(&self) -> Policy {
         Policy {
             team_group_prefix: "openteam:team:".into(),
@@ -302,18 +285,23 @@ impl Env {
             json!({"connectors.openteam.io/secret-role": "lwa-credentials"}),
             json!({"clientId": CLIENT_ID}),
         );
-        for _ in 0..200 {
+        let denied_by = |r: &Result<Secret, kube::Error>, hook: &str| matches!(r, Err(kube::Error::Api(s)) if s.message.contains(hook));
+        eventually(
+            "the API server to call both webhooks",
+            Duration::from_secs(20),
+        )
+        .poll(async || {
             let validating = secrets.create(&dry_run, &probe_runtime).await;
             let mutating = secrets.create(&dry_run, &probe_intake).await;
-            let denied_by = |r: &Result<Secret, kube::Error>, hook: &str| matches!(r, Err(kube::Error::Api(s)) if s.message.contains(hook));
             if denied_by(&validating, "secrets.connectors.openteam.io")
                 && denied_by(&mutating, "intake.secrets.connectors.openteam.io")
             {
-                return;
+                Ok(())
+            } else {
+                Err((validating, mutating))
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the API server never called the webhook");
+        })
+        .await;
     }
 }
 
@@ -353,12 +341,10 @@ async fn serve(env: &mut Env) -> Served {
         log,
     ));
     let webhook = RunningWebhook::start(admission, pki.store()).await;
-    for _ in 0..200 {
-        if lookup.is_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the cluster view to sync", Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until(async || lookup.is_ready(), |ready| *ready)
+        .await;
     assert!(lookup.is_ready(), "cluster view synced");
     let options = env.options(webhook.url(), Some(pki.ca_pem.clone().into_bytes()));
     env.register(&options).await;
@@ -395,27 +381,6 @@ fn assert_denied<T: std::fmt::Debug>(result: Result<T, kube::Error>, hook: &str,
     }
 }
 
-fn connection(
-    name: &str,
-    namespace: &str,
-    team: &str,
-    gateways: &[&str],
-) -> AmazonSellerConnection {
-    serde_json::from_value(json!({
-        "apiVersion": "connectors.openteam.io/v1alpha1",
-        "kind": "AmazonSellerConnection",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "teamId": team,
-            "sellerId": "A3FHEXAMPLEYWS",
-            "marketplace": "DE",
-            "credentialsSecretName": format!("{name}-lwa"),
-            "gateways": gateways,
-        }
-    }))
-    .unwrap()
-}
-
 fn pod_object(name: &str, namespace: &str, gateway: Option<&str>, spec: Value) -> Pod {
     serde_json::from_value(pod(name, namespace, gateway, spec)).unwrap()
 }
@@ -441,10 +406,7 @@ async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_serv
     let as_member: Api<AmazonSellerConnection> =
         Api::namespaced(env.member.client().await, &env.ns);
     let created = as_member
-        .create(
-            &pp,
-            &connection("acme-de", &env.ns, &env.team, &["gw-main"]),
-        )
+        .create(&pp, &env.connection(Connection::test()))
         .await
         .unwrap();
     assert_eq!(created.spec.team_id, env.team);
@@ -452,7 +414,7 @@ async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_serv
         Api::namespaced(env.outsider.client().await, &env.ns);
     assert_denied(
         as_outsider
-            .create(&pp, &connection("evil", &env.ns, &env.team, &["gw-main"]))
+            .create(&pp, &env.connection(Connection::test().named("evil")))
             .await,
         "connections.connectors.openteam.io",
         &format!("is not a member of team {:?}", env.team),
@@ -468,10 +430,7 @@ async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_serv
         Api::namespaced(env.builder.client().await, &env.ns);
     assert_denied(
         as_builder
-            .create(
-                &pp,
-                &connection("sa-made", &env.ns, &env.team, &["gw-main"]),
-            )
+            .create(&pp, &env.connection(Connection::test().named("sa-made")))
             .await,
         "connections.connectors.openteam.io",
         "is not a member of team",
@@ -480,7 +439,11 @@ async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_serv
         as_member
             .create(
                 &pp,
-                &connection("wrong-team", &env.ns, "someone-else", &["gw-main"]),
+                &env.connection(
+                    Connection::test()
+                        .named("wrong-team")
+                        .for_team("someone-else"),
+                ),
             )
             .await,
         "connections.connectors.openteam.io",
@@ -493,7 +456,9 @@ async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_serv
         in_other
             .create(
                 &pp,
-                &connection("crossing", &env.other_ns, &env.team, &["gw-main"]),
+                &Connection::test()
+                    .named("crossing")
+                    .object(&env.team, &env.other_ns),
             )
             .await,
         "connections.connectors.openteam.io",
@@ -503,10 +468,7 @@ async fn team_scoping_of_connections_namespaces_and_reviews_through_the_api_serv
     let as_admin: Api<AmazonSellerConnection> =
         Api::namespaced(env.platform_admin.client().await, &env.ns);
     as_admin
-        .create(
-            &pp,
-            &connection("by-admin", &env.ns, &env.team, &["gw-main"]),
-        )
+        .create(&pp, &env.connection(Connection::test().named("by-admin")))
         .await
         .unwrap();
 
@@ -579,10 +541,7 @@ async fn credentials_are_sealed_on_write_and_protected_through_the_api_server() 
 
     // A connection exists, so its runtime Secret name is taken.
     Api::<AmazonSellerConnection>::namespaced(env.member.client().await, &env.ns)
-        .create(
-            &pp,
-            &connection("acme-de", &env.ns, &env.team, &["gw-main"]),
-        )
+        .create(&pp, &env.connection(Connection::test()))
         .await
         .unwrap();
 
@@ -753,22 +712,30 @@ async fn only_listed_gateways_mount_runtime_secrets_through_the_api_server() {
     let served = serve(&mut env).await;
     let pp = PostParams::default();
     Api::<AmazonSellerConnection>::namespaced(env.platform_admin.client().await, &env.ns)
-        .create(
-            &pp,
-            &connection("acme-de", &env.ns, &env.team, &["gw-main"]),
-        )
+        .create(&pp, &env.connection(Connection::test()))
         .await
         .unwrap();
     Api::<AmazonSellerConnection>::namespaced(env.platform_admin.client().await, &env.ns)
-        .create(&pp, &connection("acme-fr", &env.ns, &env.team, &["gw-fr"]))
+        .create(
+            &pp,
+            &env.connection(
+                Connection::test()
+                    .named("acme-fr")
+                    .with_gateways(&["gw-fr"]),
+            ),
+        )
         .await
         .unwrap();
-    for _ in 0..100 {
-        if served.lookup.connections(&env.ns).len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "both connections in the cluster view",
+        Duration::from_secs(5),
+    )
+    .every(Duration::from_millis(50))
+    .until(
+        async || served.lookup.connections(&env.ns).len(),
+        |n| *n == 2,
+    )
+    .await;
     assert_eq!(served.lookup.connections(&env.ns).len(), 2);
 
     let pods: Api<Pod> = Api::namespaced(env.member.client().await, &env.ns);
@@ -920,75 +887,40 @@ async fn run_serves_the_webhook_with_a_self_managed_certificate() {
     let options = env.options(format!("https://127.0.0.1:{port}"), None);
     env.register(&options).await;
     let secret_name = format!("webhook-tls-{}", env.scope);
-    let argv = [
-        "amazon-seller-operator",
-        "run",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--leader-election=false",
-        "--watch-namespace",
-        &env.ns,
-        "--operator-namespace",
-        &env.operator_ns,
-        "--webhook-addr",
-        &format!("127.0.0.1:{port}"),
-        "--webhook-cert-mode",
-        "self-managed",
-        "--webhook-cert-secret",
-        &secret_name,
-        "--webhook-extra-san",
-        "127.0.0.1",
-        "--webhook-cert-reload-interval",
-        "1s",
-        "--validating-webhook-configuration",
-        &options.validating_name,
-        "--mutating-webhook-configuration",
-        &options.mutating_name,
-        "--admin-group",
-        &format!("{}-admins", env.scope),
-    ]
-    .map(|s| s.to_owned());
-    let Command::Run(args) = <Cli as clap::Parser>::parse_from(argv).command else {
-        unreachable!()
-    };
-    let metrics = Metrics::new().unwrap();
-    let audit = Captured::default();
-    let deps = Deps {
-        client: env.admin.clone(),
-        url: "test".into(),
-        identity: "aso-webhook".into(),
-        metrics: metrics.clone(),
-        audit: AuditLog::to_writer(audit.clone(), metrics.clone(), "aso-webhook").unwrap(),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(operator::run_with(*args, deps, async move {
-        let _ = stopped.await;
-    }));
+    let flags = RunFlags::new()
+        .without_leader_election()
+        .watching(&[&env.ns])
+        .operator_namespace(&env.operator_ns)
+        .self_managed_webhook(port, &secret_name, &options.validating_name)
+        .flag("--admin-group", format!("{}-admins", env.scope));
+    let operator = RunningOperator::start(&env.admin, "aso-webhook", flags.args());
 
-    // The operator issues its CA, serves it, and puts it in both configurations.
+    // The operator issues its CA, serves it, and puts it in both configurations (one after
+    // the other: wait for both).
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(env.admin.clone());
-    let mut bundle = None;
-    for _ in 0..300 {
-        let config = validating.get(&options.validating_name).await.unwrap();
-        let hooks = config.webhooks.unwrap();
-        if let Some(b) = hooks[0].client_config.ca_bundle.clone() {
-            assert!(
-                hooks
-                    .iter()
-                    .all(|h| h.client_config.ca_bundle.as_ref() == Some(&b))
-            );
-            bundle = Some(b.0);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bundle = bundle.expect("caBundle patched");
-    let mutating = Api::<MutatingWebhookConfiguration>::all(env.admin.clone())
-        .get(&options.mutating_name)
-        .await
-        .unwrap();
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(env.admin.clone());
+    let (hooks, mutating_hooks) = eventually("caBundle patched", Duration::from_secs(30))
+        .until(
+            async || {
+                let config = validating.get(&options.validating_name).await.unwrap();
+                let mutating = mutating.get(&options.mutating_name).await.unwrap();
+                (config.webhooks.unwrap(), mutating.webhooks.unwrap())
+            },
+            |(hooks, mutating_hooks)| {
+                hooks[0].client_config.ca_bundle.is_some()
+                    && mutating_hooks[0].client_config.ca_bundle.is_some()
+            },
+        )
+        .await;
+    let bundle = hooks[0].client_config.ca_bundle.clone().unwrap();
+    assert!(
+        hooks
+            .iter()
+            .all(|h| h.client_config.ca_bundle.as_ref() == Some(&bundle))
+    );
+    let bundle = bundle.0;
     assert_eq!(
-        mutating.webhooks.unwrap()[0]
+        mutating_hooks[0]
             .client_config
             .ca_bundle
             .as_ref()
@@ -998,19 +930,22 @@ async fn run_serves_the_webhook_with_a_self_managed_certificate() {
     );
     let ca_pem = String::from_utf8(bundle.clone()).unwrap();
     let client = support::webhook::https_client(&ca_pem);
-    let mut ready = false;
-    for _ in 0..300 {
-        let answer = client
-            .get(format!("https://127.0.0.1:{port}/readyz"))
-            .send()
-            .await;
-        if answer.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "/readyz never became ready");
+    let answer = eventually("/readyz to become ready", Duration::from_secs(30))
+        .until(
+            async || {
+                let answer = client
+                    .get(format!("https://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .await;
+                answer.map(|r| r.status())
+            },
+            |answer| answer.as_ref().is_ok_and(|status| *status == 200),
+        )
+        .await;
+    assert!(
+        answer.is_ok_and(|status| status == 200),
+        "/readyz never became ready"
+    );
 
     // The API server trusts it and the rules apply.
     env.wait_until_active().await;
@@ -1066,28 +1001,22 @@ async fn run_serves_the_webhook_with_a_self_managed_certificate() {
         "the previous CA stays in the bundle"
     );
     // Still served and trusted: the running operator reloads the renewed Secret.
-    for _ in 0..50 {
-        let config = validating.get(&options.validating_name).await.unwrap();
-        if config.webhooks.unwrap()[0]
-            .client_config
-            .ca_bundle
-            .as_ref()
-            .map(|b| &b.0)
-            == Some(&new_bundle)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the new bundle in the configuration",
+        Duration::from_secs(5),
+    )
+    .until(
+        async || {
+            let config = validating.get(&options.validating_name).await.unwrap();
+            config.webhooks.unwrap()[0].client_config.ca_bundle.clone()
+        },
+        |bundle| bundle.as_ref().map(|b| &b.0) == Some(&new_bundle),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     env.wait_until_active().await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("operator stops within 30 s")
-        .unwrap()
-        .expect("operator ran without error");
+    let (audit, _) = operator.stop().await;
     let audit = audit.text();
     assert!(audit.contains("\"action\":\"webhook_started\""), "{audit}");
     assert!(audit.contains("\"category\":\"authentication\""), "{audit}");

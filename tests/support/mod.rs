@@ -1,4 +1,6 @@
-//! Shared helpers for the integration tiers.
+//! Shared helpers for the integration tiers. A cluster test states its world with
+//! [`scenario::Scenario`], starts the operator with [`operator::RunFlags`] and
+//! [`operator::RunningOperator`], and waits with [`eventually::eventually`].
 //!
 //! The real-API-server tier talks to the cluster named by `ASO_TEST_KUBECONFIG`: the local
 //! control plane the test command starts (`hack/control-plane/`), or any real cluster. Without
@@ -6,10 +8,13 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod chart;
+pub mod eventually;
 pub mod lwa_emulator;
 pub mod operator;
+pub mod scenario;
 pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
+
+use amazon_seller_operator::names::TEAM_LABEL;
 
 /// The repository root, for reading committed artefacts (`crds/`, `examples/`).
 pub fn repo_path(relative: &str) -> PathBuf {
@@ -120,14 +127,26 @@ pub async fn install_crds(client: &Client) -> Vec<CustomResourceDefinition> {
 
 /// Creates a fresh namespace, optionally bound to a team, and returns its name.
 pub async fn create_namespace(client: &Client, prefix: &str, team: Option<&str>) -> String {
+    let labels = team
+        .map(|team| (TEAM_LABEL.to_owned(), team.to_owned()))
+        .into_iter()
+        .collect();
+    create_labelled_namespace(client, prefix, labels).await
+}
+
+/// Creates a fresh namespace with `labels` and returns its name.
+pub async fn create_labelled_namespace(
+    client: &Client,
+    prefix: &str,
+    labels: BTreeMap<String, String>,
+) -> String {
     let name = unique_name(prefix);
     let mut ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name }
     }))
     .expect("namespace literal");
-    if let Some(team) = team {
-        ns.metadata.labels =
-            Some([("connectors.openteam.io/team".to_owned(), team.to_owned())].into());
+    if !labels.is_empty() {
+        ns.metadata.labels = Some(labels);
     }
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
@@ -162,41 +181,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
-}
-
-/// Seals `seller`'s credentials to the operator key in `operator_namespace` (bootstrapping the
-/// keyring if needed) as Secret `name` in `namespace`, as a Team would with `seal`.
-pub async fn seal_credentials(
-    client: &Client,
-    operator_namespace: &str,
-    team: &str,
-    namespace: &str,
-    seller: &lwa_emulator::Seller,
-    name: &str,
-) {
-    use amazon_seller_operator::crypto::{self, SealContext};
-    use amazon_seller_operator::keystore::{self, KeyStore};
-    use k8s_openapi::api::core::v1::Secret;
-    let store = KeyStore::new(
-        client.clone(),
-        operator_namespace,
-        amazon_seller_operator::names::DEFAULT_KEY_SECRET,
-    );
-    let keyring = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
-    let context = SealContext {
-        team_id: team,
-        namespace,
-        secret_name: name,
-    };
-    let credentials = seller.credentials();
-    let envelope = crypto::seal(&keyring.active().public_key(), &context, &credentials).unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(
-            &PostParams::default(),
-            &keystore::sealed_secret(namespace, name, None, envelope),
-        )
-        .await
-        .unwrap();
 }
 
 /// A ServiceAccount token for `pod`'s ServiceAccount, bound to the pod (what a projected
@@ -237,46 +221,4 @@ pub async fn bound_token(
         .status
         .unwrap()
         .token
-}
-
-/// Waits (up to 30 s) until Secret `name` is present or absent; returns it when present.
-pub async fn wait_for_secret(
-    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
-    name: &str,
-    present: bool,
-) -> Option<k8s_openapi::api::core::v1::Secret> {
-    for _ in 0..300 {
-        let secret = secrets.get_opt(name).await.unwrap();
-        if secret.is_some() == present {
-            return secret;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "timed out waiting for Secret {name} to be {}",
-        if present { "present" } else { "absent" }
-    );
-}
-
-/// Waits (up to 30 s) until connection `name` exists and `check` holds for it; the panic names
-/// `what` and shows the last status.
-pub async fn wait_for_connection(
-    connections: &Api<amazon_seller_operator::api::AmazonSellerConnection>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&amazon_seller_operator::api::AmazonSellerConnection) -> bool,
-) -> amazon_seller_operator::api::AmazonSellerConnection {
-    for _ in 0..300 {
-        if let Some(c) = connections.get_opt(name).await.unwrap()
-            && check(&c)
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let last = connections.get_opt(name).await.unwrap();
-    panic!(
-        "timed out waiting for {what}; last state: {:#?}",
-        last.map(|c| c.status)
-    );
 }
