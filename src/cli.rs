@@ -120,13 +120,23 @@ pub enum CliError {
     /// A flag's value is unusable; the message names the flag and the fix.
     #[error("{0}")]
     Usage(String),
-    /// A generated object could not be rendered.
-    #[error("failed to render {what}: {message}")]
-    Render {
+    /// A generated object could not be rendered as JSON.
+    #[error("failed to render {what}: {source}")]
+    RenderJson {
         /// What was being rendered.
         what: &'static str,
-        /// The serializer's message.
-        message: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A generated object could not be rendered as YAML.
+    #[error("failed to render {what}: {source}")]
+    RenderYaml {
+        /// What was being rendered.
+        what: &'static str,
+        /// The serializer's error.
+        #[source]
+        source: serde_saphyr::SerializeError,
     },
 }
 
@@ -153,14 +163,8 @@ fn print_webhook_configuration(
         options.ca_bundle = Some(pem);
     }
     let render = |what: &'static str, value: serde_json::Result<serde_json::Value>| {
-        let value = value.map_err(|e| CliError::Render {
-            what,
-            message: e.to_string(),
-        })?;
-        serde_saphyr::to_string(&value).map_err(|e| CliError::Render {
-            what,
-            message: e.to_string(),
-        })
+        let value = value.map_err(|source| CliError::RenderJson { what, source })?;
+        serde_saphyr::to_string(&value).map_err(|source| CliError::RenderYaml { what, source })
     };
     let mut validating = serde_json::to_value(configuration::validating(&options));
     let mut mutating = serde_json::to_value(configuration::mutating(&options));
@@ -202,9 +206,9 @@ pub fn render_crds() -> Result<Vec<(String, String)>, CliError> {
         .into_iter()
         .map(|crd| {
             let file = format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("crd"));
-            let yaml = serde_saphyr::to_string(&crd).map_err(|e| CliError::Render {
+            let yaml = serde_saphyr::to_string(&crd).map_err(|source| CliError::RenderYaml {
                 what: "CustomResourceDefinition",
-                message: e.to_string(),
+                source,
             })?;
             Ok((file, format!("---\n{yaml}")))
         })
@@ -242,9 +246,11 @@ fn print_marketplaces(format: OutputFormat, out: &mut dyn Write) -> Result<(), C
     let rows = marketplace_rows();
     match format {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, &rows).map_err(|e| CliError::Render {
-                what: "marketplace table",
-                message: e.to_string(),
+            serde_json::to_writer_pretty(&mut *out, &rows).map_err(|source| {
+                CliError::RenderJson {
+                    what: "marketplace table",
+                    source,
+                }
             })?;
             writeln!(out)?;
         }
