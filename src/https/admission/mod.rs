@@ -5,6 +5,7 @@
 //! or a runtime token. Malformed reviews get an `invalid` answer whose message is one of a few
 //! fixed phrases (serde's messages can quote the input), never a panic.
 
+mod answer;
 pub mod configuration;
 mod parse;
 pub mod views;
@@ -26,6 +27,7 @@ use crate::error::Categorized;
 use crate::names::TEAM_LABEL;
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::{AccessOutcome, AdmissionDecision, Metrics};
+use answer::Verdict;
 use parse::{Objects, Request, parse};
 
 pub use views::{json_patch, pod_view, secret_view};
@@ -179,15 +181,27 @@ impl Reviewer {
     /// Answers one `AdmissionReview` body, serialized. Never fails: a malformed review gets an
     /// `invalid` answer.
     pub async fn review_json(&self, webhook: Webhook, body: &[u8]) -> Vec<u8> {
-        let review = self.review(webhook, body).await;
-        serde_json::to_vec(&review).unwrap_or_else(|_| {
-            // Not expected: the answer is plain data. Still answer, and fail closed.
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false,"status":{"code":500,"message":"internal error"}}}"#.to_vec()
-        })
+        match self.reviewed(webhook, body).await {
+            // The same bytes as `respond`'s review serialized, without building it.
+            Reviewed::Decided(request, decision) => answer::write(&Verdict::of(&request, &decision)),
+            Reviewed::Invalid(response) => serde_json::to_vec(&response.into_review())
+                .unwrap_or_else(|_| {
+                    // Not expected: the answer is plain data. Still answer, and fail closed.
+                    br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false,"status":{"code":500,"message":"internal error"}}}"#.to_vec()
+                }),
+        }
     }
 
     /// Answers one `AdmissionReview` body.
     pub async fn review(&self, webhook: Webhook, body: &[u8]) -> AdmissionReview<DynamicObject> {
+        match self.reviewed(webhook, body).await {
+            Reviewed::Decided(request, decision) => respond(&Verdict::of(&request, &decision)),
+            Reviewed::Invalid(response) => response.into_review(),
+        }
+    }
+
+    /// Reads, decides, meters and audits one review.
+    async fn reviewed<'a>(&self, webhook: Webhook, body: &'a [u8]) -> Reviewed<'a> {
         let request = match parse(body) {
             Ok(request) => request,
             Err(malformed) => {
@@ -206,7 +220,7 @@ impl Reviewer {
                 if let Some(uid) = malformed.uid {
                     response.uid = uid;
                 }
-                return response.into_review();
+                return Reviewed::Invalid(response);
             }
         };
         let (request, objects) = request;
@@ -225,11 +239,11 @@ impl Reviewer {
                 let mut response = AdmissionResponse::invalid(why);
                 response.result.code = 400;
                 response.uid = request.uid.into_owned();
-                return response.into_review();
+                return Reviewed::Invalid(response);
             }
         };
         self.record(kind, op, &request, &decision);
-        respond(&request, &decision)
+        Reviewed::Decided(request, decision)
     }
 
     async fn decide(
@@ -438,6 +452,27 @@ impl Reviewer {
     }
 }
 
+/// A review read and judged.
+enum Reviewed<'a> {
+    /// Malformed: kube's `invalid` answer.
+    Invalid(AdmissionResponse),
+    /// Decided (and already metered and audited).
+    Decided(Request<'a>, Decision),
+}
+
+impl<'a> Verdict<'a> {
+    fn of(request: &'a Request<'_>, decision: &'a Decision) -> Self {
+        Verdict {
+            uid: &request.uid,
+            allowed: decision.allowed,
+            reason: decision.reason,
+            message: &decision.message,
+            warnings: &decision.warnings,
+            patch: decision.patch.as_ref(),
+        }
+    }
+}
+
 /// An answer that allows the request `uid`, as kube's `AdmissionResponse::from` a request
 /// builds it (the request's types are always the v1 AdmissionReview's here).
 fn response_for(uid: &str) -> AdmissionResponse {
@@ -448,27 +483,27 @@ fn response_for(uid: &str) -> AdmissionResponse {
     response
 }
 
-fn respond(request: &Request<'_>, decision: &Decision) -> AdmissionReview<DynamicObject> {
-    let mut response = response_for(&request.uid);
+fn respond(verdict: &Verdict<'_>) -> AdmissionReview<DynamicObject> {
+    let mut response = response_for(verdict.uid);
     // The API server records this in its own audit log as `<webhook name>/reason`.
     response
         .audit_annotations
-        .insert("reason".to_owned(), decision.reason.to_owned());
-    if !decision.warnings.is_empty() {
-        response.warnings = Some(decision.warnings.clone());
+        .insert("reason".to_owned(), verdict.reason.to_owned());
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.to_vec());
     }
-    if !decision.allowed {
-        response = response.deny(&decision.message);
+    if !verdict.allowed {
+        response = response.deny(verdict.message);
         response.result.status = Some(StatusSummary::Failure);
         response.result.code = 403;
         response.result.reason = "Forbidden".to_owned();
         return response.into_review();
     }
-    if let Some(mutation) = &decision.patch {
+    if let Some(mutation) = verdict.patch {
         response = match response.with_patch(json_patch(mutation)) {
             Ok(patched) => patched,
             Err(_) => {
-                let mut denied = response_for(&request.uid)
+                let mut denied = response_for(verdict.uid)
                     .deny("the webhook could not encode its patch; nothing was stored");
                 denied.result.code = 500;
                 denied
