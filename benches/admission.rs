@@ -211,6 +211,10 @@ struct Target {
 struct Figures {
     latencies: Vec<Duration>,
     per_second: Vec<f64>,
+    /// CPU time of the whole process (client and server, user and kernel) per request in the
+    /// throughput window, in microseconds: unlike requests per second, hardly moved by other
+    /// work on the machine.
+    cpu_per_request: Vec<f64>,
 }
 
 impl Figures {
@@ -242,6 +246,7 @@ async fn round(plan: Plan, client: &reqwest::Client, target: &Target, figures: &
         figures.latencies.push(started.elapsed());
     }
     let deadline = Instant::now() + plan.window;
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
@@ -265,6 +270,22 @@ async fn round(plan: Plan, client: &reqwest::Client, target: &Target, figures: &
     figures
         .per_second
         .push(total as f64 / started.elapsed().as_secs_f64());
+    if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
+        figures
+            .cpu_per_request
+            .push((after - before).as_secs_f64() * 1e6 / total as f64);
+    }
+}
+
+/// CPU time this process's threads have run so far (Linux: the first field of each thread's
+/// `/proc/self/task/*/schedstat`, in nanoseconds); `None` where that is not available.
+fn cpu_time() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 fn ms(d: Duration) -> String {
@@ -470,6 +491,42 @@ fn main() {
         println!(
             "(req/s: median over rounds; req/s x: median of the per-round throughput ratios, \
              and their range; vs bare: the same against the bare server)"
+        );
+        println!(
+            "{:<31} {:>12} {:>9} {:>11} {:>8}   ratios against",
+            "CPU per request", "µs", "x", "(range)", "vs bare"
+        );
+        for (target, f) in targets.iter().zip(&figures) {
+            if f.cpu_per_request.is_empty() {
+                continue;
+            }
+            let reference = &figures[target.reference];
+            // As a throughput would be: the reference's CPU per request over this one's.
+            let ratios = |reference: &Figures| {
+                spread(
+                    f.cpu_per_request
+                        .iter()
+                        .zip(&reference.cpu_per_request)
+                        .map(|(own, reference)| reference / own)
+                        .collect(),
+                )
+            };
+            let (cpu, _, _) = spread(f.cpu_per_request.clone());
+            let (ratio, low, high) = ratios(reference);
+            let (to_bare, _, _) = ratios(&figures[0]);
+            println!(
+                "{:<31} {:>12.1} {:>9.2} {:>11} {:>8.2}   {}",
+                target.name,
+                cpu,
+                ratio,
+                format!("{low:.2}-{high:.2}"),
+                to_bare,
+                targets[target.reference].name,
+            );
+        }
+        println!(
+            "(the whole process: client and server, user and kernel; x: the reference's CPU per \
+             request over this one's, median of the rounds, so 1 is as cheap as the reference)"
         );
 
         println!(
