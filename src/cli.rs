@@ -1,6 +1,7 @@
 //! The offline subcommands. Each returns the process exit code; `main` only parses flags and
 //! calls [`run`].
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,7 +14,81 @@ use crate::domain::{Environment, marketplace};
 use crate::keystore;
 
 /// Runs one subcommand, writing its output to `out` and diagnostics to `err`.
+///
+/// A reader that stops early (`marketplaces -o json | head -1`) closes the pipe under the
+/// command. As with other Unix tools that is not the command's failure: it stops writing, says
+/// nothing more and exits 0.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let closed = Cell::new(false);
+    let code = run_command(
+        cli,
+        &mut ClosedPipeAware {
+            inner: out,
+            closed: &closed,
+        },
+        &mut QuietAfterClose {
+            inner: err,
+            closed: &closed,
+        },
+    );
+    if closed.get() {
+        ExitCode::SUCCESS
+    } else {
+        code
+    }
+}
+
+/// Standard output that notes when its reader has gone (a broken pipe).
+struct ClosedPipeAware<'a> {
+    inner: &'a mut dyn Write,
+    closed: &'a Cell<bool>,
+}
+
+impl ClosedPipeAware<'_> {
+    fn noted<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.closed.set(true);
+        }
+        result
+    }
+}
+
+impl Write for ClosedPipeAware<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.noted(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.noted(result)
+    }
+}
+
+/// Diagnostics that fall silent once standard output's reader has gone: the command's
+/// "failed to write output" is then no error worth reporting.
+struct QuietAfterClose<'a> {
+    inner: &'a mut dyn Write,
+    closed: &'a Cell<bool>,
+}
+
+impl Write for QuietAfterClose<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed.get() {
+            Ok(buf.len())
+        } else {
+            self.inner.write(buf)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn run_command(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     let result = match cli.command {
         Command::Crd { output_dir } => match output_dir {
             Some(dir) => write_crds(&dir),

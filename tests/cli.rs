@@ -284,3 +284,53 @@ fn run_refuses_the_old_name_of_the_watch_namespace_variable() {
         "{message}"
     );
 }
+
+/// Every command that prints exits 0 without a word when its reader has already gone
+/// (`marketplaces -o json | head -1`), as Unix tools do. The pipe's reading end is closed
+/// before the command starts, so its first write meets the closed pipe.
+#[test]
+fn commands_writing_to_a_closed_pipe_exit_zero_quietly() {
+    let example = repo_path("examples/connection.yaml");
+    let example = example.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["marketplaces", "-o", "json"],
+        &["marketplaces"],
+        &["crd"],
+        &["validate", "-f", example],
+        &[
+            "webhook-configuration",
+            "--webhook-url",
+            "https://127.0.0.1:9443",
+        ],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("binary runs");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
+        assert!(
+            output.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Through a shell pipeline, as a user types it; pipefail makes the command's own exit
+    // status the pipeline's.
+    let output = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "set -o pipefail; {} marketplaces -o json | head -1",
+                env!("CARGO_BIN_EXE_amazon-seller-operator")
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&output), "[\n");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
