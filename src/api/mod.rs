@@ -109,10 +109,10 @@ mod tests {
             match value {
                 serde_json::Value::Object(map) => {
                     for (key, child) in map {
-                        if let (Some(text), "description") = (child.as_str(), key.as_str()) {
-                            if text.replace("\n\n", "").contains('\n') {
-                                broken.push(format!("{path}: {text:?}"));
-                            }
+                        if let (Some(text), "description") = (child.as_str(), key.as_str())
+                            && text.replace("\n\n", "").contains('\n')
+                        {
+                            broken.push(format!("{path}: {text:?}"));
                         }
                         walk(child, &format!("{path}.{key}"), broken);
                     }
