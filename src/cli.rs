@@ -110,16 +110,12 @@ fn run_command(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             block_on(keystore::commands::prune_keys(&location, out), err)
         }
         Command::Audit {
-            command:
-                crate::config::AuditCommand::Verify {
-                    file,
-                    allow_partial_start,
-                },
+            command: crate::config::AuditCommand::Verify(args),
         } => {
             let options = crate::observability::audit::VerifyOptions {
-                allow_partial_start,
+                allow_partial_start: args.allow_partial_start(),
             };
-            return crate::observability::audit::verify_command(&file, options, out, err);
+            return crate::observability::audit::verify_command(&args.file, options, out, err);
         }
     };
     match result {

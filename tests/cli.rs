@@ -334,3 +334,51 @@ fn commands_writing_to_a_closed_pipe_exit_zero_quietly() {
     assert_eq!(stdout(&output), "[\n");
     assert!(output.stderr.is_empty(), "{output:?}");
 }
+
+/// `run`'s booleans in every spelling are accepted: the run gets as far as looking for a
+/// cluster (there is none here) instead of stopping at a usage error. A value is attached with
+/// `=`; a separate word is refused rather than silently taken.
+#[test]
+fn run_accepts_every_spelling_of_its_boolean_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+            .arg("run")
+            .args(args)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("HOME", home.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("binary runs")
+    };
+    for args in [
+        &[
+            "--leader-election",
+            "--webhook-enabled",
+            "--credential-endpoint-enabled",
+        ][..],
+        &[
+            "--no-leader-election",
+            "--no-webhook-enabled",
+            "--no-credential-endpoint-enabled",
+        ],
+        &[
+            "--leader-election=false",
+            "--webhook-enabled=true",
+            "--credential-endpoint-enabled=false",
+        ],
+        &["--no-leader-election", "--leader-election"],
+    ] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("kubeconfig") && !stderr.contains("Usage:"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let output = run(&["--leader-election", "false"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unexpected argument 'false'"), "{stderr}");
+}

@@ -259,7 +259,7 @@ pub async fn run_with(
     let ctx = controller_context(&args, &deps, keyring)?;
     let stop = Stop::after(shutdown);
     let servers = Servers::start(&args, &deps, &ctx, &stop).await?;
-    let leadership = if args.leader_election {
+    let leadership = if args.leader_election() {
         let settings = LeaseSettings {
             namespace: args.keys.operator_namespace.clone(),
             name: args.lease_name.clone(),
@@ -355,7 +355,7 @@ impl Servers {
             .await
             .map_err(RunError::Admin)?;
         let admin = tokio::spawn(admin.run(stop.wait()));
-        let https = if args.webhook.webhook_enabled {
+        let https = if args.webhook.webhook_enabled() {
             let shared = https::Shared {
                 client: deps.client.clone(),
                 keyring: ctx.keyring.clone(),
