@@ -1,14 +1,16 @@
 //! The offline subcommands. Each returns the process exit code; `main` only parses flags and
 //! calls [`run`].
 
+pub mod validate;
+
 use std::cell::Cell;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::api::{self, manifest};
+use crate::api;
 use crate::config::{Cli, Command, OutputFormat};
 use crate::domain::{Environment, marketplace};
 use crate::keystore;
@@ -95,7 +97,7 @@ fn run_command(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             None => print_crds(out),
         },
         Command::Marketplaces { output } => print_marketplaces(output, out),
-        Command::Validate { filename } => return validate(&filename, out, err),
+        Command::Validate { filenames } => return validate::run(&filenames, out, err),
         Command::CheckCredentials(args) => {
             return crate::lwa::check::run(&args.options(), out, err);
         }
@@ -361,69 +363,4 @@ fn print_marketplaces(format: OutputFormat, out: &mut dyn Write) -> Result<(), C
         }
     }
     Ok(())
-}
-
-fn validate(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
-    let source = path.display().to_string();
-    let mut input = String::new();
-    let read = if source == "-" {
-        io::stdin().read_to_string(&mut input).map(|_| ())
-    } else {
-        std::fs::read_to_string(path).map(|text| input = text)
-    };
-    if let Err(e) = read {
-        let _ = writeln!(err, "error: failed to read {source}: {e}");
-        return ExitCode::FAILURE;
-    }
-    match validate_text(&source, &input, out) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            let _ = writeln!(err, "error: {source}: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Checks `input` and prints a line per document and per problem; true when all pass.
-pub fn validate_text(
-    source: &str,
-    input: &str,
-    out: &mut dyn Write,
-) -> Result<bool, ValidateError> {
-    let reports = manifest::validate_manifests(input)?;
-    if reports.is_empty() {
-        return Err(ValidateError::Empty);
-    }
-    let mut all_valid = true;
-    for report in &reports {
-        let at = format!("{source}: document {} ({})", report.index, report.subject);
-        match &report.outcome {
-            manifest::DocumentOutcome::Valid => writeln!(out, "{at}: valid")?,
-            manifest::DocumentOutcome::Skipped => {
-                writeln!(out, "{at}: skipped, not an AmazonSellerConnection")?
-            }
-            manifest::DocumentOutcome::Invalid(problems) => {
-                all_valid = false;
-                for problem in problems {
-                    writeln!(out, "{at}: {problem}")?;
-                }
-            }
-        }
-    }
-    Ok(all_valid)
-}
-
-/// Input that could not be checked at all.
-#[derive(Debug, thiserror::Error)]
-pub enum ValidateError {
-    /// Not YAML.
-    #[error(transparent)]
-    Parse(#[from] manifest::ParseError),
-    /// No document in the input.
-    #[error("no YAML document found")]
-    Empty,
-    /// Writing the report failed.
-    #[error("failed to write output: {0}")]
-    Write(#[from] io::Error),
 }

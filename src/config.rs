@@ -33,12 +33,21 @@ pub enum Command {
     },
     /// Check AmazonSellerConnection manifests offline with the rules the webhook applies.
     ///
-    /// Prints one line per problem with its field path and exits 1 if any document has a
-    /// problem; other kinds are reported and skipped.
+    /// Prints a line per document (where it starts, what it is, valid or skipped) and per
+    /// problem with its field path; exits 1 if any document has a problem or any input cannot
+    /// be read. Other kinds are reported and skipped.
     Validate {
-        /// The YAML file to check (multi-document allowed), or `-` for standard input.
-        #[arg(long = "filename", short = 'f', env = "ASO_FILENAME")]
-        filename: PathBuf,
+        /// A YAML or JSON file (multi-document allowed), a directory (every `*.yaml`, `*.yml`
+        /// and `*.json` below it), or `-` for standard input. Repeat the flag or separate with
+        /// commas.
+        #[arg(
+            long = "filename",
+            short = 'f',
+            env = "ASO_FILENAME",
+            required = true,
+            value_delimiter = ','
+        )]
+        filenames: Vec<PathBuf>,
     },
     /// Run the operator: reconcile connections into runtime Secrets until SIGTERM.
     Run(Box<RunArgs>),
