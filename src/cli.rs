@@ -132,10 +132,14 @@ fn run_command(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
 
 /// `run`: the operator's main loop on a multi-threaded runtime.
 fn run_operator(args: crate::config::RunArgs, err: &mut dyn Write) -> ExitCode {
-    if let Err(e) = crate::observability::logging::init_tracing(args.log_format, &args.log_level) {
-        let _ = writeln!(err, "error: {e}");
-        return ExitCode::FAILURE;
-    }
+    let logs =
+        match crate::observability::logging::stdout_subscriber(args.log_format, &args.log_level) {
+            Ok(logs) => logs,
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,6 +152,7 @@ fn run_operator(args: crate::config::RunArgs, err: &mut dyn Write) -> ExitCode {
     };
     match runtime.block_on(crate::operator::run(
         args,
+        logs,
         crate::operator::shutdown_signal(),
     )) {
         Ok(()) => ExitCode::SUCCESS,

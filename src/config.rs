@@ -50,6 +50,12 @@ pub enum Command {
         filenames: Vec<PathBuf>,
     },
     /// Run the operator: reconcile connections into runtime Secrets until SIGTERM.
+    ///
+    /// The cluster is chosen as kubectl chooses it: `--kubeconfig` (or `ASO_KUBECONFIG`), else
+    /// the files in `KUBECONFIG`, else `~/.kube/config`, else the in-cluster configuration of
+    /// the pod's ServiceAccount (how the Helm chart runs it). `--context` picks a context of the
+    /// kubeconfig instead of its current-context. Without any cluster, `make demo` starts a
+    /// local control plane and runs the operator against it.
     Run(Box<RunArgs>),
     /// Print a new operator key Secret manifest (for offline or GitOps installs).
     Keygen(KeygenArgs),
@@ -245,9 +251,24 @@ impl SealArgs {
     }
 }
 
+/// Which cluster `run` talks to (see `run --help`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig file to use instead of `KUBECONFIG`, `~/.kube/config` or the in-cluster
+    /// configuration.
+    #[arg(long, env = "ASO_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current-context.
+    #[arg(long, env = "ASO_CONTEXT")]
+    pub context: Option<String>,
+}
+
 /// Flags of `run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
+    /// Which cluster to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Where the operator keeps its keys.
     #[command(flatten)]
     pub keys: KeyLocation,
@@ -300,7 +321,8 @@ pub struct RunArgs {
     /// as after a restart; 0 is unbounded.
     #[arg(long, env = "ASO_RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub reconcile_concurrency: u16,
-    /// Log line format.
+    /// Log line format. Audit records follow it: JSON lines, or with `text` one `AUDIT` line
+    /// each holding the same fields; `audit verify` checks either (docs/audit-log.md).
     #[arg(long, env = "ASO_LOG_FORMAT", value_enum, default_value_t = crate::observability::logging::LogFormat::Json)]
     pub log_format: crate::observability::logging::LogFormat,
     /// Log filter: a level (`info`) or directives (`info,kube=warn`).
