@@ -326,6 +326,101 @@ fn the_chart_lints_cleanly_in_strict_mode_for_every_value_set() {
     }
 }
 
+/// Every object the chart can render at once: each optional object on.
+fn everything_on() -> Value {
+    json!({
+        "webhook": { "enabled": true, "certificates": { "mode": "cert-manager" } },
+        "credentialEndpoint": { "enabled": true },
+        "serviceMonitor": { "enabled": true }, "prometheusRule": { "enabled": true },
+        "podDisruptionBudget": { "enabled": true },
+        "watchNamespaces": ["team-acme"]
+    })
+}
+
+/// A DNS label (RFC 1123): what every generated name must be, whatever the object's kind.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// With no release namespace (`helm lint` or `helm template` without `--namespace`) no name
+/// starts with `-`, and for any release name Helm accepts (up to 53 characters) and any
+/// namespace every generated name is a DNS label, distinct from the others of its kind.
+#[test]
+fn generated_names_are_dns_labels_for_any_release_and_namespace() {
+    let Some(tools) = tools("generated_names_are_dns_labels_for_any_release_and_namespace") else {
+        return;
+    };
+    for values in [json!({}), everything_on()] {
+        let report = tools.lint_in(&values, "");
+        let serious: Vec<&Value> = report["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["severity"].as_i64().unwrap_or(3) > 1)
+            .collect();
+        assert!(
+            serious.is_empty(),
+            "helm lint --strict without --namespace: {serious:?}"
+        );
+    }
+    let longest = "r".repeat(53);
+    let containing = format!("{}-amazon-seller-operator", "x".repeat(30));
+    let namespace = "n".repeat(63);
+    let cases = [
+        ("a", "aso-system"),
+        (longest.as_str(), "aso-system"),
+        (longest.as_str(), namespace.as_str()),
+        (containing.as_str(), namespace.as_str()),
+        ("amazon-seller-operator", namespace.as_str()),
+    ];
+    for (release, namespace) in cases {
+        let (objects, _) = tools.render(&everything_on(), release, namespace);
+        let mut seen = BTreeSet::new();
+        for object in &objects {
+            let name = object.name();
+            assert!(
+                is_dns_label(name),
+                "release {release:?} in {namespace:?}: {} {name:?} ({} characters) is not a DNS label",
+                object.kind(),
+                name.len()
+            );
+            assert!(
+                seen.insert((object.kind(), object.namespace(), name)),
+                "release {release:?} in {namespace:?}: two {} named {name:?}",
+                object.kind()
+            );
+        }
+        // The names the objects refer to each other by follow the objects' own.
+        let deployment = deployment(&objects);
+        let vars = env(&objects);
+        let service = find(&objects, "Service", "webhook").expect("a webhook Service");
+        assert_eq!(
+            vars["ASO_WEBHOOK_SERVICE_NAME"]["value"].as_str(),
+            Some(service.name())
+        );
+        let validating = find(&objects, "ValidatingWebhookConfiguration", "").unwrap();
+        assert_eq!(
+            vars["ASO_VALIDATING_WEBHOOK_CONFIGURATION"]["value"].as_str(),
+            Some(validating.name())
+        );
+        let certificate = find(&objects, "Certificate", "").unwrap();
+        assert_eq!(
+            validating.object["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            format!("{namespace}/{}", certificate.name())
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"].as_str(),
+            find(&objects, "ServiceAccount", "").map(Rendered::name)
+        );
+    }
+}
+
 #[test]
 fn every_rendered_manifest_validates_strictly_against_kubernetes_1_33() {
     let Some(tools) = tools("every_rendered_manifest_validates_strictly_against_kubernetes_1_33")

@@ -165,8 +165,17 @@ impl Tools {
 
     /// `helm lint --strict --kube-version` with these values: the report.
     pub fn lint(&self, values: &Value) -> Value {
+        self.lint_in(values, "amazon-seller-operator")
+    }
+
+    /// [`Tools::lint`] with `--namespace NAMESPACE`; empty is `helm lint` without the flag.
+    pub fn lint_in(&self, values: &Value, namespace: &str) -> Value {
         let version = format!("v{KUBE_VERSION}");
-        let (ok, out) = self.helper("lint", values, &["--kube-version", &version]);
+        let (ok, out) = self.helper(
+            "lint",
+            values,
+            &["--kube-version", &version, "--namespace", namespace],
+        );
         assert!(ok, "lint could not run: {out}");
         out
     }
