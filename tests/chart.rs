@@ -1068,3 +1068,348 @@ fn notes_tell_how_to_back_up_the_keyring() {
     );
     assert!(notes.contains("webhook is not registered"), "{notes}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The chart on the real API server (the control plane of `make test`, or ASO_TEST_KUBECONFIG):
+// what `helm install` does to a cluster, short of a kubelet starting the pods.
+
+/// The CRDs a render may need, applied for real: the chart's own (`crds/`, what Helm installs
+/// first) and the pinned monitoring.coreos.com and cert-manager.io CRDs from the Go module
+/// proxy (hack/control-plane/third-party-crds.sh), never a hand-written copy.
+async fn crds_first(client: &kube::Client) {
+    support::objects::apply_crds(client, &chart_dir().join("crds")).await;
+    support::objects::apply_crds(client, &support::chart::third_party_crds()).await;
+}
+
+/// The value set with each watched namespace replaced by a fresh one that exists, so the
+/// Roles the chart puts there can be created.
+async fn with_fresh_watched_namespaces(client: &kube::Client, values: &Value) -> Value {
+    let mut values = values.clone();
+    if let Some(watched) = values["watchNamespaces"].as_array_mut() {
+        for namespace in watched.iter_mut() {
+            let prefix = namespace.as_str().unwrap_or("team").to_owned();
+            *namespace = support::create_namespace(client, &prefix, None)
+                .await
+                .into();
+        }
+    }
+    values
+}
+
+/// Every object of every value set's render, CRDs first, is accepted by the API server (a
+/// server-side dry run: schema, CEL rules, RBAC escalation checks, admission; nothing stored),
+/// including the ServiceMonitor, PrometheusRule, Certificate and Issuer against their
+/// projects' own CRDs.
+#[tokio::test]
+async fn every_value_set_renders_objects_the_api_server_accepts() {
+    let test = "every_value_set_renders_objects_the_api_server_accepts";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(client) = support::cluster(test).await else {
+        return;
+    };
+    crds_first(&client).await;
+    let objects = support::objects::Objects::discover(&client).await;
+    let mut refused = Vec::new();
+    let mut kinds_checked = BTreeSet::new();
+    for (name, values) in value_sets() {
+        let namespace = support::create_namespace(&client, "aso-chart", None).await;
+        let values = with_fresh_watched_namespaces(&client, &values).await;
+        for object in render_in(&tools, &values, &namespace) {
+            kinds_checked.insert(object.kind().to_owned());
+            if let Err(why) = objects.dry_run(&object.object, &namespace).await {
+                refused.push(format!(
+                    "[{name}] {} {}: {why}",
+                    object.kind(),
+                    object.name()
+                ));
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "refused by the API server:\n{}",
+        refused.join("\n")
+    );
+    for kind in [
+        "Deployment",
+        "ClusterRole",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Certificate",
+        "Issuer",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            kinds_checked.contains(kind),
+            "no {kind} was checked: {kinds_checked:?}"
+        );
+    }
+}
+
+fn render_in(tools: &Tools, values: &Value, namespace: &str) -> Vec<Rendered> {
+    tools.render(values, "amazon-seller-operator", namespace).0
+}
+
+/// An installed release, uninstalled when dropped (also when the test fails), so that its
+/// fail-closed webhook configurations never outlive the test on a shared cluster.
+struct Installed<'a> {
+    tools: &'a Tools,
+    kubeconfig: String,
+    name: String,
+    namespace: String,
+}
+
+impl Installed<'_> {
+    fn uninstall(&self) -> Result<(), String> {
+        self.tools
+            .uninstall(&self.kubeconfig, &self.name, &self.namespace)
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let _ = self.uninstall();
+    }
+}
+
+/// What docs/uninstall.md says stays in the release namespace after `helm uninstall`: the
+/// objects the operator creates itself (none here, since no kubelet runs it).
+fn kept_after_uninstall(object: &str) -> bool {
+    [
+        "Secret/amazon-seller-operator-keys",
+        "ConfigMap/amazon-seller-operator-public-key",
+        "Secret/amazon-seller-operator-webhook-tls",
+    ]
+    .contains(&object)
+}
+
+/// `helm install` for real with the defaults and with the webhook's self-managed
+/// certificates: every object is created, both webhook configurations are registered and point
+/// at the webhook Service; `helm uninstall` then removes every one of them and leaves in the
+/// namespace only what docs/uninstall.md says stays, and the CRDs.
+#[tokio::test]
+async fn helm_install_creates_every_object_and_uninstall_leaves_only_what_the_guide_keeps() {
+    let test = "helm_install_creates_every_object_and_uninstall_leaves_only_what_the_guide_keeps";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(client) = support::cluster(test).await else {
+        return;
+    };
+    let kubeconfig = std::env::var("ASO_TEST_KUBECONFIG").unwrap();
+    crds_first(&client).await;
+    let objects = support::objects::Objects::discover(&client).await;
+    let sets: BTreeMap<&str, Value> = value_sets().into_iter().collect();
+    for set in ["defaults", "webhook, self-managed certificates"] {
+        let release = Installed {
+            tools: &tools,
+            kubeconfig: kubeconfig.clone(),
+            name: "amazon-seller-operator".into(),
+            namespace: support::unique_name("aso-install"),
+        };
+        let (status, installed) = tools
+            .install(
+                &kubeconfig,
+                &sets[set],
+                &release.name,
+                &release.namespace,
+                true,
+            )
+            .unwrap_or_else(|e| panic!("[{set}] helm install: {e}"));
+        assert_eq!(status, "deployed", "[{set}]");
+        for object in &installed {
+            assert!(
+                objects.get(object, &release.namespace).await.is_some(),
+                "[{set}] {} {} was not created",
+                object["kind"],
+                object["metadata"]["name"]
+            );
+        }
+        let service = installed
+            .iter()
+            .find(|o| {
+                o["kind"] == "Service" && o["metadata"]["name"] == "amazon-seller-operator-webhook"
+            })
+            .expect("a webhook Service");
+        for kind in [
+            "ValidatingWebhookConfiguration",
+            "MutatingWebhookConfiguration",
+        ] {
+            let rendered = installed
+                .iter()
+                .find(|o| o["kind"] == kind)
+                .unwrap_or_else(|| panic!("[{set}] no {kind}"));
+            let registered = objects
+                .get(rendered, &release.namespace)
+                .await
+                .unwrap_or_else(|| panic!("[{set}] {kind} not registered"));
+            let webhooks = registered.data["webhooks"].as_array().unwrap();
+            assert!(!webhooks.is_empty(), "[{set}] {kind} has no webhooks");
+            for webhook in webhooks {
+                let target = &webhook["clientConfig"]["service"];
+                assert_eq!(
+                    target["namespace"],
+                    json!(release.namespace),
+                    "[{set}] {kind}"
+                );
+                assert_eq!(
+                    target["name"], service["metadata"]["name"],
+                    "[{set}] {kind}"
+                );
+            }
+        }
+
+        release
+            .uninstall()
+            .unwrap_or_else(|e| panic!("[{set}] helm uninstall: {e}"));
+        for object in &installed {
+            assert!(
+                objects.get(object, &release.namespace).await.is_none(),
+                "[{set}] {} {} is left after helm uninstall",
+                object["kind"],
+                object["metadata"]["name"]
+            );
+        }
+        let left: Vec<String> = objects
+            .everything_in(&release.namespace)
+            .await
+            .into_iter()
+            .filter(|o| !kept_after_uninstall(o))
+            .collect();
+        assert!(left.is_empty(), "[{set}] left in the namespace: {left:?}");
+    }
+    // Helm never deletes CRDs (docs/uninstall.md): every connection would go with them.
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(client.clone());
+    for name in [
+        "amazonsellerconnections.connectors.openteam.io",
+        "securitylogreviews.connectors.openteam.io",
+    ] {
+        assert!(
+            crds.get_opt(name).await.unwrap().is_some(),
+            "{name} was removed"
+        );
+    }
+}
+
+/// The README's `helm install` command, as written, against the real API server: the only
+/// change is a fresh namespace, since the cluster is shared. `--wait` is left out: it waits
+/// for ready pods, and this control plane has no kubelet to start them, which is where the
+/// README says its steps leave the API server.
+#[tokio::test]
+async fn the_readme_helm_install_works_as_written_up_to_the_kubelet() {
+    let test = "the_readme_helm_install_works_as_written_up_to_the_kubelet";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(client) = support::cluster(test).await else {
+        return;
+    };
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let command = readme_command(&readme, "helm install ");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (mut positional, mut namespace, mut create, mut values) =
+        (Vec::new(), None, false, json!({}));
+    let mut words = words[2..].iter();
+    while let Some(word) = words.next() {
+        match *word {
+            "--namespace" | "-n" => namespace = words.next().copied(),
+            "--create-namespace" => create = true,
+            "--set" => {
+                let set = tools.parse_set(words.next().expect("a --set value"));
+                merge(&mut values, &set);
+            }
+            "--wait" => {}
+            flag if flag.starts_with('-') => {
+                panic!("the README's helm install uses {flag}, which this test does not know")
+            }
+            word => positional.push(word),
+        }
+    }
+    let [name, chart] = positional[..] else {
+        panic!("expected helm install NAME CHART: {command}");
+    };
+    assert_eq!(chart, "charts/amazon-seller-operator");
+    assert_eq!(namespace, Some("amazon-seller-operator"), "{command}");
+    assert!(create, "the README creates the namespace: {command}");
+    assert!(
+        readme.contains("kubelet"),
+        "the README says where its Helm steps need a kubelet"
+    );
+
+    crds_first(&client).await;
+    let kubeconfig = std::env::var("ASO_TEST_KUBECONFIG").unwrap();
+    let release = Installed {
+        tools: &tools,
+        kubeconfig: kubeconfig.clone(),
+        name: name.to_owned(),
+        namespace: support::unique_name("amazon-seller-operator"),
+    };
+    let (status, installed) = tools
+        .install(
+            &kubeconfig,
+            &values,
+            &release.name,
+            &release.namespace,
+            create,
+        )
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    assert_eq!(status, "deployed");
+    let objects = support::objects::Objects::discover(&client).await;
+    let deployment = installed
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    let stored = objects
+        .get(deployment, &release.namespace)
+        .await
+        .expect("the Deployment is stored");
+    let image = &stored.data["spec"]["template"]["spec"]["containers"][0]["image"];
+    let repository = values["image"]["repository"].as_str().unwrap();
+    assert!(
+        image
+            .as_str()
+            .is_some_and(|i| i.starts_with(&format!("{repository}:"))),
+        "{image}"
+    );
+    release.uninstall().unwrap();
+}
+
+/// The first command of the README's `sh` blocks that starts with `prefix`, its continuation
+/// lines joined.
+fn readme_command(readme: &str, prefix: &str) -> String {
+    let mut command = String::new();
+    let mut in_command = false;
+    for line in readme.lines() {
+        let line = line.split(" # ").next().unwrap_or_default().trim_end();
+        if !in_command && line.starts_with(prefix) {
+            in_command = true;
+        }
+        if in_command {
+            command.push_str(line.trim_end_matches('\\'));
+            command.push(' ');
+            if !line.ends_with('\\') {
+                return command;
+            }
+        }
+    }
+    panic!("the README has no `{prefix}` command");
+}
+
+/// Merges `patch` into `values` as Helm merges `--set` values.
+fn merge(values: &mut Value, patch: &Value) {
+    match (values, patch) {
+        (Value::Object(values), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(values.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (values, patch) => *values = patch.clone(),
+    }
+}
