@@ -59,6 +59,11 @@ if [[ -z "${ASO_TEST_KUBECONFIG:-}" ]]; then
   export ASO_TEST_KUBECONFIG
 fi
 
+# The chart tier applies the monitoring.coreos.com and cert-manager.io CRDs of those projects
+# (pinned, from the Go module proxy, once) before the chart's ServiceMonitor, PrometheusRule
+# and Certificate; fetch them here so a missing Go is named before any test runs.
+hack/control-plane/third-party-crds.sh >/dev/null
+
 # The demo test runs the LWA emulator example as its own process; `cargo test` builds
 # examples only as test harnesses, so build the runnable one first.
 cargo build --locked --example lwa_emulator

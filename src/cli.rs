@@ -1,26 +1,103 @@
 //! The offline subcommands. Each returns the process exit code; `main` only parses flags and
 //! calls [`run`].
 
-use std::io::{self, Read, Write};
+pub mod validate;
+
+use std::cell::Cell;
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::api::{self, manifest};
+use crate::api;
 use crate::config::{Cli, Command, OutputFormat};
 use crate::domain::{Environment, marketplace};
 use crate::keystore;
 
 /// Runs one subcommand, writing its output to `out` and diagnostics to `err`.
+///
+/// A reader that stops early (`marketplaces -o json | head -1`) closes the pipe under the
+/// command. As with other Unix tools that is not the command's failure: it stops writing, says
+/// nothing more and exits 0.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
+    let closed = Cell::new(false);
+    let code = run_command(
+        cli,
+        &mut ClosedPipeAware {
+            inner: out,
+            closed: &closed,
+        },
+        &mut QuietAfterClose {
+            inner: err,
+            closed: &closed,
+        },
+    );
+    if closed.get() {
+        ExitCode::SUCCESS
+    } else {
+        code
+    }
+}
+
+/// Standard output that notes when its reader has gone (a broken pipe).
+struct ClosedPipeAware<'a> {
+    inner: &'a mut dyn Write,
+    closed: &'a Cell<bool>,
+}
+
+impl ClosedPipeAware<'_> {
+    fn noted<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.closed.set(true);
+        }
+        result
+    }
+}
+
+impl Write for ClosedPipeAware<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.noted(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.noted(result)
+    }
+}
+
+/// Diagnostics that fall silent once standard output's reader has gone: the command's
+/// "failed to write output" is then no error worth reporting.
+struct QuietAfterClose<'a> {
+    inner: &'a mut dyn Write,
+    closed: &'a Cell<bool>,
+}
+
+impl Write for QuietAfterClose<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed.get() {
+            Ok(buf.len())
+        } else {
+            self.inner.write(buf)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn run_command(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     let result = match cli.command {
         Command::Crd { output_dir } => match output_dir {
             Some(dir) => write_crds(&dir),
             None => print_crds(out),
         },
         Command::Marketplaces { output } => print_marketplaces(output, out),
-        Command::Validate { filename } => return validate(&filename, out, err),
+        Command::Validate { filenames } => return validate::run(&filenames, out, err),
         Command::CheckCredentials(args) => {
             return crate::lwa::check::run(&args.options(), out, err);
         }
@@ -35,16 +112,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             block_on(keystore::commands::prune_keys(&location, out), err)
         }
         Command::Audit {
-            command:
-                crate::config::AuditCommand::Verify {
-                    file,
-                    allow_partial_start,
-                },
+            command: crate::config::AuditCommand::Verify(args),
         } => {
             let options = crate::observability::audit::VerifyOptions {
-                allow_partial_start,
+                allow_partial_start: args.allow_partial_start(),
             };
-            return crate::observability::audit::verify_command(&file, options, out, err);
+            return crate::observability::audit::verify_command(&args.file, options, out, err);
         }
     };
     match result {
@@ -59,10 +132,14 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
 
 /// `run`: the operator's main loop on a multi-threaded runtime.
 fn run_operator(args: crate::config::RunArgs, err: &mut dyn Write) -> ExitCode {
-    if let Err(e) = crate::observability::logging::init_tracing(args.log_format, &args.log_level) {
-        let _ = writeln!(err, "error: {e}");
-        return ExitCode::FAILURE;
-    }
+    let logs =
+        match crate::observability::logging::stdout_subscriber(args.log_format, &args.log_level) {
+            Ok(logs) => logs,
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +152,7 @@ fn run_operator(args: crate::config::RunArgs, err: &mut dyn Write) -> ExitCode {
     };
     match runtime.block_on(crate::operator::run(
         args,
+        logs,
         crate::operator::shutdown_signal(),
     )) {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,69 +368,4 @@ fn print_marketplaces(format: OutputFormat, out: &mut dyn Write) -> Result<(), C
         }
     }
     Ok(())
-}
-
-fn validate(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
-    let source = path.display().to_string();
-    let mut input = String::new();
-    let read = if source == "-" {
-        io::stdin().read_to_string(&mut input).map(|_| ())
-    } else {
-        std::fs::read_to_string(path).map(|text| input = text)
-    };
-    if let Err(e) = read {
-        let _ = writeln!(err, "error: failed to read {source}: {e}");
-        return ExitCode::FAILURE;
-    }
-    match validate_text(&source, &input, out) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            let _ = writeln!(err, "error: {source}: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Checks `input` and prints a line per document and per problem; true when all pass.
-pub fn validate_text(
-    source: &str,
-    input: &str,
-    out: &mut dyn Write,
-) -> Result<bool, ValidateError> {
-    let reports = manifest::validate_manifests(input)?;
-    if reports.is_empty() {
-        return Err(ValidateError::Empty);
-    }
-    let mut all_valid = true;
-    for report in &reports {
-        let at = format!("{source}: document {} ({})", report.index, report.subject);
-        match &report.outcome {
-            manifest::DocumentOutcome::Valid => writeln!(out, "{at}: valid")?,
-            manifest::DocumentOutcome::Skipped => {
-                writeln!(out, "{at}: skipped, not an AmazonSellerConnection")?
-            }
-            manifest::DocumentOutcome::Invalid(problems) => {
-                all_valid = false;
-                for problem in problems {
-                    writeln!(out, "{at}: {problem}")?;
-                }
-            }
-        }
-    }
-    Ok(all_valid)
-}
-
-/// Input that could not be checked at all.
-#[derive(Debug, thiserror::Error)]
-pub enum ValidateError {
-    /// Not YAML.
-    #[error(transparent)]
-    Parse(#[from] manifest::ParseError),
-    /// No document in the input.
-    #[error("no YAML document found")]
-    Empty,
-    /// Writing the report failed.
-    #[error("failed to write output: {0}")]
-    Write(#[from] io::Error),
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 /// Keeps Amazon SP-API seller credentials sealed in Kubernetes and publishes fresh
 /// Login-with-Amazon access tokens to a Team's gateways.
@@ -33,14 +33,29 @@ pub enum Command {
     },
     /// Check AmazonSellerConnection manifests offline with the rules the webhook applies.
     ///
-    /// Prints one line per problem with its field path and exits 1 if any document has a
-    /// problem; other kinds are reported and skipped.
+    /// Prints a line per document (where it starts, what it is, valid or skipped) and per
+    /// problem with its field path; exits 1 if any document has a problem or any input cannot
+    /// be read. Other kinds are reported and skipped.
     Validate {
-        /// The YAML file to check (multi-document allowed), or `-` for standard input.
-        #[arg(long = "filename", short = 'f', env = "ASO_FILENAME")]
-        filename: PathBuf,
+        /// A YAML or JSON file (multi-document allowed), a directory (every `*.yaml`, `*.yml`
+        /// and `*.json` below it), or `-` for standard input. Repeat the flag or separate with
+        /// commas.
+        #[arg(
+            long = "filename",
+            short = 'f',
+            env = "ASO_FILENAME",
+            required = true,
+            value_delimiter = ','
+        )]
+        filenames: Vec<PathBuf>,
     },
     /// Run the operator: reconcile connections into runtime Secrets until SIGTERM.
+    ///
+    /// The cluster is chosen as kubectl chooses it: `--kubeconfig` (or `ASO_KUBECONFIG`), else
+    /// the files in `KUBECONFIG`, else `~/.kube/config`, else the in-cluster configuration of
+    /// the pod's ServiceAccount (how the Helm chart runs it). `--context` picks a context of the
+    /// kubeconfig instead of its current-context. Without any cluster, `make demo` starts a
+    /// local control plane and runs the operator against it.
     Run(Box<RunArgs>),
     /// Print a new operator key Secret manifest (for offline or GitOps installs).
     Keygen(KeygenArgs),
@@ -111,14 +126,30 @@ pub enum AuditCommand {
     /// first record where the chain breaks. Exit 0 intact, 1 broken or empty, 2 unreadable.
     ///
     /// Ordinary log lines mixed into the file are skipped.
-    Verify {
-        /// The log file, or `-` for standard input.
-        file: PathBuf,
-        /// Accept a log whose first record is not a segment start (a file rotated in the
-        /// middle of a process's chain) and check the chain from that record on.
-        #[arg(long, env = "ASO_ALLOW_PARTIAL_START")]
-        allow_partial_start: bool,
-    },
+    Verify(AuditVerifyArgs),
+}
+
+/// Flags of `audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    /// The log file, or `-` for standard input.
+    pub file: PathBuf,
+    /// Accept a log whose first record is not a segment start (a file rotated in the
+    /// middle of a process's chain) and check the chain from that record on.
+    #[arg(long, env = "ASO_ALLOW_PARTIAL_START", default_value_t = false,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          action = ArgAction::Set, overrides_with = "no_allow_partial_start")]
+    allow_partial_start: bool,
+    /// The same as `--allow-partial-start=false`.
+    #[arg(long, hide = true, overrides_with = "allow_partial_start")]
+    no_allow_partial_start: bool,
+}
+
+impl AuditVerifyArgs {
+    /// `--allow-partial-start`, unless a later `--no-allow-partial-start` turned it off.
+    pub fn allow_partial_start(&self) -> bool {
+        self.allow_partial_start && !self.no_allow_partial_start
+    }
 }
 
 /// How `marketplaces` prints the table.
@@ -169,12 +200,14 @@ pub struct SealArgs {
     )]
     pub public_key: Option<PathBuf>,
     /// Read the public key from the cluster (current kubeconfig context) instead of a file.
-    #[arg(
-        long,
-        env = "ASO_PUBLIC_KEY_FROM_CLUSTER",
-        conflicts_with = "public_key"
-    )]
-    pub public_key_from_cluster: bool,
+    #[arg(long, env = "ASO_PUBLIC_KEY_FROM_CLUSTER", default_value_t = false,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          action = ArgAction::Set, conflicts_with = "public_key",
+          overrides_with = "no_public_key_from_cluster")]
+    public_key_from_cluster: bool,
+    /// The same as `--public-key-from-cluster=false`.
+    #[arg(long, hide = true, overrides_with = "public_key_from_cluster")]
+    no_public_key_from_cluster: bool,
     /// The operator's namespace, for `--public-key-from-cluster`.
     #[arg(
         long,
@@ -211,9 +244,31 @@ pub struct SealArgs {
     pub client_secret_expires_at: Option<String>,
 }
 
+impl SealArgs {
+    /// `--public-key-from-cluster`, unless a later `--no-public-key-from-cluster` turned it off.
+    pub fn public_key_from_cluster(&self) -> bool {
+        self.public_key_from_cluster && !self.no_public_key_from_cluster
+    }
+}
+
+/// Which cluster `run` talks to (see `run --help`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig file to use instead of `KUBECONFIG`, `~/.kube/config` or the in-cluster
+    /// configuration.
+    #[arg(long, env = "ASO_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current-context.
+    #[arg(long, env = "ASO_CONTEXT")]
+    pub context: Option<String>,
+}
+
 /// Flags of `run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunArgs {
+    /// Which cluster to talk to.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Where the operator keeps its keys.
     #[command(flatten)]
     pub keys: KeyLocation,
@@ -236,10 +291,15 @@ pub struct RunArgs {
     /// LWA token requests allowed in a burst above the sustained rate.
     #[arg(long, env = "ASO_LWA_BURST", default_value_t = 20)]
     pub lwa_burst: u32,
-    /// Elect a leader through a Lease so only one replica reconciles. Turn off only when a
-    /// single replica runs.
-    #[arg(long, env = "ASO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_election: bool,
+    /// Elect a leader through a Lease so only one replica reconciles. Turn it off
+    /// (`--no-leader-election` or `--leader-election=false`) only when a single replica runs.
+    #[arg(long, env = "ASO_LEADER_ELECTION", default_value_t = true,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          action = ArgAction::Set, overrides_with = "no_leader_election")]
+    leader_election: bool,
+    /// The same as `--leader-election=false`.
+    #[arg(long, hide = true, overrides_with = "leader_election")]
+    no_leader_election: bool,
     /// Name of the leader election Lease, in the operator's namespace.
     #[arg(long, env = "ASO_LEASE_NAME", default_value = "amazon-seller-operator")]
     pub lease_name: String,
@@ -261,7 +321,8 @@ pub struct RunArgs {
     /// as after a restart; 0 is unbounded.
     #[arg(long, env = "ASO_RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub reconcile_concurrency: u16,
-    /// Log line format.
+    /// Log line format. Audit records follow it: JSON lines, or with `text` one `AUDIT` line
+    /// each holding the same fields; `audit verify` checks either (docs/audit-log.md).
     #[arg(long, env = "ASO_LOG_FORMAT", value_enum, default_value_t = crate::observability::logging::LogFormat::Json)]
     pub log_format: crate::observability::logging::LogFormat,
     /// Log filter: a level (`info`) or directives (`info,kube=warn`).
@@ -270,6 +331,13 @@ pub struct RunArgs {
     /// The admission webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
+}
+
+impl RunArgs {
+    /// `--leader-election` (the default), unless `--no-leader-election` or `=false` turned it off.
+    pub fn leader_election(&self) -> bool {
+        self.leader_election && !self.no_leader_election
+    }
 }
 
 /// Where the webhook's serving certificate comes from.
@@ -285,10 +353,16 @@ pub enum CertMode {
 /// Flags of the admission webhook, served by every replica of `run`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct WebhookArgs {
-    /// Serve the admission webhook. Without it nothing enforces Team scoping, gateway-only
-    /// runtime access or sealing on write (the configurations fail closed).
-    #[arg(long, env = "ASO_WEBHOOK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
-    pub webhook_enabled: bool,
+    /// Serve the admission webhook (`--no-webhook-enabled` or `--webhook-enabled=false` turns
+    /// it off). Without it nothing enforces Team scoping, gateway-only runtime access or sealing
+    /// on write (the configurations fail closed).
+    #[arg(long, env = "ASO_WEBHOOK_ENABLED", default_value_t = true,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          action = ArgAction::Set, overrides_with = "no_webhook_enabled")]
+    webhook_enabled: bool,
+    /// The same as `--webhook-enabled=false`.
+    #[arg(long, hide = true, overrides_with = "webhook_enabled")]
+    no_webhook_enabled: bool,
     /// Address of the webhook's HTTPS server (`/validate`, `/mutate`, `/healthz`, `/readyz`).
     #[arg(long, env = "ASO_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
     pub webhook_addr: std::net::SocketAddr,
@@ -381,15 +455,13 @@ pub struct WebhookArgs {
     /// (`--webhook-addr`), for connections with `spec.delivery` `Endpoint` or `Both`. Callers
     /// authenticate with a projected ServiceAccount token (audience `connectors.openteam.io`);
     /// the operator then needs to create TokenReviews and get pods (docs/credential-endpoint.md).
-    #[arg(
-        long,
-        env = "ASO_CREDENTIAL_ENDPOINT_ENABLED",
-        default_value_t = false,
-        num_args = 0..=1,
-        default_missing_value = "true",
-        action = clap::ArgAction::Set
-    )]
-    pub credential_endpoint_enabled: bool,
+    #[arg(long, env = "ASO_CREDENTIAL_ENDPOINT_ENABLED", default_value_t = false,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          action = ArgAction::Set, overrides_with = "no_credential_endpoint_enabled")]
+    credential_endpoint_enabled: bool,
+    /// The same as `--credential-endpoint-enabled=false`.
+    #[arg(long, hide = true, overrides_with = "credential_endpoint_enabled")]
+    no_credential_endpoint_enabled: bool,
     /// Sustained runtime credential requests per second allowed per calling ServiceAccount;
     /// above it callers get 429 with `Retry-After`.
     #[arg(long, env = "ASO_CREDENTIAL_ENDPOINT_QPS", default_value_t = 5.0)]
@@ -406,6 +478,19 @@ pub struct WebhookArgs {
         default_value = "amazon-seller-operator"
     )]
     pub operator_service_account: String,
+}
+
+impl WebhookArgs {
+    /// `--webhook-enabled` (the default), unless `--no-webhook-enabled` or `=false` turned it off.
+    pub fn webhook_enabled(&self) -> bool {
+        self.webhook_enabled && !self.no_webhook_enabled
+    }
+
+    /// `--credential-endpoint-enabled`, unless a later `--no-credential-endpoint-enabled` turned
+    /// it off.
+    pub fn credential_endpoint_enabled(&self) -> bool {
+        self.credential_endpoint_enabled && !self.no_credential_endpoint_enabled
+    }
 }
 
 /// Flags of `check-credentials`. Secrets are read from files, never from the command line,
@@ -486,7 +571,8 @@ mod tests {
     use clap::CommandFactory;
 
     /// Every flag of every command can be set by the environment variable `ASO_` + its name,
-    /// the one rule the docs give (a flag without a variable is reported too).
+    /// the one rule the docs give (a flag without a variable is reported too). A boolean's
+    /// hidden `--no-…` form is set through its flag's variable.
     #[test]
     fn every_flag_has_the_environment_variable_its_name_gives() {
         fn walk(command: &clap::Command, path: &str, wrong: &mut Vec<String>) {
@@ -494,7 +580,7 @@ mod tests {
                 let Some(long) = arg.get_long() else {
                     continue;
                 };
-                if matches!(long, "help" | "version") {
+                if matches!(long, "help" | "version") || negation(command, arg).is_some() {
                     continue;
                 }
                 let expected = format!("ASO_{}", long.to_uppercase().replace('-', "_"));
@@ -511,5 +597,137 @@ mod tests {
         let command = Cli::command();
         walk(&command, command.get_name(), &mut wrong);
         assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// The flag a hidden `--no-<flag>` turns off, if `arg` is one.
+    fn negation<'a>(command: &'a clap::Command, arg: &clap::Arg) -> Option<&'a clap::Arg> {
+        let flag = arg.get_long()?.strip_prefix("no-")?;
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag) && arg.is_hide_set())
+    }
+
+    fn is_boolean(arg: &clap::Arg) -> bool {
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        values == ["true", "false"]
+    }
+
+    /// Booleans read like booleans: `--flag` alone is true, `--no-flag` false, and
+    /// `--flag=true|false` (what the chart and scripts write) still works. `=` is required so
+    /// a flag never swallows the next word (`audit verify --allow-partial-start FILE`).
+    #[test]
+    fn every_boolean_flag_takes_a_bare_form_a_no_form_and_an_explicit_value() {
+        fn walk(command: &clap::Command, path: &str, wrong: &mut Vec<String>) {
+            for arg in command
+                .get_arguments()
+                .filter(|a| is_boolean(a) && negation(command, a).is_none())
+            {
+                let Some(long) = arg.get_long() else {
+                    continue;
+                };
+                let optional_value = arg.get_num_args() == Some((0..=1).into());
+                if !optional_value || !arg.is_require_equals_set() {
+                    wrong.push(format!("{path} --{long}: --{long} alone must mean true"));
+                }
+                let negated = command
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(&format!("no-{long}")));
+                match negated {
+                    Some(no) if negation(command, no).is_some() => {}
+                    _ => wrong.push(format!("{path} --{long}: no hidden --no-{long}")),
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), wrong);
+            }
+        }
+        let mut wrong = Vec::new();
+        let command = Cli::command();
+        walk(&command, command.get_name(), &mut wrong);
+        assert!(wrong.is_empty(), "{wrong:#?}");
+
+        let run = |args: &[&str]| -> RunArgs {
+            let argv = ["amazon-seller-operator", "run"].iter().chain(args);
+            match Cli::try_parse_from(argv).map(|cli| cli.command) {
+                Ok(Command::Run(args)) => *args,
+                other => panic!("{args:?}: {other:?}"),
+            }
+        };
+        let cases: [(&[&str], bool, bool, bool); 9] = [
+            (&[], true, true, false),
+            (&["--leader-election"], true, true, false),
+            (&["--no-leader-election"], false, true, false),
+            (&["--leader-election=false"], false, true, false),
+            (&["--leader-election=true"], true, true, false),
+            (
+                &["--no-leader-election", "--leader-election"],
+                true,
+                true,
+                false,
+            ),
+            (
+                &["--leader-election", "--no-leader-election"],
+                false,
+                true,
+                false,
+            ),
+            (
+                &["--no-webhook-enabled", "--credential-endpoint-enabled"],
+                true,
+                false,
+                true,
+            ),
+            (
+                &[
+                    "--webhook-enabled=false",
+                    "--credential-endpoint-enabled=false",
+                ],
+                true,
+                false,
+                false,
+            ),
+        ];
+        for (args, leader, webhook, endpoint) in cases {
+            let parsed = run(args);
+            assert_eq!(
+                (
+                    parsed.leader_election(),
+                    parsed.webhook.webhook_enabled(),
+                    parsed.webhook.credential_endpoint_enabled()
+                ),
+                (leader, webhook, endpoint),
+                "{args:?}"
+            );
+        }
+        // A value must be attached with `=`: a separate word is not taken as the value.
+        assert!(
+            Cli::try_parse_from([
+                "amazon-seller-operator",
+                "run",
+                "--leader-election",
+                "false"
+            ])
+            .is_err()
+        );
+        let verify = Cli::try_parse_from([
+            "amazon-seller-operator",
+            "audit",
+            "verify",
+            "--allow-partial-start",
+            "audit.log",
+        ]);
+        match verify.map(|cli| cli.command) {
+            Ok(Command::Audit {
+                command: AuditCommand::Verify(args),
+            }) => {
+                assert!(args.allow_partial_start());
+                assert_eq!(args.file, PathBuf::from("audit.log"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

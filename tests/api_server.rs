@@ -260,3 +260,165 @@ async fn core_api_round_trips_namespaces_and_secrets() {
     let read = secrets.get("round-trip").await.unwrap();
     assert_eq!(read.data.unwrap()["key"].0, b"value");
 }
+
+/// What `kubectl explain` reads: the CRD's schema as the API server publishes it in OpenAPI v3.
+/// Every description is whole sentences: no line break except between paragraphs.
+#[tokio::test]
+async fn kubectl_explain_shows_each_description_as_whole_sentences() {
+    use std::time::Duration;
+    use support::eventually::eventually;
+    let Some(client) = cluster("kubectl_explain_shows_each_description_as_whole_sentences").await
+    else {
+        return;
+    };
+    install_crds(&client).await;
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::get(path).body(Vec::new()).unwrap();
+            client.request::<serde_json::Value>(request).await
+        }
+    };
+    // The aggregated OpenAPI document follows a CRD change after a moment.
+    let spec = eventually(
+        "the published schema of AmazonSellerConnection.spec",
+        Duration::from_secs(60),
+    )
+    .poll(|| async {
+        let document = get("/openapi/v3/apis/connectors.openteam.io/v1alpha1".into())
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = document["components"]["schemas"]
+            ["io.openteam.connectors.v1alpha1.AmazonSellerConnection"]["properties"]["spec"]
+            .clone();
+        let delivery = spec["properties"]["delivery"]["description"].as_str();
+        match delivery {
+            Some(text) if !text.contains('\n') => Ok(spec),
+            other => Err(format!("spec.delivery: {other:?}")),
+        }
+    })
+    .await;
+    let mut descriptions = vec![(
+        "spec".to_owned(),
+        spec["description"].as_str().unwrap().to_owned(),
+    )];
+    for (field, schema) in spec["properties"].as_object().unwrap() {
+        descriptions.push((
+            format!("spec.{field}"),
+            schema["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ));
+    }
+    for (field, text) in &descriptions {
+        assert!(!text.is_empty(), "{field} has no description");
+        assert!(
+            !text.replace("\n\n", "").contains('\n'),
+            "{field}: a sentence breaks at a source line end: {text:?}"
+        );
+    }
+    let team = &descriptions
+        .iter()
+        .find(|(f, _)| f == "spec.teamId")
+        .unwrap()
+        .1;
+    assert!(
+        team.contains("`connectors.openteam.io/team` label of the namespace"),
+        "{team}"
+    );
+}
+
+/// `kubectl get asc` is narrow; `-o wide` adds the columns an operator looks up next. Read
+/// through the API server's own Table rendering, which kubectl prints.
+#[tokio::test]
+async fn wide_output_adds_columns_to_a_narrow_default_view() {
+    let Some((client, ns)) = setup("wide_output_adds_columns_to_a_narrow_default_view").await
+    else {
+        return;
+    };
+    let api: Api<AmazonSellerConnection> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &example("examples/connection.yaml", &ns),
+    )
+    .await
+    .unwrap();
+    let status = json!({
+        "apiVersion": "connectors.openteam.io/v1alpha1",
+        "kind": "AmazonSellerConnection",
+        "status": {
+            "marketplaceId": "ATVPDKIKX0DER", "region": "NA",
+            "tokenExpiresAt": "2026-01-01T01:00:00Z", "lastRefreshAt": "2026-01-01T00:00:00Z",
+            "nextRefreshAt": "2026-01-01T00:38:00Z", "keyId": "k-2026-01",
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "TokenIssued",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
+            }]
+        }
+    });
+    api.patch_status(
+        "acme-us",
+        &PatchParams::apply("aso-tests").force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .unwrap();
+    let request = http::Request::get(format!(
+        "/apis/connectors.openteam.io/v1alpha1/namespaces/{ns}/amazonsellerconnections/acme-us"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    let table: serde_json::Value = client.request(request).await.unwrap();
+    let columns = table["columnDefinitions"].as_array().unwrap();
+    let names = |wide: bool| -> Vec<&str> {
+        columns
+            .iter()
+            .filter(|c| wide || c["priority"].as_i64().unwrap_or(0) == 0)
+            .map(|c| c["name"].as_str().unwrap())
+            .collect()
+    };
+    // `Name` is kubectl's own first column.
+    assert_eq!(
+        names(false),
+        [
+            "Name",
+            "Team",
+            "Marketplace",
+            "Region",
+            "Ready",
+            "Token expires",
+            "Age"
+        ]
+    );
+    assert_eq!(
+        names(true),
+        [
+            "Name",
+            "Team",
+            "Seller",
+            "Marketplace",
+            "Marketplace ID",
+            "Region",
+            "Ready",
+            "Reason",
+            "Token expires",
+            "Last refresh",
+            "Next refresh",
+            "Gateways",
+            "Delivery",
+            "Key",
+            "Age"
+        ]
+    );
+    let cells = table["rows"][0]["cells"].as_array().unwrap();
+    let cell = |name: &str| cells[names(true).iter().position(|c| *c == name).unwrap()].clone();
+    assert_eq!(cell("Seller"), "A3FHEXAMPLEYWS");
+    assert_eq!(cell("Marketplace ID"), "ATVPDKIKX0DER");
+    assert_eq!(cell("Reason"), "TokenIssued");
+    assert_eq!(cell("Gateways"), r#"["gw-main"]"#);
+    assert_eq!(cell("Delivery"), "Secret");
+    assert_eq!(cell("Key"), "k-2026-01");
+    assert_eq!(cell("Next refresh"), "2026-01-01T00:38:00Z");
+}

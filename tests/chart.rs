@@ -326,6 +326,101 @@ fn the_chart_lints_cleanly_in_strict_mode_for_every_value_set() {
     }
 }
 
+/// Every object the chart can render at once: each optional object on.
+fn everything_on() -> Value {
+    json!({
+        "webhook": { "enabled": true, "certificates": { "mode": "cert-manager" } },
+        "credentialEndpoint": { "enabled": true },
+        "serviceMonitor": { "enabled": true }, "prometheusRule": { "enabled": true },
+        "podDisruptionBudget": { "enabled": true },
+        "watchNamespaces": ["team-acme"]
+    })
+}
+
+/// A DNS label (RFC 1123): what every generated name must be, whatever the object's kind.
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// With no release namespace (`helm lint` or `helm template` without `--namespace`) no name
+/// starts with `-`, and for any release name Helm accepts (up to 53 characters) and any
+/// namespace every generated name is a DNS label, distinct from the others of its kind.
+#[test]
+fn generated_names_are_dns_labels_for_any_release_and_namespace() {
+    let Some(tools) = tools("generated_names_are_dns_labels_for_any_release_and_namespace") else {
+        return;
+    };
+    for values in [json!({}), everything_on()] {
+        let report = tools.lint_in(&values, "");
+        let serious: Vec<&Value> = report["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["severity"].as_i64().unwrap_or(3) > 1)
+            .collect();
+        assert!(
+            serious.is_empty(),
+            "helm lint --strict without --namespace: {serious:?}"
+        );
+    }
+    let longest = "r".repeat(53);
+    let containing = format!("{}-amazon-seller-operator", "x".repeat(30));
+    let namespace = "n".repeat(63);
+    let cases = [
+        ("a", "aso-system"),
+        (longest.as_str(), "aso-system"),
+        (longest.as_str(), namespace.as_str()),
+        (containing.as_str(), namespace.as_str()),
+        ("amazon-seller-operator", namespace.as_str()),
+    ];
+    for (release, namespace) in cases {
+        let (objects, _) = tools.render(&everything_on(), release, namespace);
+        let mut seen = BTreeSet::new();
+        for object in &objects {
+            let name = object.name();
+            assert!(
+                is_dns_label(name),
+                "release {release:?} in {namespace:?}: {} {name:?} ({} characters) is not a DNS label",
+                object.kind(),
+                name.len()
+            );
+            assert!(
+                seen.insert((object.kind(), object.namespace(), name)),
+                "release {release:?} in {namespace:?}: two {} named {name:?}",
+                object.kind()
+            );
+        }
+        // The names the objects refer to each other by follow the objects' own.
+        let deployment = deployment(&objects);
+        let vars = env(&objects);
+        let service = find(&objects, "Service", "webhook").expect("a webhook Service");
+        assert_eq!(
+            vars["ASO_WEBHOOK_SERVICE_NAME"]["value"].as_str(),
+            Some(service.name())
+        );
+        let validating = find(&objects, "ValidatingWebhookConfiguration", "").unwrap();
+        assert_eq!(
+            vars["ASO_VALIDATING_WEBHOOK_CONFIGURATION"]["value"].as_str(),
+            Some(validating.name())
+        );
+        let certificate = find(&objects, "Certificate", "").unwrap();
+        assert_eq!(
+            validating.object["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            format!("{namespace}/{}", certificate.name())
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"].as_str(),
+            find(&objects, "ServiceAccount", "").map(Rendered::name)
+        );
+    }
+}
+
 #[test]
 fn every_rendered_manifest_validates_strictly_against_kubernetes_1_33() {
     let Some(tools) = tools("every_rendered_manifest_validates_strictly_against_kubernetes_1_33")
@@ -972,4 +1067,351 @@ fn notes_tell_how_to_back_up_the_keyring() {
         "aso-system",
     );
     assert!(notes.contains("webhook is not registered"), "{notes}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart on the real API server (the control plane of `make test`, or ASO_TEST_KUBECONFIG):
+// what `helm install` does to a cluster, short of a kubelet starting the pods.
+
+/// The CRDs a render may need, applied for real: the chart's own (`crds/`, what Helm installs
+/// first) and the pinned monitoring.coreos.com and cert-manager.io CRDs from the Go module
+/// proxy (hack/control-plane/third-party-crds.sh), never a hand-written copy.
+async fn crds_first(client: &kube::Client) {
+    support::objects::apply_crds(client, &chart_dir().join("crds")).await;
+    support::objects::apply_crds(client, &support::chart::third_party_crds()).await;
+}
+
+/// The value set with each watched namespace replaced by a fresh one that exists, so the
+/// Roles the chart puts there can be created.
+async fn with_fresh_watched_namespaces(client: &kube::Client, values: &Value) -> Value {
+    let mut values = values.clone();
+    if let Some(watched) = values["watchNamespaces"].as_array_mut() {
+        for namespace in watched.iter_mut() {
+            let prefix = namespace.as_str().unwrap_or("team").to_owned();
+            *namespace = support::create_namespace(client, &prefix, None)
+                .await
+                .into();
+        }
+    }
+    values
+}
+
+/// Every object of every value set's render, CRDs first, is accepted by the API server (a
+/// server-side dry run: schema, CEL rules, RBAC escalation checks, admission; nothing stored),
+/// including the ServiceMonitor, PrometheusRule, Certificate and Issuer against their
+/// projects' own CRDs.
+#[tokio::test]
+async fn every_value_set_renders_objects_the_api_server_accepts() {
+    let test = "every_value_set_renders_objects_the_api_server_accepts";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(client) = support::cluster(test).await else {
+        return;
+    };
+    crds_first(&client).await;
+    let objects = support::objects::Objects::discover(&client).await;
+    let mut refused = Vec::new();
+    let mut kinds_checked = BTreeSet::new();
+    for (name, values) in value_sets() {
+        let namespace = support::create_namespace(&client, "aso-chart", None).await;
+        let values = with_fresh_watched_namespaces(&client, &values).await;
+        for object in render_in(&tools, &values, &namespace) {
+            kinds_checked.insert(object.kind().to_owned());
+            if let Err(why) = objects.dry_run(&object.object, &namespace).await {
+                refused.push(format!(
+                    "[{name}] {} {}: {why}",
+                    object.kind(),
+                    object.name()
+                ));
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "refused by the API server:\n{}",
+        refused.join("\n")
+    );
+    for kind in [
+        "Deployment",
+        "ClusterRole",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Certificate",
+        "Issuer",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            kinds_checked.contains(kind),
+            "no {kind} was checked: {kinds_checked:?}"
+        );
+    }
+}
+
+fn render_in(tools: &Tools, values: &Value, namespace: &str) -> Vec<Rendered> {
+    tools.render(values, "amazon-seller-operator", namespace).0
+}
+
+/// An installed release, uninstalled when dropped (also when the test fails), so that its
+/// fail-closed webhook configurations never outlive the test on a shared cluster.
+struct Installed<'a> {
+    tools: &'a Tools,
+    kubeconfig: String,
+    name: String,
+    namespace: String,
+}
+
+impl Installed<'_> {
+    fn uninstall(&self) -> Result<(), String> {
+        self.tools
+            .uninstall(&self.kubeconfig, &self.name, &self.namespace)
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let _ = self.uninstall();
+    }
+}
+
+/// What docs/uninstall.md says stays in the release namespace after `helm uninstall`: the
+/// objects the operator creates itself (none here, since no kubelet runs it).
+fn kept_after_uninstall(object: &str) -> bool {
+    [
+        "Secret/amazon-seller-operator-keys",
+        "ConfigMap/amazon-seller-operator-public-key",
+        "Secret/amazon-seller-operator-webhook-tls",
+    ]
+    .contains(&object)
+}
+
+/// `helm install` for real with the defaults and with the webhook's self-managed
+/// certificates: every object is created, both webhook configurations are registered and point
+/// at the webhook Service; `helm uninstall` then removes every one of them and leaves in the
+/// namespace only what docs/uninstall.md says stays, and the CRDs.
+#[tokio::test]
+async fn helm_install_creates_every_object_and_uninstall_leaves_only_what_the_guide_keeps() {
+    let test = "helm_install_creates_every_object_and_uninstall_leaves_only_what_the_guide_keeps";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(client) = support::cluster(test).await else {
+        return;
+    };
+    let kubeconfig = std::env::var("ASO_TEST_KUBECONFIG").unwrap();
+    crds_first(&client).await;
+    let objects = support::objects::Objects::discover(&client).await;
+    let sets: BTreeMap<&str, Value> = value_sets().into_iter().collect();
+    for set in ["defaults", "webhook, self-managed certificates"] {
+        let release = Installed {
+            tools: &tools,
+            kubeconfig: kubeconfig.clone(),
+            name: "amazon-seller-operator".into(),
+            namespace: support::unique_name("aso-install"),
+        };
+        let (status, installed) = tools
+            .install(
+                &kubeconfig,
+                &sets[set],
+                &release.name,
+                &release.namespace,
+                true,
+            )
+            .unwrap_or_else(|e| panic!("[{set}] helm install: {e}"));
+        assert_eq!(status, "deployed", "[{set}]");
+        for object in &installed {
+            assert!(
+                objects.get(object, &release.namespace).await.is_some(),
+                "[{set}] {} {} was not created",
+                object["kind"],
+                object["metadata"]["name"]
+            );
+        }
+        let service = installed
+            .iter()
+            .find(|o| {
+                o["kind"] == "Service" && o["metadata"]["name"] == "amazon-seller-operator-webhook"
+            })
+            .expect("a webhook Service");
+        for kind in [
+            "ValidatingWebhookConfiguration",
+            "MutatingWebhookConfiguration",
+        ] {
+            let rendered = installed
+                .iter()
+                .find(|o| o["kind"] == kind)
+                .unwrap_or_else(|| panic!("[{set}] no {kind}"));
+            let registered = objects
+                .get(rendered, &release.namespace)
+                .await
+                .unwrap_or_else(|| panic!("[{set}] {kind} not registered"));
+            let webhooks = registered.data["webhooks"].as_array().unwrap();
+            assert!(!webhooks.is_empty(), "[{set}] {kind} has no webhooks");
+            for webhook in webhooks {
+                let target = &webhook["clientConfig"]["service"];
+                assert_eq!(
+                    target["namespace"],
+                    json!(release.namespace),
+                    "[{set}] {kind}"
+                );
+                assert_eq!(
+                    target["name"], service["metadata"]["name"],
+                    "[{set}] {kind}"
+                );
+            }
+        }
+
+        release
+            .uninstall()
+            .unwrap_or_else(|e| panic!("[{set}] helm uninstall: {e}"));
+        for object in &installed {
+            assert!(
+                objects.get(object, &release.namespace).await.is_none(),
+                "[{set}] {} {} is left after helm uninstall",
+                object["kind"],
+                object["metadata"]["name"]
+            );
+        }
+        let left: Vec<String> = objects
+            .everything_in(&release.namespace)
+            .await
+            .into_iter()
+            .filter(|o| !kept_after_uninstall(o))
+            .collect();
+        assert!(left.is_empty(), "[{set}] left in the namespace: {left:?}");
+    }
+    // Helm never deletes CRDs (docs/uninstall.md): every connection would go with them.
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(client.clone());
+    for name in [
+        "amazonsellerconnections.connectors.openteam.io",
+        "securitylogreviews.connectors.openteam.io",
+    ] {
+        assert!(
+            crds.get_opt(name).await.unwrap().is_some(),
+            "{name} was removed"
+        );
+    }
+}
+
+/// The README's `helm install` command, as written, against the real API server: the only
+/// change is a fresh namespace, since the cluster is shared. `--wait` is left out: it waits
+/// for ready pods, and this control plane has no kubelet to start them, which is where the
+/// README says its steps leave the API server.
+#[tokio::test]
+async fn the_readme_helm_install_works_as_written_up_to_the_kubelet() {
+    let test = "the_readme_helm_install_works_as_written_up_to_the_kubelet";
+    let Some(tools) = tools(test) else {
+        return;
+    };
+    let Some(client) = support::cluster(test).await else {
+        return;
+    };
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let command = readme_command(&readme, "helm install ");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let (mut positional, mut namespace, mut create, mut values) =
+        (Vec::new(), None, false, json!({}));
+    let mut words = words[2..].iter();
+    while let Some(word) = words.next() {
+        match *word {
+            "--namespace" | "-n" => namespace = words.next().copied(),
+            "--create-namespace" => create = true,
+            "--set" => {
+                let set = tools.parse_set(words.next().expect("a --set value"));
+                merge(&mut values, &set);
+            }
+            "--wait" => {}
+            flag if flag.starts_with('-') => {
+                panic!("the README's helm install uses {flag}, which this test does not know")
+            }
+            word => positional.push(word),
+        }
+    }
+    let [name, chart] = positional[..] else {
+        panic!("expected helm install NAME CHART: {command}");
+    };
+    assert_eq!(chart, "charts/amazon-seller-operator");
+    assert_eq!(namespace, Some("amazon-seller-operator"), "{command}");
+    assert!(create, "the README creates the namespace: {command}");
+    let helm_section = &readme[readme.find("### With Helm").expect("a Helm section")..];
+    let helm_section = &helm_section[..helm_section.find("\n### ").unwrap_or(helm_section.len())];
+    assert!(
+        helm_section.contains("kubelet"),
+        "the README's Helm section says where its steps need a kubelet"
+    );
+
+    crds_first(&client).await;
+    let kubeconfig = std::env::var("ASO_TEST_KUBECONFIG").unwrap();
+    let release = Installed {
+        tools: &tools,
+        kubeconfig: kubeconfig.clone(),
+        name: name.to_owned(),
+        namespace: support::unique_name("amazon-seller-operator"),
+    };
+    let (status, installed) = tools
+        .install(
+            &kubeconfig,
+            &values,
+            &release.name,
+            &release.namespace,
+            create,
+        )
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+    assert_eq!(status, "deployed");
+    let objects = support::objects::Objects::discover(&client).await;
+    let deployment = installed
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    let stored = objects
+        .get(deployment, &release.namespace)
+        .await
+        .expect("the Deployment is stored");
+    let image = &stored.data["spec"]["template"]["spec"]["containers"][0]["image"];
+    let repository = values["image"]["repository"].as_str().unwrap();
+    assert!(
+        image
+            .as_str()
+            .is_some_and(|i| i.starts_with(&format!("{repository}:"))),
+        "{image}"
+    );
+    release.uninstall().unwrap();
+}
+
+/// The first command of the README's `sh` blocks that starts with `prefix`, its continuation
+/// lines joined.
+fn readme_command(readme: &str, prefix: &str) -> String {
+    let mut command = String::new();
+    let mut in_command = false;
+    for line in readme.lines() {
+        let line = line.split(" # ").next().unwrap_or_default().trim_end();
+        if !in_command && line.starts_with(prefix) {
+            in_command = true;
+        }
+        if in_command {
+            command.push_str(line.trim_end_matches('\\'));
+            command.push(' ');
+            if !line.ends_with('\\') {
+                return command;
+            }
+        }
+    }
+    panic!("the README has no `{prefix}` command");
+}
+
+/// Merges `patch` into `values` as Helm merges `--set` values.
+fn merge(values: &mut Value, patch: &Value) {
+    match (values, patch) {
+        (Value::Object(values), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(values.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (values, patch) => *values = patch.clone(),
+    }
 }

@@ -157,17 +157,115 @@ fn validate_reads_standard_input_and_reports_each_document() {
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
+    // Each line says where its document starts: the line of its first content.
     assert_eq!(
         lines[0],
-        "-: document 1 (Namespace team-acme): skipped, not an AmazonSellerConnection"
+        "-:4: document 1 (Namespace team-acme): skipped, not an AmazonSellerConnection"
     );
     assert_eq!(
         lines[1],
-        "-: document 2 (AmazonSellerConnection team-acme/acme-us): valid"
+        "-:13: document 2 (AmazonSellerConnection team-acme/acme-us): valid"
     );
     assert!(lines[2].starts_with(
-        "-: document 3 (AmazonSellerConnection team-acme/acme-us): spec.marketplace: unknown marketplace \"XX\" (valid: AE, AU,"
+        "-:30: document 3 (AmazonSellerConnection team-acme/acme-us): spec.marketplace: unknown marketplace \"XX\" (valid: AE, AU,"
     ));
+}
+
+/// Several `-f`, directories (searched below for `*.yaml`, `*.yml`, `*.json`, nothing else),
+/// `-` and multi-document files in one run: every file and document is reported in order with
+/// its position, an unreadable or unparseable input does not stop the others, and one problem
+/// anywhere makes the exit status 1.
+#[test]
+fn validate_takes_several_files_directories_and_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let connection = std::fs::read_to_string(repo_path("examples/connection.yaml")).unwrap();
+    let tree = dir.path().join("manifests");
+    std::fs::create_dir_all(tree.join("nested")).unwrap();
+    std::fs::write(
+        tree.join("a.yaml"),
+        format!(
+            "{connection}---\n{}",
+            connection.replace("acme-us", "acme-us-2")
+        ),
+    )
+    .unwrap();
+    std::fs::write(tree.join("nested/b.yml"), &connection).unwrap();
+    let json = serde_json::to_string_pretty(
+        &serde_saphyr::from_str::<serde_json::Value>(&connection).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(tree.join("nested/c.json"), json).unwrap();
+    std::fs::write(tree.join("notes.txt"), "not a manifest").unwrap();
+    let tree = tree.to_str().unwrap();
+
+    let valid = aso_stdin(
+        &[
+            "validate",
+            "-f",
+            tree,
+            "-f",
+            "-",
+            "--filename=examples/connection.yaml",
+        ],
+        &connection,
+    );
+    let text = stdout(&valid);
+    assert_eq!(valid.status.code(), Some(0), "{text}");
+    let located: Vec<&str> = text
+        .lines()
+        .map(|l| l.split(" (").next().unwrap())
+        .collect();
+    assert_eq!(
+        located,
+        [
+            format!("{tree}/a.yaml:3: document 1"),
+            format!("{tree}/a.yaml:20: document 2"),
+            format!("{tree}/nested/b.yml:3: document 1"),
+            format!("{tree}/nested/c.json:1: document 1"),
+            "-:3: document 1".to_owned(),
+            "examples/connection.yaml:3: document 1".to_owned(),
+        ]
+    );
+    assert!(text.lines().all(|l| l.ends_with(": valid")), "{text}");
+
+    // One bad document among good ones, and inputs that cannot be read or parsed: all are
+    // reported, the run goes on, and it fails.
+    std::fs::write(dir.path().join("broken.yaml"), "spec: [unclosed\n").unwrap();
+    let broken = dir.path().join("broken.yaml");
+    let output = aso(&[
+        "validate",
+        "-f",
+        broken.to_str().unwrap(),
+        "-f",
+        "examples",
+        "-f",
+        "does-not-exist.yaml",
+        "-f",
+        "examples/connection.yaml",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("examples/invalid-unknown-marketplace.yaml:3: document 1 (AmazonSellerConnection team-acme/acme-invalid): spec.marketplace: unknown marketplace"),
+        "{text}"
+    );
+    assert!(text.ends_with("examples/connection.yaml:3: document 1 (AmazonSellerConnection team-acme/acme-us): valid\n"), "{text}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {}: failed to parse YAML",
+            broken.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: failed to read does-not-exist.yaml:"),
+        "{stderr}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let output = aso(&["validate", "-f", empty.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no *.yaml, *.yml or *.json file"));
 }
 
 #[test]
@@ -283,4 +381,102 @@ fn run_refuses_the_old_name_of_the_watch_namespace_variable() {
             && message.contains("ASO_WATCH_NAMESPACE "),
         "{message}"
     );
+}
+
+/// Every command that prints exits 0 without a word when its reader has already gone
+/// (`marketplaces -o json | head -1`), as Unix tools do. The pipe's reading end is closed
+/// before the command starts, so its first write meets the closed pipe.
+#[test]
+fn commands_writing_to_a_closed_pipe_exit_zero_quietly() {
+    let example = repo_path("examples/connection.yaml");
+    let example = example.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["marketplaces", "-o", "json"],
+        &["marketplaces"],
+        &["crd"],
+        &["validate", "-f", example],
+        &[
+            "webhook-configuration",
+            "--webhook-url",
+            "https://127.0.0.1:9443",
+        ],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("binary runs");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {output:?}");
+        assert!(
+            output.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Through a shell pipeline, as a user types it; pipefail makes the command's own exit
+    // status the pipeline's.
+    let output = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "set -o pipefail; {} marketplaces -o json | head -1",
+                env!("CARGO_BIN_EXE_amazon-seller-operator")
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&output), "[\n");
+    assert!(output.stderr.is_empty(), "{output:?}");
+}
+
+/// `run`'s booleans in every spelling are accepted: the run gets as far as looking for a
+/// cluster (there is none here) instead of stopping at a usage error. A value is attached with
+/// `=`; a separate word is refused rather than silently taken.
+#[test]
+fn run_accepts_every_spelling_of_its_boolean_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"))
+            .arg("run")
+            .args(args)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("HOME", home.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("binary runs")
+    };
+    for args in [
+        &[
+            "--leader-election",
+            "--webhook-enabled",
+            "--credential-endpoint-enabled",
+        ][..],
+        &[
+            "--no-leader-election",
+            "--no-webhook-enabled",
+            "--no-credential-endpoint-enabled",
+        ],
+        &[
+            "--leader-election=false",
+            "--webhook-enabled=true",
+            "--credential-endpoint-enabled=false",
+        ],
+        &["--no-leader-election", "--leader-election"],
+    ] {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("kubeconfig") && !stderr.contains("Usage:"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let output = run(&["--leader-election", "false"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unexpected argument 'false'"), "{stderr}");
 }

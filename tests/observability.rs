@@ -288,6 +288,47 @@ fn audit_verify_of_a_rotated_file_needs_allow_partial_start() {
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
 }
 
+/// A boolean flag reads like a boolean: alone it is true (even right before the file, which it
+/// must not take as its value), `--no-…` or `=false` turns it off, the last spelling wins, and
+/// the environment variable works as before.
+#[test]
+fn allow_partial_start_reads_like_a_boolean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_log(dir.path(), "rotated.log", &operator_log()[4..]);
+    let cases: [(&[&str], Option<&str>, i32); 7] = [
+        (&["--allow-partial-start", &path], None, 0),
+        (&[&path, "--allow-partial-start=true"], None, 0),
+        (&[&path, "--allow-partial-start=false"], None, 1),
+        (
+            &["--allow-partial-start", &path, "--no-allow-partial-start"],
+            None,
+            1,
+        ),
+        (
+            &["--no-allow-partial-start", &path, "--allow-partial-start"],
+            None,
+            0,
+        ),
+        (&[&path], Some("true"), 0),
+        (&[&path, "--no-allow-partial-start"], Some("true"), 1),
+    ];
+    for (args, env, code) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_amazon-seller-operator"));
+        command.args(["audit", "verify"]).args(args);
+        if let Some(value) = env {
+            command.env("ASO_ALLOW_PARTIAL_START", value);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{args:?} with ASO_ALLOW_PARTIAL_START={env:?}: {}{}",
+            stdout(&output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 #[test]
 fn audit_verify_exit_codes_for_unreadable_and_empty_input() {
     let output = verify(&["does-not-exist.log"]);

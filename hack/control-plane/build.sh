@@ -7,6 +7,10 @@
 # staging module at its published v0.<minor>.<patch> tag instead, which is the same code.
 #
 # Prints the path of the binary on stdout; progress goes to stderr.
+#
+# Two runs at once (two demos, a demo and a test run) must not build into the same directory:
+# the build holds a lock (flock on $OUT_DIR.lock), and a second run waits for the first, says so,
+# and then uses its binary. A binary that is already there is used without taking the lock.
 set -euo pipefail
 
 K8S_VERSION="${ASO_K8S_VERSION:-v1.36.3}"
@@ -14,7 +18,22 @@ CACHE_ROOT="${ASO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/amazon-seller-opera
 OUT_DIR="$CACHE_ROOT/control-plane/$K8S_VERSION"
 BIN="$OUT_DIR/kube-apiserver"
 
-if [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; then
+built() { [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; }
+if built; then
+  echo "$BIN"
+  exit 0
+fi
+
+mkdir -p "$OUT_DIR"
+command -v flock >/dev/null 2>&1 ||
+  { echo "error: flock is required (apt-get install -y util-linux)" >&2; exit 1; }
+exec 9>"$OUT_DIR.lock"
+if ! flock -n 9; then
+  echo "another run is building kube-apiserver $K8S_VERSION into $OUT_DIR; waiting for it to finish" >&2
+  flock 9
+fi
+if built; then
+  echo "kube-apiserver $K8S_VERSION is ready (built by the other run)" >&2
   echo "$BIN"
   exit 0
 fi
@@ -30,7 +49,8 @@ rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 
-echo "building kube-apiserver $K8S_VERSION (one time, cached in $OUT_DIR)" >&2
+echo "building kube-apiserver $K8S_VERSION from the Go module proxy: once, about 5 minutes on 2 cores" >&2
+echo "  (later runs reuse it from $OUT_DIR; downloads go to Go's module cache, $(go env GOMODCACHE))" >&2
 gomod_file=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
 if [[ ! -f "$gomod_file" ]]; then
   echo "error: could not download k8s.io/kubernetes@$K8S_VERSION from the Go module proxy" >&2
@@ -59,9 +79,11 @@ import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 GO
 
 go mod tidy >&2
+echo "compiling kube-apiserver (the longest step; no output until it is done)" >&2
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION" \
   -o "$BIN.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2
 mv "$BIN.tmp" "$BIN"
 cd /
 rm -rf "$work"
+echo "kube-apiserver $K8S_VERSION built: $BIN" >&2
 echo "$BIN"

@@ -21,13 +21,22 @@ pub use crate::domain::{Delivery, Environment};
     status = "AmazonSellerConnectionStatus",
     shortname = "asc",
     shortname = "sellerconn",
+    // `kubectl get asc` stays narrow: whose, which marketplace, whether it works and until when.
+    // `-o wide` (priority 1) adds what an operator looks up next: the seller and marketplace id,
+    // why it is not Ready, the refresh times, where the token goes and the sealing key.
     printcolumn = r#"{"name":"Team","type":"string","jsonPath":".spec.teamId"}"#,
-    printcolumn = r#"{"name":"Seller","type":"string","jsonPath":".spec.sellerId"}"#,
+    printcolumn = r#"{"name":"Seller","type":"string","priority":1,"jsonPath":".spec.sellerId"}"#,
     printcolumn = r#"{"name":"Marketplace","type":"string","jsonPath":".spec.marketplace"}"#,
-    printcolumn = r#"{"name":"Marketplace ID","type":"string","jsonPath":".status.marketplaceId"}"#,
+    printcolumn = r#"{"name":"Marketplace ID","type":"string","priority":1,"jsonPath":".status.marketplaceId"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.region"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Token expires","type":"string","jsonPath":".status.tokenExpiresAt"}"#,
+    printcolumn = r#"{"name":"Last refresh","type":"date","priority":1,"jsonPath":".status.lastRefreshAt"}"#,
+    printcolumn = r#"{"name":"Next refresh","type":"string","priority":1,"jsonPath":".status.nextRefreshAt"}"#,
+    printcolumn = r#"{"name":"Gateways","type":"string","priority":1,"jsonPath":".spec.gateways"}"#,
+    printcolumn = r#"{"name":"Delivery","type":"string","priority":1,"jsonPath":".spec.delivery"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","priority":1,"jsonPath":".status.keyId"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

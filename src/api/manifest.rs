@@ -19,6 +19,8 @@ const KIND: &str = "AmazonSellerConnection";
 pub struct DocumentReport {
     /// 1-based position among the non-empty documents of the input.
     pub index: usize,
+    /// 1-based line of the input where the document's content starts, when it can be told.
+    pub line: Option<usize>,
     /// `Kind namespace/name`, or as much of it as the document has.
     pub subject: String,
     /// What was found.
@@ -44,11 +46,54 @@ pub struct ParseError(#[source] serde_saphyr::Error);
 /// Checks every document of a multi-document YAML stream.
 pub fn validate_manifests(input: &str) -> Result<Vec<DocumentReport>, ParseError> {
     let documents: Vec<Value> = serde_saphyr::from_multiple(input).map_err(ParseError)?;
+    let starts = document_starts(input);
+    // The parser does not say where each document begins; the scan agrees with it whenever it
+    // finds as many documents, and no line is better than a wrong one otherwise.
+    let starts = (starts.len() == documents.len()).then_some(starts);
     Ok(documents
         .into_iter()
         .enumerate()
-        .map(|(i, doc)| check_document(i + 1, doc))
+        .map(|(i, doc)| {
+            let mut report = check_document(i + 1, doc);
+            report.line = starts.as_ref().map(|s| s[i]);
+            report
+        })
         .collect())
+}
+
+/// The 1-based line where each non-empty document of a YAML stream starts: its first line that
+/// is not blank, a comment, a directive or a document marker (`---`, `...`). A document marker
+/// is one at the start of a line, followed by a space or the line's end.
+fn document_starts(input: &str) -> Vec<usize> {
+    let marker = |line: &str, mark: &str| {
+        line.strip_prefix(mark)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    };
+    let mut starts = Vec::new();
+    let mut in_document = false;
+    for (n, line) in input.lines().enumerate() {
+        if marker(line, "---") || marker(line, "...") {
+            in_document = false;
+            // `--- {a: 1}`: content on the marker line itself.
+            let rest = line[3..].trim();
+            if line.starts_with("---") && !rest.is_empty() && !rest.starts_with('#') {
+                starts.push(n + 1);
+                in_document = true;
+            }
+            continue;
+        }
+        let content = line.trim();
+        if in_document
+            || content.is_empty()
+            || content.starts_with('#')
+            || (line.starts_with('%') && starts.is_empty())
+        {
+            continue;
+        }
+        starts.push(n + 1);
+        in_document = true;
+    }
+    starts
 }
 
 fn check_document(index: usize, doc: Value) -> DocumentReport {
@@ -113,6 +158,7 @@ fn check_document(index: usize, doc: Value) -> DocumentReport {
 fn report(index: usize, subject: String, outcome: DocumentOutcome) -> DocumentReport {
     DocumentReport {
         index,
+        line: None,
         subject,
         outcome,
     }
@@ -236,6 +282,23 @@ spec:
         );
         let lines = problem_lines(reports.into_iter().nth(2).unwrap().outcome);
         assert!(lines[0].starts_with("spec.marketplace: unknown marketplace \"XX\" (valid: "));
+    }
+
+    #[test]
+    fn each_document_knows_the_line_it_starts_on() {
+        let input = "# a comment\n---\napiVersion: v1\nkind: Namespace\n---\n\n---\n# c\nkind: A\n...\n--- {kind: B}\n";
+        let lines: Vec<_> = validate_manifests(input)
+            .unwrap()
+            .iter()
+            .map(|r| r.line)
+            .collect();
+        assert_eq!(lines, [Some(3), Some(9), Some(11)]);
+        let lines: Vec<_> = validate_manifests(VALID)
+            .unwrap()
+            .iter()
+            .map(|r| r.line)
+            .collect();
+        assert_eq!(lines, [Some(2)]);
     }
 
     #[test]

@@ -205,7 +205,7 @@ pub async fn start(
         }
     };
 
-    let credentials = if args.credential_endpoint_enabled {
+    let credentials = if args.credential_endpoint_enabled() {
         let settings = EndpointSettings {
             qps: args.credential_endpoint_qps,
             burst: args.credential_endpoint_burst,

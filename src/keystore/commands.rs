@@ -138,6 +138,14 @@ pub async fn seal(args: &SealArgs, out: &mut dyn Write) -> Result<(), CommandErr
     ])?;
 
     let public_key = match &args.public_key {
+        // `--public-key-from-cluster=false` satisfies clap's "one of the two" rule but asks
+        // for neither.
+        None if !args.public_key_from_cluster() => {
+            return Err(CommandError::Usage(
+                "name the operator's public key: --public-key FILE or --public-key-from-cluster"
+                    .into(),
+            ));
+        }
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| CommandError::Read {
                 input: "public key",

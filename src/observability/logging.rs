@@ -59,10 +59,19 @@ where
     })
 }
 
-/// Installs the process-wide subscriber writing to standard output.
-pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
-    tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stdout)?)
-        .map_err(LoggingError::Install)
+/// A subscriber for standard output: built (and its filter checked) before `run` starts, and
+/// installed with [`install`] once the cluster answers, so that nothing about an unreachable
+/// cluster is logged twice.
+pub type Stdout = Box<dyn Subscriber + Send + Sync>;
+
+/// The process-wide subscriber writing to standard output; [`install`] it.
+pub fn stdout_subscriber(format: LogFormat, filter: &str) -> Result<Stdout, LoggingError> {
+    subscriber(format, filter, std::io::stdout)
+}
+
+/// Installs `subscriber` for the whole process.
+pub fn install(subscriber: Stdout) -> Result<(), LoggingError> {
+    tracing::subscriber::set_global_default(subscriber).map_err(LoggingError::Install)
 }
 
 #[cfg(test)]

@@ -14,5 +14,5 @@ pub mod metrics;
 
 pub use admin::{AdminServer, AdminState};
 pub use audit::{AuditEvent, AuditLog, Category, Outcome};
-pub use logging::{LogFormat, init_tracing};
+pub use logging::LogFormat;
 pub use metrics::Metrics;

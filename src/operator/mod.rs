@@ -5,9 +5,13 @@
 //! [`preflight`](mod@preflight), [`keys`], [`lease`], and [`permissions`] for the RBAC they add up
 //! to.
 //!
-//! Start-up problems that an operator cannot fix by retrying (no CRD, missing RBAC, an API
-//! server that does not answer) end the process with one line naming the problem and the fix.
+//! Start-up problems that an operator cannot fix by retrying (no cluster configured, an API
+//! server that does not answer, no CRD, missing RBAC) end the process with one line naming what
+//! was tried, the cause and the fix. Logging and the audit log start only once the API server
+//! has answered: a process that never reached a cluster did nothing the audit log covers, and
+//! its one error line is all a person at a terminal needs to read.
 
+pub mod connect;
 pub mod keys;
 pub mod lease;
 pub mod permissions;
@@ -16,7 +20,7 @@ pub mod preflight;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use kube::{Client, Config};
+use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -37,18 +41,34 @@ pub use preflight::check as preflight;
 /// Why the operator could not start or stopped with an error. One line each.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// No kubeconfig and not in a cluster.
-    #[error("failed to load a kubeconfig or in-cluster configuration: {0}")]
-    Kubeconfig(#[source] kube::config::InferConfigError),
-    /// The kubeconfig was found but no client could be built from it.
-    #[error("failed to create a Kubernetes client from the configuration: {0}")]
-    Client(#[source] kube::Error),
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("{0}")]
+    Connect(#[source] connect::ConnectError),
     /// The API server does not answer.
-    #[error("cannot reach the Kubernetes API server at {url}: {source}")]
+    #[error(
+        "cannot reach the Kubernetes API server at {url}{}: {}; is the cluster running? {}",
+        via(.source_desc), connect::cause(.source), connect::FIX
+    )]
     Unreachable {
         /// The server URL.
         url: String,
+        /// Where the URL came from, when known.
+        source_desc: Option<Box<connect::Source>>,
         /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server answers but does not accept the credentials.
+    #[error(
+        "the Kubernetes API server at {url}{} does not accept its credentials: {}; renew them, or choose another context with --context",
+        via(.source_desc), api_message(.source)
+    )]
+    Unauthorized {
+        /// The server URL.
+        url: String,
+        /// Where the URL and credentials came from, when known.
+        source_desc: Option<Box<connect::Source>>,
+        /// The refusal.
         #[source]
         source: kube::Error,
     },
@@ -102,6 +122,16 @@ pub enum RunError {
     /// Leader election could not be set up.
     #[error("failed to set up leader election: {0}")]
     LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
+    /// The log subscriber could not be installed.
+    #[error("{0}")]
+    Logging(#[source] crate::observability::logging::LoggingError),
+}
+
+/// ` (kubeconfig … from …)`, when the source is known.
+fn via(source: &Option<Box<connect::Source>>) -> String {
+    source
+        .as_ref()
+        .map_or_else(String::new, |s| format!(" ({s})"))
 }
 
 /// The API server's own message for an API error, the client's description otherwise.
@@ -115,8 +145,9 @@ fn api_message(err: &kube::Error) -> String {
 impl crate::error::Categorized for RunError {
     fn category(&self) -> &'static str {
         match self {
-            RunError::Kubeconfig(_) | RunError::Client(_) => "kubeconfig",
+            RunError::Connect(_) => "kubeconfig",
             RunError::Unreachable { .. } => "unreachable",
+            RunError::Unauthorized { .. } => "unauthorized",
             RunError::CrdMissing => "crd_missing",
             RunError::Forbidden { .. } => "forbidden",
             RunError::Api { .. } => "kube_api",
@@ -128,6 +159,7 @@ impl crate::error::Categorized for RunError {
             RunError::Admin(_) => "admin_server",
             RunError::Https(_) => "https_server",
             RunError::LeaderElection(_) => "leader_election",
+            RunError::Logging(_) => "logging",
         }
     }
 }
@@ -203,35 +235,42 @@ pub struct Deps {
     pub audit: AuditLog,
 }
 
-/// Runs the operator until `shutdown` resolves.
+/// Runs the operator until `shutdown` resolves, logging through `logs` once the cluster
+/// answers.
 pub async fn run(
     args: RunArgs,
+    logs: crate::observability::logging::Stdout,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    // The variable's old name: ignoring it would widen a namespace-scoped install to every
+    // namespace without a word.
+    if std::env::var_os("ASO_WATCH_NAMESPACES").is_some() {
+        return Err(RunError::Flags(
+            "ASO_WATCH_NAMESPACES is no longer read: rename it to ASO_WATCH_NAMESPACE (the variable of --watch-namespace)",
+        ));
+    }
+    let connection = connect::connect(&args.cluster)
+        .await
+        .map_err(RunError::Connect)?;
+    preflight::reachable(
+        &connection.client,
+        &connection.url,
+        Some(&connection.source),
+    )
+    .await?;
+    crate::observability::logging::install(logs).map_err(RunError::Logging)?;
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let metrics = Metrics::new().map_err(RunError::Metrics)?;
-    let audit = AuditLog::stdout(metrics.clone(), &identity).map_err(RunError::Audit)?;
-    let result = async {
-        // The variable's old name: ignoring it would widen a namespace-scoped install to every
-        // namespace without a word.
-        if std::env::var_os("ASO_WATCH_NAMESPACES").is_some() {
-            return Err(RunError::Flags(
-                "ASO_WATCH_NAMESPACES is no longer read: rename it to ASO_WATCH_NAMESPACE (the variable of --watch-namespace)",
-            ));
-        }
-        let config = Config::infer().await.map_err(RunError::Kubeconfig)?;
-        let url = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(RunError::Client)?;
-        let deps = Deps {
-            client,
-            url,
-            identity: identity.clone(),
-            metrics,
-            audit: audit.clone(),
-        };
-        run_with(args, deps, shutdown).await
-    }
-    .await;
+    let audit =
+        AuditLog::stdout(args.log_format, metrics.clone(), &identity).map_err(RunError::Audit)?;
+    let deps = Deps {
+        client: connection.client,
+        url: connection.url,
+        identity: identity.clone(),
+        metrics,
+        audit: audit.clone(),
+    };
+    let result = run_with(args, deps, shutdown).await;
     let outcome = if result.is_ok() {
         Outcome::Success
     } else {
@@ -259,7 +298,7 @@ pub async fn run_with(
     let ctx = controller_context(&args, &deps, keyring)?;
     let stop = Stop::after(shutdown);
     let servers = Servers::start(&args, &deps, &ctx, &stop).await?;
-    let leadership = if args.leader_election {
+    let leadership = if args.leader_election() {
         let settings = LeaseSettings {
             namespace: args.keys.operator_namespace.clone(),
             name: args.lease_name.clone(),
@@ -355,7 +394,7 @@ impl Servers {
             .await
             .map_err(RunError::Admin)?;
         let admin = tokio::spawn(admin.run(stop.wait()));
-        let https = if args.webhook.webhook_enabled {
+        let https = if args.webhook.webhook_enabled() {
             let shared = https::Shared {
                 client: deps.client.clone(),
                 keyring: ctx.keyring.clone(),

@@ -6,6 +6,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 
 use super::RunError;
+use super::connect::Source;
 use crate::api::review::SecurityLogReview;
 use crate::api::{AmazonSellerConnection, GROUP};
 use crate::names::{ROLE_RUNTIME_TOKEN, SECRET_ROLE_LABEL};
@@ -33,16 +34,39 @@ pub(super) fn classify(what: &str, source: kube::Error) -> RunError {
     }
 }
 
+/// Checks that the API server at `url` (configured by `source`, when known) answers and
+/// accepts the client's credentials.
+pub async fn reachable(
+    client: &Client,
+    url: &str,
+    source: Option<&Source>,
+) -> Result<(), RunError> {
+    let source_desc = source.cloned().map(Box::new);
+    match client.apiserver_version().await {
+        Ok(_) => Ok(()),
+        Err(source @ kube::Error::Api(_)) if is_unauthorized(&source) => {
+            Err(RunError::Unauthorized {
+                url: url.to_owned(),
+                source_desc,
+                source,
+            })
+        }
+        Err(source) => Err(RunError::Unreachable {
+            url: url.to_owned(),
+            source_desc,
+            source,
+        }),
+    }
+}
+
+fn is_unauthorized(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 401)
+}
+
 /// Checks that the API server at `url` answers, the CRDs are installed and the operator may
 /// list connections and runtime Secrets in each of `scopes` (`None`: every namespace).
 pub async fn check(client: &Client, url: &str, scopes: &[Option<String>]) -> Result<(), RunError> {
-    client
-        .apiserver_version()
-        .await
-        .map_err(|source| RunError::Unreachable {
-            url: url.to_owned(),
-            source,
-        })?;
+    reachable(client, url, None).await?;
     for namespace in scopes {
         let (connections, secrets): (Api<AmazonSellerConnection>, Api<Secret>) = match namespace {
             Some(ns) => (

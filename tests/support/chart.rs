@@ -66,6 +66,21 @@ pub fn tools(test: &str) -> Option<Tools> {
     }
 }
 
+/// The directory of the pinned third-party CRDs (prometheus-operator's monitoring.coreos.com,
+/// cert-manager's cert-manager.io), fetched from the Go module proxy into the cache once by
+/// `hack/control-plane/third-party-crds.sh`.
+pub fn third_party_crds() -> PathBuf {
+    let output = Command::new(repo_path("hack/control-plane/third-party-crds.sh"))
+        .output()
+        .expect("third-party-crds.sh runs");
+    assert!(
+        output.status.success(),
+        "third-party-crds.sh: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
 /// Paths of the chart tools.
 #[derive(Clone)]
 pub struct Tools {
@@ -165,8 +180,17 @@ impl Tools {
 
     /// `helm lint --strict --kube-version` with these values: the report.
     pub fn lint(&self, values: &Value) -> Value {
+        self.lint_in(values, "amazon-seller-operator")
+    }
+
+    /// [`Tools::lint`] with `--namespace NAMESPACE`; empty is `helm lint` without the flag.
+    pub fn lint_in(&self, values: &Value, namespace: &str) -> Value {
         let version = format!("v{KUBE_VERSION}");
-        let (ok, out) = self.helper("lint", values, &["--kube-version", &version]);
+        let (ok, out) = self.helper(
+            "lint",
+            values,
+            &["--kube-version", &version, "--namespace", namespace],
+        );
         assert!(ok, "lint could not run: {out}");
         out
     }
@@ -179,6 +203,92 @@ impl Tools {
         } else {
             Err(out["error"].as_str().unwrap_or_default().to_owned())
         }
+    }
+
+    /// `helm install NAME CHART -n NAMESPACE [--create-namespace] --values VALUES` against the
+    /// cluster of `kubeconfig`, without `--wait` (no kubelet runs the pods): the release's
+    /// status and objects, or Helm's refusal.
+    pub fn install(
+        &self,
+        kubeconfig: &str,
+        values: &Value,
+        name: &str,
+        namespace: &str,
+        create_namespace: bool,
+    ) -> Result<(String, Vec<Value>), String> {
+        let mut extra = vec![
+            "--name",
+            name,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            kubeconfig,
+        ];
+        if create_namespace {
+            extra.push("--create-namespace");
+        }
+        let output = self.run("install", values, &extra);
+        if !output.status.success() {
+            return Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let out: Value = serde_json::from_slice(&output.stdout).expect("install prints JSON");
+        Ok((
+            out["status"].as_str().unwrap_or_default().to_owned(),
+            out["objects"].as_array().cloned().unwrap_or_default(),
+        ))
+    }
+
+    /// `helm uninstall NAME -n NAMESPACE --ignore-not-found` against the cluster of
+    /// `kubeconfig`.
+    pub fn uninstall(&self, kubeconfig: &str, name: &str, namespace: &str) -> Result<(), String> {
+        let output = self.run(
+            "uninstall",
+            &Value::Null,
+            &[
+                "--name",
+                name,
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                kubeconfig,
+            ],
+        );
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// A `--set` expression as Helm parses it, as values.
+    pub fn parse_set(&self, expression: &str) -> Value {
+        let output = Command::new(&self.python)
+            .arg(repo_path("hack/chart.py"))
+            .args(["set", expression])
+            .output()
+            .expect("the venv's python runs");
+        assert!(output.status.success(), "--set {expression}: {output:?}");
+        serde_json::from_slice(&output.stdout).expect("set prints JSON")
+    }
+
+    fn run(&self, command: &str, values: &Value, extra: &[&str]) -> std::process::Output {
+        let values = if values.is_null() {
+            "{}".to_owned()
+        } else {
+            values.to_string()
+        };
+        Command::new(&self.python)
+            .arg(repo_path("hack/chart.py"))
+            .arg(command)
+            .arg(chart_dir())
+            .args(["--values", &values])
+            .args(extra)
+            .output()
+            .expect("the venv's python runs")
     }
 
     /// Helm SDK and helm-python-sdk versions, for the test log.

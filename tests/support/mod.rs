@@ -10,6 +10,7 @@
 pub mod chart;
 pub mod eventually;
 pub mod lwa_emulator;
+pub mod objects;
 pub mod operator;
 pub mod scenario;
 pub mod webhook;

@@ -19,10 +19,33 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The full name plus a suffix, as one DNS label: the full name is shortened so the suffix
+     always fits in 63 characters and names of different objects stay different.
+     Call with (dict "root" $ "suffix" "metrics"). */}}
+{{- define "aso.suffixed" -}}
+{{- $room := int (sub 62 (len .suffix)) -}}
+{{- printf "%s-%s" (include "aso.fullname" .root | trunc $room | trimSuffix "-") .suffix -}}
+{{- end -}}
+
+{{/* A DNS label for a name that may be too long: kept when it fits in 63 characters, else
+     shortened and made unique again with a hash of the whole name. */}}
+{{- define "aso.label" -}}
+{{- if le (len .) 63 -}}
+{{- . -}}
+{{- else -}}
+{{- printf "%s-%s" (trunc 54 . | trimSuffix "-") (sha256sum . | trunc 8) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Cluster-scoped objects carry the release namespace too, so releases in two namespaces
-     never collide. */}}
+     never collide. Without a namespace (`helm template` or `helm lint` without --namespace)
+     the full name alone, never a name starting with "-". */}}
 {{- define "aso.clusterName" -}}
-{{- printf "%s-%s" .Release.Namespace (include "aso.fullname" .) | trunc 253 | trimSuffix "-" -}}
+{{- if .Release.Namespace -}}
+{{- include "aso.label" (printf "%s-%s" .Release.Namespace (include "aso.fullname" .)) -}}
+{{- else -}}
+{{- include "aso.fullname" . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "aso.serviceAccountName" -}}
@@ -55,7 +78,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The webhook Service's name; also the DNS name in the serving certificate. */}}
 {{- define "aso.webhookServiceName" -}}
-{{- printf "%s-webhook" (include "aso.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "aso.suffixed" (dict "root" . "suffix" "webhook") -}}
 {{- end -}}
 
 {{/* The Secret holding the webhook's serving certificate, for modes cert-manager and secret. */}}
@@ -63,7 +86,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq .Values.webhook.certificates.mode "secret" -}}
 {{- required "webhook.certificates.secret.name is required with mode secret" .Values.webhook.certificates.secret.name -}}
 {{- else -}}
-{{- printf "%s-webhook-tls" (include "aso.fullname" .) -}}
+{{- include "aso.suffixed" (dict "root" . "suffix" "webhook-tls") -}}
 {{- end -}}
 {{- end -}}
 

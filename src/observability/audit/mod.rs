@@ -43,6 +43,7 @@
 //!
 //! `verify` holds the checking side (`audit verify`).
 
+pub mod text;
 mod verify;
 
 pub use verify::{ChainBreak, Head, Problem, VerifyOptions, VerifyReport, verify, verify_command};
@@ -54,6 +55,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::logging::LogFormat;
 use super::metrics::{Metrics, is_category};
 
 /// The `log_type` value that marks a line as an audit record.
@@ -363,6 +365,7 @@ impl fmt::Debug for AuditLog {
 
 struct Chain {
     out: Box<dyn Write + Send>,
+    format: LogFormat,
     next_seq: u64,
     prev_hash: String,
     /// The line being written; kept so that its allocation is reused.
@@ -370,24 +373,38 @@ struct Chain {
 }
 
 impl AuditLog {
-    /// Opens a new chain segment on standard output. `instance` names this process (the pod
-    /// name) and becomes the actor of the segment's first record.
-    pub fn stdout(metrics: Metrics, instance: &str) -> Result<Self, AuditError> {
-        Self::to_writer(io::stdout(), metrics, instance)
+    /// Opens a new chain segment on standard output, beside the ordinary logs and in their
+    /// format (JSON lines, or the [`text`] form). `instance` names this process (the pod name)
+    /// and becomes the actor of the segment's first record.
+    pub fn stdout(format: LogFormat, metrics: Metrics, instance: &str) -> Result<Self, AuditError> {
+        Self::to_writer_as(io::stdout(), format, metrics, instance)
     }
 
-    /// Opens a new chain segment on `out`: writes the segment's `service` record at once.
+    /// Opens a new chain segment of JSON lines on `out`: writes the segment's `service` record
+    /// at once.
+    pub fn to_writer(
+        out: impl Write + Send + 'static,
+        metrics: Metrics,
+        instance: &str,
+    ) -> Result<Self, AuditError> {
+        Self::to_writer_as(out, LogFormat::Json, metrics, instance)
+    }
+
+    /// Opens a new chain segment on `out`, writing records as JSON lines or in the [`text`]
+    /// form. The chain is the same either way: both forms hold every field.
     ///
     /// Each record is written with one `write_all` and flushed, so lines never interleave
     /// with other writers of the same stream (standard output locks per call).
-    pub fn to_writer(
+    pub fn to_writer_as(
         out: impl Write + Send + 'static,
+        format: LogFormat,
         metrics: Metrics,
         instance: &str,
     ) -> Result<Self, AuditError> {
         let log = Self {
             chain: Arc::new(Mutex::new(Chain {
                 out: Box::new(out),
+                format,
                 next_seq: 0,
                 prev_hash: GENESIS_HASH.to_owned(),
                 line: Vec::with_capacity(512),
@@ -426,6 +443,15 @@ impl AuditLog {
             line.push(digit);
         }
         line.extend_from_slice(b"\"}\n");
+        if chain.format == LogFormat::Text {
+            // The text form holds the same fields, read back from the JSON record just made
+            // so that both forms carry the very instant that was hashed.
+            let record: AuditRecord =
+                serde_json::from_slice(&line[..line.len() - 1]).map_err(AuditError::Serialize)?;
+            line.clear();
+            line.extend_from_slice(text::render(&record).as_bytes());
+            line.push(b'\n');
+        }
         chain
             .out
             .write_all(line)

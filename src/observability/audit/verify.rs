@@ -125,9 +125,9 @@ pub struct VerifyOptions {
 /// Reads a log (audit lines mixed with any other lines, which are skipped) and checks the
 /// chain. Stops at the first break. Fails only when the input cannot be read.
 ///
-/// A line is an audit record when it is a JSON object with `"log_type":"audit"`, optionally
-/// after a collector prefix: an RFC 3339 timestamp (`kubectl logs --timestamps`), or a CRI log
-/// prefix (`<time> stdout F `).
+/// A line is an audit record when it is a JSON object with `"log_type":"audit"`, or a record in
+/// the [`text`](super::text) form, optionally after a collector prefix: an RFC 3339 timestamp
+/// (`kubectl logs --timestamps`), or a CRI log prefix (`<time> stdout F `).
 pub fn verify(mut input: impl BufRead, options: VerifyOptions) -> io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut previous: Option<(u64, String)> = None;
@@ -229,6 +229,21 @@ enum Parsed {
 }
 
 fn parse_line(line: &str) -> Parsed {
+    // The text form (`--log-format text`), as written or after a collector prefix.
+    let text = super::text::parse(line).or_else(|| {
+        let (stamp, rest) = line.split_once(' ')?;
+        stamp.parse::<jiff::Timestamp>().ok()?;
+        let rest = ["stdout F ", "stderr F "]
+            .iter()
+            .find_map(|p| rest.strip_prefix(p))
+            .unwrap_or(rest);
+        super::text::parse(rest)
+    });
+    match text {
+        Some(Ok(record)) => return Parsed::Record(Box::new(record)),
+        Some(Err(why)) => return Parsed::Malformed(why),
+        None => {}
+    }
     let Some(json) = strip_collector_prefix(line) else {
         return marked_but_unparsed(line);
     };
