@@ -95,10 +95,14 @@ impl RateQueue {
     ) -> Turn {
         self.drop_stale(now);
         if let Some(i) = self.waiting.iter().position(|w| &w.key == key) {
-            if now < self.waiting[i].turn {
-                return Turn::Wait(self.waiting[i].turn);
+            let turn = self.waiting[i].turn;
+            if now < turn {
+                return Turn::Wait(turn);
             }
-            if self.take(now) {
+            // The permit is the turn's: a waiter that comes back late (its reconcile was slow)
+            // takes it as of its turn, so those behind it keep theirs; one overtaken by those
+            // behind it takes what the bucket has now.
+            if self.take(turn) || self.take(now) {
                 self.waiting.remove(i);
                 return Turn::Go;
             }
@@ -147,12 +151,12 @@ impl RateQueue {
         clock::sub(self.tat, self.tolerance)
     }
 
-    /// Takes a permit at `now` if the bucket has one.
-    fn take(&mut self, now: Timestamp) -> bool {
-        if now < self.free_at() {
+    /// Takes a permit as of `at` if the bucket has one then.
+    fn take(&mut self, at: Timestamp) -> bool {
+        if at < self.free_at() {
             return false;
         }
-        self.tat = clock::add(self.tat.max(now), self.period);
+        self.tat = clock::add(self.tat.max(at), self.period);
         true
     }
 
@@ -245,6 +249,19 @@ mod tests {
         // key 1 is slow to come back; key 2 comes at its turn and goes.
         assert_eq!(q.ask(at(400), &key(2), None), Turn::Go);
         assert_eq!(q.ask(at(700), &key(1), None), Turn::Go);
+    }
+
+    #[test]
+    fn a_waiter_far_behind_its_turn_does_not_move_the_turns_after_it() {
+        let mut q = RateQueue::new(PERIOD, 2, at(0));
+        assert_eq!(q.ask(at(0), &key(0), None), Turn::Go);
+        assert_eq!(q.ask(at(0), &key(1), None), Turn::Go);
+        assert_eq!(ms(q.ask(at(0), &key(2), None)), 200);
+        assert_eq!(ms(q.ask(at(0), &key(3), None)), 400);
+        // key 2 comes back 900 ms late, well past the bucket's tolerance; key 3, on time
+        // after it, still goes.
+        assert_eq!(q.ask(at(1100), &key(2), None), Turn::Go);
+        assert_eq!(q.ask(at(1100), &key(3), None), Turn::Go);
     }
 
     #[test]
