@@ -185,7 +185,7 @@ async fn simulate(scenario: &Scenario) -> Figures {
                 let state = token.map(|t| TokenState::from_expiry(t.expires_at));
                 match engine.decide(restart_at, &keys[j], "fp", state, scenario.renew_before) {
                     RefreshDecision::RefreshNow => {
-                        let _ = engine.refresh(&keys[j], "fp", &creds[j]).await;
+                        let _ = engine.refresh(&keys[j], "fp", &creds[j], None).await;
                     }
                     _ => resync.push(j),
                 }
@@ -204,30 +204,32 @@ async fn simulate(scenario: &Scenario) -> Figures {
                 at
             }
             RefreshDecision::Blocked { .. } => continue,
-            RefreshDecision::RefreshNow => match engine.refresh(&keys[i], "fp", &creds[i]).await {
-                Ok(outcome) => {
-                    figures.successes += 1;
-                    if at >= steady_from {
-                        figures.steady_successes += 1;
+            RefreshDecision::RefreshNow => {
+                match engine.refresh(&keys[i], "fp", &creds[i], None).await {
+                    Ok(outcome) => {
+                        figures.successes += 1;
+                        if at >= steady_from {
+                            figures.steady_successes += 1;
+                        }
+                        if tokens[i].is_some_and(|t| t.expires_at < at) {
+                            figures.expired_gaps += 1;
+                        }
+                        tokens[i] = Some(outcome.token.state());
+                        at
                     }
-                    if tokens[i].is_some_and(|t| t.expires_at < at) {
-                        figures.expired_gaps += 1;
+                    Err(RefreshError::Throttled { retry_at }) => {
+                        figures.throttled += 1;
+                        retry_at
                     }
-                    tokens[i] = Some(outcome.token.state());
-                    at
+                    Err(RefreshError::CircuitOpen { until }) => {
+                        figures.circuit_open += 1;
+                        until
+                    }
+                    Err(e) => e
+                        .retry_at()
+                        .unwrap_or(clock::add(at, Duration::from_secs(60))),
                 }
-                Err(RefreshError::Throttled { retry_at }) => {
-                    figures.throttled += 1;
-                    retry_at
-                }
-                Err(RefreshError::CircuitOpen { until }) => {
-                    figures.circuit_open += 1;
-                    until
-                }
-                Err(e) => e
-                    .retry_at()
-                    .unwrap_or(clock::add(at, Duration::from_secs(60))),
-            },
+            }
         };
         queue.push(Reverse((next.max(at), i)));
     }

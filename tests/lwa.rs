@@ -82,7 +82,7 @@ async fn refresh_over_https_posts_an_encoded_form_and_honours_expires_in() {
     let seller = rig.emulator.new_seller();
     let outcome = rig
         .engine
-        .refresh(&key(&seller), "fp", &creds(&seller))
+        .refresh(&key(&seller), "fp", &creds(&seller), None)
         .await
         .expect("LWA issues a token");
     assert!(outcome.token.access_token.expose().starts_with("Atza|"));
@@ -152,7 +152,7 @@ async fn invalid_grant_is_terminal_and_not_retried() {
     for _ in 0..3 {
         let result = rig
             .engine
-            .refresh(&key(&seller), "gen-1", &creds(&seller))
+            .refresh(&key(&seller), "gen-1", &creds(&seller), None)
             .await;
         assert_eq!(
             result,
@@ -180,7 +180,7 @@ async fn invalid_grant_is_terminal_and_not_retried() {
     );
     assert!(
         rig.engine
-            .refresh(&key(&seller), "gen-2", &creds(&seller))
+            .refresh(&key(&seller), "gen-2", &creds(&seller), None)
             .await
             .is_ok()
     );
@@ -251,7 +251,7 @@ async fn every_terminal_error_is_classified_and_stops_retries() {
         for _ in 0..3 {
             assert_eq!(
                 rig.engine
-                    .refresh(&key(&seller), "fp", &c)
+                    .refresh(&key(&seller), "fp", &c, None)
                     .await
                     .map_err(|e| (matches!(e, RefreshError::Terminal { .. }), e.category())),
                 Err((true, category)),
@@ -310,7 +310,7 @@ async fn every_retriable_error_is_classified_and_retried_after_backoff() {
             category: got,
             retry_at,
             attempts,
-        }) = rig.engine.refresh(&key(&seller), "fp", &c).await
+        }) = rig.engine.refresh(&key(&seller), "fp", &c, None).await
         else {
             panic!("{reply:?} must be retriable");
         };
@@ -321,12 +321,20 @@ async fn every_retriable_error_is_classified_and_retried_after_backoff() {
             rig.engine.decide(rig.clock.now(), &key(&seller), "fp", None, RENEW_BEFORE),
             RefreshDecision::RefreshAt { at, reason: WaitReason::Backoff { attempts: 1, .. } } if at == retry_at
         ));
-        assert!(rig.engine.refresh(&key(&seller), "fp", &c).await.is_err());
+        assert!(
+            rig.engine
+                .refresh(&key(&seller), "fp", &c, None)
+                .await
+                .is_err()
+        );
         assert_eq!(rig.emulator.calls_for(&seller.client_id), 1, "{reply:?}");
         // At retry_at it is retried, and succeeds.
         rig.clock.set(retry_at);
         assert!(
-            rig.engine.refresh(&key(&seller), "fp", &c).await.is_ok(),
+            rig.engine
+                .refresh(&key(&seller), "fp", &c, None)
+                .await
+                .is_ok(),
             "{reply:?}"
         );
         assert_eq!(rig.emulator.calls_for(&seller.client_id), 2, "{reply:?}");
@@ -392,16 +400,26 @@ async fn retry_after_is_honoured() {
     let c = creds(&seller);
     let error = rig
         .engine
-        .refresh(&key(&seller), "fp", &c)
+        .refresh(&key(&seller), "fp", &c, None)
         .await
         .expect_err("429");
     let retry_at = error.retry_at().expect("retriable");
     assert!(clock::since(retry_at, start_time()) >= Duration::from_secs(120));
     rig.clock.advance(Duration::from_secs(119));
-    assert!(rig.engine.refresh(&key(&seller), "fp", &c).await.is_err());
+    assert!(
+        rig.engine
+            .refresh(&key(&seller), "fp", &c, None)
+            .await
+            .is_err()
+    );
     assert_eq!(rig.emulator.calls_for(&seller.client_id), 1);
     rig.clock.set(retry_at);
-    assert!(rig.engine.refresh(&key(&seller), "fp", &c).await.is_ok());
+    assert!(
+        rig.engine
+            .refresh(&key(&seller), "fp", &c, None)
+            .await
+            .is_ok()
+    );
 
     // The HTTP-date form, on a 503.
     let other = rig.emulator.new_seller();
@@ -418,7 +436,7 @@ async fn retry_after_is_honoured() {
     let now = rig.clock.now();
     let error = rig
         .engine
-        .refresh(&key(&other), "fp", &creds(&other))
+        .refresh(&key(&other), "fp", &creds(&other), None)
         .await
         .expect_err("503");
     let waited = clock::since(error.retry_at().expect("retriable"), now);
@@ -442,7 +460,7 @@ async fn backoff_grows_from_five_seconds_and_is_capped_at_five_minutes() {
         let now = rig.clock.now();
         let Err(RefreshError::Retriable {
             retry_at, attempts, ..
-        }) = rig.engine.refresh(&key(&seller), "fp", &c).await
+        }) = rig.engine.refresh(&key(&seller), "fp", &c, None).await
         else {
             panic!("503 is retriable");
         };
@@ -483,7 +501,10 @@ async fn breaker_opens_after_failures_for_everyone_and_closes_after_a_successful
     }
     // Five failures from five connections open the breaker ...
     for seller in &sellers[..5] {
-        let result = rig.engine.refresh(&key(seller), "fp", &creds(seller)).await;
+        let result = rig
+            .engine
+            .refresh(&key(seller), "fp", &creds(seller), None)
+            .await;
         assert!(matches!(result, Err(RefreshError::Retriable { .. })));
     }
     let BreakerState::Open { until } = rig.engine.breaker_state(rig.clock.now()) else {
@@ -492,7 +513,7 @@ async fn breaker_opens_after_failures_for_everyone_and_closes_after_a_successful
     // ... and everyone pauses without calling LWA.
     let paused = rig
         .engine
-        .refresh(&key(&sellers[5]), "fp", &creds(&sellers[5]))
+        .refresh(&key(&sellers[5]), "fp", &creds(&sellers[5]), None)
         .await;
     assert!(matches!(paused, Err(RefreshError::CircuitOpen { until: u }) if u >= until));
     assert!(matches!(
@@ -509,7 +530,7 @@ async fn breaker_opens_after_failures_for_everyone_and_closes_after_a_successful
     rig.clock.set(until);
     let probe = rig
         .engine
-        .refresh(&key(&sellers[5]), "fp", &creds(&sellers[5]))
+        .refresh(&key(&sellers[5]), "fp", &creds(&sellers[5]), None)
         .await;
     assert!(matches!(probe, Err(RefreshError::Retriable { .. })));
     let BreakerState::Open { until: reopened } = rig.engine.breaker_state(rig.clock.now()) else {
@@ -525,7 +546,7 @@ async fn breaker_opens_after_failures_for_everyone_and_closes_after_a_successful
     rig.clock.set(reopened);
     assert!(
         rig.engine
-            .refresh(&key(&sellers[6]), "fp", &creds(&sellers[6]))
+            .refresh(&key(&sellers[6]), "fp", &creds(&sellers[6]), None)
             .await
             .is_ok()
     );
@@ -535,7 +556,7 @@ async fn breaker_opens_after_failures_for_everyone_and_closes_after_a_successful
     );
     assert!(
         rig.engine
-            .refresh(&key(&sellers[7]), "fp", &creds(&sellers[7]))
+            .refresh(&key(&sellers[7]), "fp", &creds(&sellers[7]), None)
             .await
             .is_ok()
     );
@@ -552,7 +573,11 @@ async fn a_hundred_concurrent_refreshes_of_one_connection_make_one_lwa_call() {
     for _ in 0..100 {
         let engine = rig.engine.clone();
         let seller = seller.clone();
-        callers.spawn(async move { engine.refresh(&key(&seller), "fp", &creds(&seller)).await });
+        callers.spawn(async move {
+            engine
+                .refresh(&key(&seller), "fp", &creds(&seller), None)
+                .await
+        });
     }
     let results = callers.join_all().await;
     let tokens: std::collections::HashSet<String> = results
@@ -587,7 +612,11 @@ async fn refreshes_across_connections_never_outpace_the_rate_limit_in_virtual_ti
         let now = rig.clock.now();
         for (seller, due) in sellers.iter().zip(due.iter_mut()) {
             if due.is_some_and(|at| at <= now) {
-                *due = match rig.engine.refresh(&key(seller), "fp", &creds(seller)).await {
+                *due = match rig
+                    .engine
+                    .refresh(&key(seller), "fp", &creds(seller), None)
+                    .await
+                {
                     Ok(_) => None,
                     Err(RefreshError::Throttled { retry_at }) => Some(retry_at),
                     Err(e) => panic!("{e}"),
@@ -630,7 +659,10 @@ async fn refreshes_across_connections_never_outpace_the_rate_limit_in_real_time(
         let engine = engine.clone();
         tasks.spawn(async move {
             for _ in 0..1000 {
-                match engine.refresh(&key(&seller), "fp", &creds(&seller)).await {
+                match engine
+                    .refresh(&key(&seller), "fp", &creds(&seller), None)
+                    .await
+                {
                     Ok(_) => return,
                     Err(RefreshError::Throttled { retry_at }) => {
                         let wait = clock::since(retry_at, Timestamp::now());
@@ -671,7 +703,7 @@ async fn a_restart_with_valid_tokens_makes_no_lwa_calls() {
     for seller in &sellers {
         let outcome = rig
             .engine
-            .refresh(&key(seller), "fp", &creds(seller))
+            .refresh(&key(seller), "fp", &creds(seller), None)
             .await
             .expect("token");
         tokens.push(outcome.token.state());
@@ -710,7 +742,9 @@ async fn a_restart_with_valid_tokens_makes_no_lwa_calls() {
         // The same schedule as before the restart.
         assert_eq!(&decision, earlier);
         if decision == RefreshDecision::RefreshNow {
-            let _ = restarted.refresh(&key(seller), "fp", &creds(seller)).await;
+            let _ = restarted
+                .refresh(&key(seller), "fp", &creds(seller), None)
+                .await;
         }
     }
     assert_eq!(rig.emulator.total_calls(), 25, "a restart made LWA calls");
@@ -727,7 +761,7 @@ async fn invalid_client_with_a_next_secret_tries_it_once_and_reports_it() {
     c.next_client_secret = Some(SecretString::from("amzn1.oa2-cs.v1.rotated"));
     let outcome = rig
         .engine
-        .refresh(&key(&seller), "fp", &c)
+        .refresh(&key(&seller), "fp", &c, None)
         .await
         .expect("the next secret works");
     assert!(outcome.used_next_secret);
@@ -736,7 +770,7 @@ async fn invalid_client_with_a_next_secret_tries_it_once_and_reports_it() {
     rig.clock.advance(Duration::from_secs(3600));
     let outcome = rig
         .engine
-        .refresh(&key(&seller), "fp", &c)
+        .refresh(&key(&seller), "fp", &c, None)
         .await
         .expect("token");
     assert!(outcome.used_next_secret);
@@ -752,14 +786,19 @@ async fn invalid_client_without_a_working_next_secret_is_terminal_after_one_try_
     let mut c = creds(&seller);
     c.next_client_secret = Some(SecretString::from("amzn1.oa2-cs.v1.also-wrong"));
     assert_eq!(
-        rig.engine.refresh(&key(&seller), "fp", &c).await,
+        rig.engine.refresh(&key(&seller), "fp", &c, None).await,
         Err(RefreshError::Terminal {
             cause: TerminalCause::Rejected(OAuthErrorCode::InvalidClient)
         })
     );
     assert_eq!(rig.emulator.calls_for(&seller.client_id), 2);
     rig.clock.advance(Duration::from_secs(3600));
-    assert!(rig.engine.refresh(&key(&seller), "fp", &c).await.is_err());
+    assert!(
+        rig.engine
+            .refresh(&key(&seller), "fp", &c, None)
+            .await
+            .is_err()
+    );
     assert_eq!(rig.emulator.calls_for(&seller.client_id), 2);
 }
 
@@ -820,7 +859,7 @@ async fn no_secret_reaches_a_log_line_or_an_error_message() {
         if let Some(script) = script {
             rig.emulator.always(&seller.client_id, script);
         }
-        let result = rig.engine.refresh(&key(&seller), "fp", &c).await;
+        let result = rig.engine.refresh(&key(&seller), "fp", &c, None).await;
         printed.push(format!("{result:?}"));
         if let Err(e) = &result {
             printed.push(e.to_string());

@@ -362,8 +362,9 @@ async fn deleting_a_connection_removes_runtime_access_even_when_lwa_is_down() {
 }
 
 #[tokio::test]
-async fn missing_credentials_set_a_condition_and_publish_nothing() {
-    let Some(client) = cluster("missing_credentials_set_a_condition_and_publish_nothing").await
+async fn missing_credentials_set_a_condition_publish_nothing_and_are_reported() {
+    let Some(client) =
+        cluster("missing_credentials_set_a_condition_publish_nothing_and_are_reported").await
     else {
         return;
     };
@@ -389,6 +390,43 @@ async fn missing_credentials_set_a_condition_and_publish_nothing() {
     );
     assert!(s.secret("acme-de-sp-api").await.is_none());
     assert_eq!(lwa.total_calls(), 0);
+    // Someone must act: a Warning Event says so, the reconcile counts as failed with a bounded
+    // result (what AmazonSellerReconcileErrors counts), and the audit log has it.
+    eventually(
+        "a CredentialsMissing Warning Event",
+        Duration::from_secs(20),
+    )
+    .until(
+        async || {
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &s.namespace)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+        },
+        |events| {
+            events.iter().any(|e| {
+                e.reason.as_deref() == Some("CredentialsMissing")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+        },
+    )
+    .await;
+    let metrics = operator.metrics.encode().unwrap();
+    assert!(
+        metrics.contains("amazon_seller_reconcile_total{result=\"credentials_missing\"}"),
+        "{metrics}"
+    );
+    let audit = operator.audit.text();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"category\":\"connector_setup\"")
+                && l.contains("\"action\":\"open_credentials\"")
+                && l.contains("\"outcome\":\"failure\"")
+                && l.contains("\"reason\":\"credentials_missing\"")),
+        "{audit}"
+    );
 
     // Creating the credentials afterwards connects it.
     let seller = lwa.new_seller();

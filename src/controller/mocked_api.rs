@@ -211,11 +211,11 @@ async fn connect() -> Connected {
     // A refresh is due 20 minutes (plus jitter) before expiry: come back then.
     let next = status.next_refresh_at.as_ref().map_or(start(), |t| t.0);
     assert!(next <= clock::sub(expires, Duration::from_secs(20 * 60)));
-    assert_eq!(
-        action,
-        Action::requeue(Duration::from_secs(
-            (next.as_second() - start().as_second()) as u64
-        ))
+    // The status keeps whole seconds; the requeue is the instant itself.
+    let due = clock::since(next, start());
+    assert!(
+        (0..1000).any(|ms| action == Action::requeue(due + Duration::from_millis(ms))),
+        "back at the instant it is due ({due:?} plus the second's fraction), not {action:?}"
     );
     Connected {
         connection: Connection::test().with_status(status.clone()).build(),
@@ -281,11 +281,10 @@ async fn a_restart_with_a_valid_token_reads_and_writes_nothing_else() {
         .as_ref()
         .and_then(|s| s.next_refresh_at.as_ref())
         .map_or(start(), |t| t.0);
-    assert_eq!(
-        action,
-        Action::requeue(Duration::from_secs(
-            (next.as_second() - start().as_second() - 60) as u64
-        ))
+    let due = clock::since(next, clock::add(start(), Duration::from_secs(60)));
+    assert!(
+        (0..1000).any(|ms| action == Action::requeue(due + Duration::from_millis(ms))),
+        "back at the instant it is due ({due:?} plus the second's fraction), not {action:?}"
     );
 }
 

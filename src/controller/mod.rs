@@ -20,7 +20,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod tally;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -29,9 +29,10 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use tokio::sync::broadcast;
 
 use crate::api::review::{SecurityLogReview, latest_review_time};
 use crate::api::{AmazonSellerConnection, GROUP};
@@ -196,9 +197,15 @@ async fn reconcile<S: TokenSource>(
     let started = Instant::now();
     let namespace = connection.namespace().unwrap_or_default();
     let api: Api<AmazonSellerConnection> = Api::namespaced(ctx.client.clone(), &namespace);
+    // What keeps a live connection from working, for the reconcile counter.
+    let problem: Mutex<Option<&'static str>> = Mutex::new(None);
     let result = finalizer(&api, FINALIZER, connection, |event| async {
         match event {
-            FinalizerEvent::Apply(c) => reconcile::apply(c, ctx.clone()).await,
+            FinalizerEvent::Apply(c) => {
+                let applied = reconcile::apply(c, ctx.clone()).await?;
+                *problem.lock().unwrap_or_else(PoisonError::into_inner) = applied.problem;
+                Ok(applied.action)
+            }
             FinalizerEvent::Cleanup(c) => reconcile::cleanup(c, ctx.clone()).await,
         }
     })
@@ -208,7 +215,13 @@ async fn reconcile<S: TokenSource>(
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
     });
-    let label = if result.is_ok() { "success" } else { "error" };
+    // `success`, or the bounded name of what failed: an error's category, or the problem a
+    // reconcile that did all it could reports (missing credentials, say).
+    let problem = problem.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let label = match &result {
+        Ok(_) => problem.unwrap_or("success"),
+        Err(err) => err.category(),
+    };
     ctx.metrics.record_reconcile(label, started.elapsed());
     result
 }
@@ -287,6 +300,36 @@ pub async fn follow_reviews(ctx: Arc<Context>) {
         .await;
 }
 
+/// The connections in `namespace` (or all) that the refresh engine wakes when LWA answers
+/// again after an outage. A controller that falls behind misses the oldest wake-ups; those
+/// connections come back at the time they were given (see [`RefreshEngine::woken`]).
+fn woken<S: TokenSource>(
+    engine: &RefreshEngine<S>,
+    namespace: Option<&str>,
+) -> impl futures::Stream<Item = ObjectRef<AmazonSellerConnection>> + Send + 'static + use<S> {
+    let scope = namespace.map(str::to_owned);
+    futures::stream::unfold(engine.woken(), |mut wakes| async move {
+        loop {
+            match wakes.recv().await {
+                Ok(key) => return Some((key, wakes)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "missed wake-ups of connections after an LWA outage; they come back at their retry times");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter_map(move |key| {
+        let found = key.as_str().split_once('/').and_then(|(ns, name)| {
+            scope
+                .as_deref()
+                .is_none_or(|s| s == ns)
+                .then(|| ObjectRef::new(name).within(ns))
+        });
+        futures::future::ready(found)
+    })
+}
+
 /// Runs the controller over `namespace` (or all namespaces) until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -333,6 +376,7 @@ pub async fn run(
         ctx.metrics.clone(),
     ));
     controller
+        .reconcile_on(woken(&ctx.engine, namespace))
         .owns(secrets.clone(), runtime_secrets)
         .watches(secrets, credential_secrets, move |secret: Secret| {
             users.users(&secret.namespace().unwrap_or_default(), &secret.name_any())

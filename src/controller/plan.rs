@@ -48,9 +48,11 @@ pub use outputs::{
     TokenExpiry,
 };
 
-/// How often a connection that waits on something the operator cannot watch (a credentials
-/// Secret without its label, say) is looked at again.
-pub const RECHECK: Duration = Duration::from_secs(300);
+/// How often a connection that cannot work until someone fixes something is looked at again:
+/// a credentials Secret without its label is not watched, and each look counts a failed
+/// reconcile, so a connection broken for 15 minutes raises `AmazonSellerReconcileErrors`
+/// (more than 5 in 15 minutes).
+pub const RECHECK: Duration = Duration::from_secs(120);
 
 /// Whether the token store is looked for. In Secret delivery a token store exists only as a
 /// leftover of an earlier delivery mode, and the reconcile that saw the change deleted it
@@ -331,6 +333,7 @@ pub fn plan(inputs: &ReconcileInputs<'_>) -> ReconcilePlan {
         audit: intent.audit,
         runtime_secret,
         token_store,
+        problem: intent.problem,
         status_changed: connection.status.as_ref() != Some(&status),
         transitions: transitions(connection, &status),
         status,

@@ -33,11 +33,21 @@ use crate::observability::audit::{AuditEvent, Category, Outcome};
 use crate::secrets::runtime_secret::{self, Published};
 use crate::secrets::token_store;
 
+/// What a reconcile of a live connection did: when to look again, and what keeps the
+/// connection from working, if anything (the reconcile is counted as failed with it).
+#[derive(Debug)]
+pub struct Applied {
+    /// When to look again.
+    pub action: Action,
+    /// A bounded name for what someone must fix (`credentials_missing`, …).
+    pub problem: Option<&'static str>,
+}
+
 /// Reconciles a connection that is not being deleted.
 pub async fn apply<S: TokenSource>(
     connection: Arc<AmazonSellerConnection>,
     ctx: Arc<Context<S>>,
-) -> Result<Action, Error> {
+) -> Result<Applied, Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let key = ConnectionKey::new(&namespace, &connection.name_any());
     let now = ctx.clock.now();
@@ -234,7 +244,12 @@ impl<S: TokenSource> Found<'_, S> {
             next_client_secret: credentials.next_client_secret.clone(),
         };
         let started = Instant::now();
-        let result = self.ctx.engine.refresh(self.key, fingerprint, &lwa).await;
+        let deadline = self.current.map(|token| token.expires_at);
+        let result = self
+            .ctx
+            .engine
+            .refresh(self.key, fingerprint, &lwa, deadline)
+            .await;
         RefreshAttempt {
             result,
             took: started.elapsed(),
@@ -250,7 +265,7 @@ async fn execute<S: TokenSource>(
     secrets: &Api<Secret>,
     key: &ConnectionKey,
     plan: ReconcilePlan,
-) -> Result<Action, Error> {
+) -> Result<Applied, Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let name = connection.name_any();
     let team = &connection.spec.team_id;
@@ -340,9 +355,12 @@ async fn execute<S: TokenSource>(
     for note in &plan.events {
         ctx.publish(&event(note), &connection.object_ref(&())).await;
     }
-    Ok(plan
-        .requeue
-        .map_or_else(Action::await_change, Action::requeue))
+    Ok(Applied {
+        action: plan
+            .requeue
+            .map_or_else(Action::await_change, Action::requeue),
+        problem: plan.problem,
+    })
 }
 
 /// Writes a Secret the operator owns with server-side apply, taking over its fields.

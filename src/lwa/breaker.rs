@@ -141,6 +141,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Asks to send a request at `now` for a connection whose token would expire before the
+    /// pause ends: it may probe early, when no probe is in flight. Tokens then expire only
+    /// while LWA really is down, not while the breaker waits out a pause LWA has already
+    /// recovered from; and each connection asks this at most once per token (at its last
+    /// chance), so early probes are no storm.
+    pub fn admit_early(&mut self, now: Timestamp) -> BreakerAnswer {
+        match self.state(now) {
+            BreakerState::Open { .. }
+            | BreakerState::HalfOpen {
+                probe_in_flight: false,
+            } => {
+                self.state = BreakerState::HalfOpen {
+                    probe_in_flight: true,
+                };
+                BreakerAnswer::Allowed { probe: true }
+            }
+            BreakerState::Closed | BreakerState::HalfOpen { .. } => self.admit(now),
+        }
+    }
+
     /// LWA answered (a token or a credential rejection): close the breaker.
     pub fn record_success(&mut self) {
         self.state = BreakerState::Closed;

@@ -5,10 +5,14 @@
 //!   valid token that is not due is kept, so a restart with valid tokens makes no LWA call.
 //! - [`RefreshEngine::refresh`] makes at most one LWA call in flight per connection; callers
 //!   that arrive while it runs share its result.
-//! - A global token bucket ([`RateLimit`]) caps calls toward LWA; throttled callers are given
-//!   staggered return times, one per permit, so they come back in an orderly queue.
-//! - Retriable failures back off (capped, full jitter, never sooner than `Retry-After`); a
-//!   circuit breaker pauses everyone while LWA fails for everyone.
+//! - A global token bucket ([`RateLimit`]) caps calls toward LWA; callers it cannot serve now
+//!   wait in one queue ([`super::queue`]), most urgent first (no token, then the token that
+//!   expires first), each with a turn it keeps: asking again before the turn reserves nothing.
+//! - Retriable failures back off (capped, full jitter, never sooner than `Retry-After`, and
+//!   never past the last chance before the token in use expires); a circuit breaker pauses
+//!   everyone while LWA fails for everyone. When LWA answers again the pause and the backoffs
+//!   it caused end, and the connections they held are woken ([`RefreshEngine::woken`]) to
+//!   refresh in expiry order at the rate limit.
 //! - Terminal failures stop calls for the connection until the caller's fingerprint of its
 //!   spec and credentials changes. `invalid_client` with a `nextClientSecret` tries that secret
 //!   once, and keeps using it (reported in [`Refreshed::used_next_secret`]).
@@ -16,22 +20,20 @@
 //! The engine never sleeps: every refusal carries the instant to come back, which the
 //! reconciler turns into a requeue. Time comes from a [`Clock`], virtual in tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use jiff::Timestamp;
+use tokio::sync::broadcast;
 
 use super::breaker::{BreakerAnswer, BreakerConfig, BreakerState, CircuitBreaker};
 use super::client::{LwaClient, LwaError, OAuthErrorCode, TokenSource};
 use super::clock::{self, Clock};
+use super::queue::{RateQueue, Turn};
 use super::schedule::{self, BackoffPolicy, TokenPlan};
 use super::token::{AccessToken, ClientCredentials, ConnectionKey, TokenState};
 use crate::error::Categorized;
@@ -73,12 +75,6 @@ impl RateLimit {
     pub fn period(&self) -> Duration {
         Duration::try_from_secs_f64(1.0 / self.qps).unwrap_or(Duration::from_secs(86_400))
     }
-
-    fn quota(&self) -> Quota {
-        Quota::with_period(self.period())
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(self.burst)
-    }
 }
 
 impl Default for RateLimit {
@@ -110,6 +106,8 @@ pub enum WaitReason {
     },
     /// LWA is failing for everyone and the circuit breaker is open.
     CircuitOpen,
+    /// The rate limit toward LWA is spent: this is the connection's turn in the queue.
+    RateLimit,
 }
 
 /// What to do about a connection's token now.
@@ -277,23 +275,6 @@ impl crate::error::Categorized for RefreshError {
     }
 }
 
-/// The governor clock over the engine's clock: nanoseconds since the engine was built.
-#[derive(Clone)]
-struct LimiterClock {
-    clock: Arc<dyn Clock>,
-    origin: Timestamp,
-}
-
-impl governor::clock::Clock for LimiterClock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        Nanos::from(clock::since(self.clock.now(), self.origin))
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
-
 /// Per-connection memory.
 #[derive(Default)]
 struct SlotState {
@@ -305,6 +286,8 @@ struct SlotState {
     last_category: &'static str,
     /// LWA rejected the current secret and accepted (or was last asked with) the next one.
     prefer_next_secret: bool,
+    /// When the last attempt that failed was made: a chance before expiry is taken once.
+    last_failed_at: Option<Timestamp>,
     /// The last result with the fingerprint it was for, for callers that waited on it.
     last: Option<(String, Result<Refreshed, RefreshError>)>,
 }
@@ -331,11 +314,13 @@ pub struct RefreshEngine<S: TokenSource = LwaClient> {
     source: S,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    limiter: Limiter,
-    limiter_origin: Timestamp,
-    /// The latest return time handed to a throttled caller.
-    throttle_tail: Mutex<Timestamp>,
+    /// The rate limit's bucket and the connections waiting for it.
+    queue: Mutex<RateQueue>,
     breaker: Mutex<CircuitBreaker>,
+    /// Connections told to wait for the breaker: woken when it closes.
+    paused: Mutex<HashSet<ConnectionKey>>,
+    /// Where wake-ups go ([`RefreshEngine::woken`]).
+    wake: broadcast::Sender<ConnectionKey>,
     slots: Mutex<HashMap<ConnectionKey, Arc<Slot>>>,
     random: RandomState,
     draws: AtomicU64,
@@ -344,6 +329,44 @@ pub struct RefreshEngine<S: TokenSource = LwaClient> {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind, still usable.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long before its token expires a failing connection retries, whatever its backoff says,
+/// and from when it may probe LWA while the circuit breaker pauses everyone else.
+pub const LAST_CHANCE_BEFORE_EXPIRY: Duration = Duration::from_secs(60);
+
+/// How long before its token expires a connection whose last chance failed tries once more: a
+/// token lapses after an outage only if LWA came back within this much of its expiry.
+pub const FINAL_CHANCE_BEFORE_EXPIRY: Duration = Duration::from_secs(10);
+
+/// Whether one of the chances of a token expiring at `expires_at` has come by `now` and not
+/// been taken by an attempt that failed since.
+fn chance_due(expires_at: Timestamp, now: Timestamp, last_failed_at: Option<Timestamp>) -> bool {
+    now < expires_at
+        && [LAST_CHANCE_BEFORE_EXPIRY, FINAL_CHANCE_BEFORE_EXPIRY]
+            .into_iter()
+            .map(|before| clock::sub(expires_at, before))
+            .any(|chance| chance <= now && last_failed_at.is_none_or(|at| at < chance))
+}
+
+/// The next of a token's chances after `now` (a minute, then ten seconds, before it expires).
+fn next_chance(expires_at: Timestamp, now: Timestamp) -> Option<Timestamp> {
+    [LAST_CHANCE_BEFORE_EXPIRY, FINAL_CHANCE_BEFORE_EXPIRY]
+        .into_iter()
+        .map(|before| clock::sub(expires_at, before))
+        .find(|chance| *chance > now)
+}
+
+/// How many wake-ups a controller may fall behind ([`RefreshEngine::woken`]).
+pub const WAKE_CAPACITY: usize = 16 * 1024;
+
+/// What one refresh attempt got from LWA.
+struct Answer {
+    requested_at: Timestamp,
+    result: Result<super::token::TokenGrant, LwaError>,
+    used_next_secret: bool,
+    /// When the token in use expires.
+    deadline: Option<Timestamp>,
 }
 
 /// Releases a half-open probe that ended without an answer (cancelled, throttled).
@@ -363,21 +386,16 @@ impl Drop for ProbeGuard<'_> {
 impl<S: TokenSource> RefreshEngine<S> {
     /// An engine calling LWA through `source`, reading time from `clock`.
     pub fn new(source: S, config: EngineConfig, clock: Arc<dyn Clock>) -> Self {
-        let origin = clock.now();
-        let limiter = RateLimiter::direct_with_clock(
-            config.rate.quota(),
-            LimiterClock {
-                clock: clock.clone(),
-                origin,
-            },
-        );
+        let now = clock.now();
+        let queue = RateQueue::new(config.rate.period(), config.rate.burst(), now);
+        let (wake, _) = broadcast::channel(WAKE_CAPACITY);
         Self {
             source,
             config,
-            limiter,
-            limiter_origin: origin,
-            throttle_tail: Mutex::new(origin),
+            queue: Mutex::new(queue),
             breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+            paused: Mutex::new(HashSet::new()),
+            wake,
             slots: Mutex::new(HashMap::new()),
             random: RandomState::new(),
             draws: AtomicU64::new(0),
@@ -411,9 +429,11 @@ impl<S: TokenSource> RefreshEngine<S> {
         if let TokenPlan::UseUntil(refresh_at) = schedule::plan(now, current, renew_before, seed) {
             return RefreshDecision::UseExisting { refresh_at };
         }
+        let mut last_failed_at = None;
         if let Some(slot) = lock(&self.slots).get(key).cloned() {
             let state = lock(&slot.state);
             if state.fingerprint == fingerprint {
+                last_failed_at = state.last_failed_at;
                 if let Some(cause) = state.terminal {
                     return RefreshDecision::Blocked { cause };
                 }
@@ -428,29 +448,49 @@ impl<S: TokenSource> RefreshEngine<S> {
                 }
             }
         }
-        match lock(&self.breaker).state(now) {
-            BreakerState::Open { until } => RefreshDecision::RefreshAt {
-                at: self.spread(until, seed),
-                reason: WaitReason::CircuitOpen,
-            },
+        let paused_until = match lock(&self.breaker).state(now) {
+            BreakerState::Open { until } => Some(self.spread(until, seed)),
             BreakerState::HalfOpen {
                 probe_in_flight: true,
-            } => RefreshDecision::RefreshAt {
-                at: clock::add(now, self.config.breaker.open_for / 6),
+            } => Some(clock::add(now, self.config.breaker.open_for / 6)),
+            BreakerState::Closed | BreakerState::HalfOpen { .. } => None,
+        };
+        if let Some(until) = paused_until {
+            // A token that would expire during the pause is tried at its chances before it
+            // expires, when it may probe LWA early (see `refresh`).
+            let expires_at = current.map(|t| t.expires_at);
+            if expires_at.is_some_and(|d| chance_due(d, now, last_failed_at)) {
+                return RefreshDecision::RefreshNow;
+            }
+            lock(&self.paused).insert(key.clone());
+            let chance = expires_at.and_then(|d| next_chance(d, now));
+            return RefreshDecision::RefreshAt {
+                at: chance.map_or(until, |at| at.min(until)),
                 reason: WaitReason::CircuitOpen,
-            },
-            BreakerState::Closed | BreakerState::HalfOpen { .. } => RefreshDecision::RefreshNow,
+            };
         }
+        // A connection waiting for its turn at the rate limit keeps it: asking again before
+        // then neither opens its credentials nor reserves anything.
+        if let Some(turn) = lock(&self.queue).turn(key).filter(|turn| now < *turn) {
+            return RefreshDecision::RefreshAt {
+                at: turn,
+                reason: WaitReason::RateLimit,
+            };
+        }
+        RefreshDecision::RefreshNow
     }
 
     /// Refreshes `key`'s access token with `creds`, unless the connection is blocked, backing
-    /// off, paused by the breaker or throttled (each an error carrying when to come back).
-    /// Concurrent calls for one key make one LWA call and share its result.
+    /// off, paused by the breaker or waiting for its turn at the rate limit (each an error
+    /// carrying when to come back). `deadline` is when the token in use expires (`None`: there
+    /// is none): it orders the queue and bounds the backoff. Concurrent calls for one key make
+    /// one LWA call and share its result.
     pub async fn refresh(
         &self,
         key: &ConnectionKey,
         fingerprint: &str,
         creds: &ClientCredentials,
+        deadline: Option<Timestamp>,
     ) -> Result<Refreshed, RefreshError> {
         let slot = self.slot(key);
         let seen = slot.completed.load(Ordering::SeqCst);
@@ -463,7 +503,9 @@ impl<S: TokenSource> RefreshEngine<S> {
                 return result.clone();
             }
         }
-        let result = self.refresh_alone(key, &slot, fingerprint, creds).await;
+        let result = self
+            .refresh_alone(key, &slot, fingerprint, creds, deadline)
+            .await;
         lock(&slot.state).last = Some((fingerprint.to_owned(), result.clone()));
         slot.completed.fetch_add(1, Ordering::SeqCst);
         result
@@ -472,6 +514,22 @@ impl<S: TokenSource> RefreshEngine<S> {
     /// Forgets a connection (deleted, or no longer managed).
     pub fn forget(&self, key: &ConnectionKey) {
         lock(&self.slots).remove(key);
+        lock(&self.queue).forget(key);
+        lock(&self.paused).remove(key);
+    }
+
+    /// Connections to reconcile now: those the breaker paused, and those backing off from
+    /// failures while it was open, once LWA answers again. Each controller subscribes and
+    /// reconciles the keys of its namespaces. A receiver that falls more than
+    /// [`WAKE_CAPACITY`] behind misses the oldest; those connections come back at the time they
+    /// were given, which the backoff bound keeps before their tokens expire.
+    pub fn woken(&self) -> broadcast::Receiver<ConnectionKey> {
+        self.wake.subscribe()
+    }
+
+    /// How many connections wait for their turn at the rate limit.
+    pub fn waiting(&self) -> usize {
+        lock(&self.queue).waiting()
     }
 
     /// Failed attempts in a row for `key` (status `failedRefreshAttempts`).
@@ -506,10 +564,11 @@ impl<S: TokenSource> RefreshEngine<S> {
         slot: &Slot,
         fingerprint: &str,
         creds: &ClientCredentials,
+        deadline: Option<Timestamp>,
     ) -> Result<Refreshed, RefreshError> {
         let now = self.clock.now();
         let seed = schedule::jitter_seed(key.as_str());
-        let prefer_next = {
+        let (prefer_next, last_failed_at) = {
             let mut state = lock(&slot.state);
             if state.fingerprint != fingerprint {
                 state.reset_for(fingerprint);
@@ -524,21 +583,32 @@ impl<S: TokenSource> RefreshEngine<S> {
                     attempts: state.failures,
                 });
             }
-            state.prefer_next_secret
+            (state.prefer_next_secret, state.last_failed_at)
         };
-        let admission = lock(&self.breaker).admit(now);
+        let admission = {
+            let mut breaker = lock(&self.breaker);
+            match breaker.admit(now) {
+                BreakerAnswer::Paused { .. }
+                    if deadline.is_some_and(|d| chance_due(d, now, last_failed_at)) =>
+                {
+                    breaker.admit_early(now)
+                }
+                answer => answer,
+            }
+        };
         let mut probe = match admission {
             BreakerAnswer::Allowed { probe } => ProbeGuard {
                 breaker: &self.breaker,
                 probe,
             },
             BreakerAnswer::Paused { until } => {
+                lock(&self.paused).insert(key.clone());
                 return Err(RefreshError::CircuitOpen {
                     until: self.spread(until, seed),
                 });
             }
         };
-        self.take_permit(now)?;
+        self.take_permit(now, key, deadline)?;
 
         let next = creds.next_client_secret.as_ref();
         let (secret, mut used_next) = match next {
@@ -564,10 +634,10 @@ impl<S: TokenSource> RefreshEngine<S> {
             lock(&slot.state).prefer_next_secret = true;
             tracing::info!(connection = %key, "LWA rejected the client secret; trying the next client secret");
             requested_at = self.clock.now();
-            if let Err(throttled) = self.take_permit(requested_at) {
+            if let Err(throttled) = self.take_permit(requested_at, key, deadline) {
                 // LWA answered, so the breaker learns it is up.
-                lock(&self.breaker).record_success();
                 probe.probe = false;
+                self.lwa_answered(requested_at);
                 return Err(throttled);
             }
             result = self
@@ -578,83 +648,129 @@ impl<S: TokenSource> RefreshEngine<S> {
         }
         // From here the outcome is recorded: the probe is no longer abandoned on drop.
         let was_probe = std::mem::replace(&mut probe.probe, false);
-        self.record(key, slot, seed, was_probe, requested_at, result, used_next)
+        let answer = Answer {
+            requested_at,
+            result,
+            used_next_secret: used_next,
+            deadline,
+        };
+        self.record(key, slot, seed, was_probe, answer)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Records LWA's answer (or the failure to get one) for `key`.
     fn record(
         &self,
         key: &ConnectionKey,
         slot: &Slot,
         seed: u64,
         probe: bool,
-        requested_at: Timestamp,
-        result: Result<super::token::TokenGrant, LwaError>,
-        used_next_secret: bool,
+        answer: Answer,
     ) -> Result<Refreshed, RefreshError> {
-        let error = match result {
+        let error = match answer.result {
             Ok(grant) => {
-                lock(&self.breaker).record_success();
-                let mut state = lock(&slot.state);
-                state.failures = 0;
-                state.retry_at = None;
-                let token = grant.issued_at(requested_at);
-                tracing::debug!(connection = %key, expires_at = %token.expires_at, used_next_secret, "refreshed the LWA access token");
+                {
+                    let mut state = lock(&slot.state);
+                    state.failures = 0;
+                    state.retry_at = None;
+                    state.last_failed_at = None;
+                }
+                self.lwa_answered(answer.requested_at);
+                let token = grant.issued_at(answer.requested_at);
+                tracing::debug!(connection = %key, expires_at = %token.expires_at, used_next_secret = answer.used_next_secret, "refreshed the LWA access token");
                 return Ok(Refreshed {
                     token,
-                    used_next_secret,
+                    used_next_secret: answer.used_next_secret,
                 });
             }
             Err(error) => error,
         };
         let category = error.category();
+        if let Some(cause) = TerminalCause::of(&error) {
+            lock(&slot.state).terminal = Some(cause);
+            // LWA answered: it is up, whatever it thinks of these credentials.
+            self.lwa_answered(answer.requested_at);
+            tracing::warn!(connection = %key, category, error = %error_chain(&error), "LWA rejected the credentials; not retrying until they change");
+            return Err(RefreshError::Terminal { cause });
+        }
+        let now = self.clock.now();
+        lock(&self.breaker).record_failure(now, seed, probe);
         let mut state = lock(&slot.state);
-        match TerminalCause::of(&error) {
-            Some(cause) => {
-                // LWA answered: it is up, whatever it thinks of these credentials.
-                lock(&self.breaker).record_success();
-                state.terminal = Some(cause);
-                tracing::warn!(connection = %key, category, error = %error_chain(&error), "LWA rejected the credentials; not retrying until they change");
-                Err(RefreshError::Terminal { cause })
+        state.failures = state.failures.saturating_add(1);
+        state.last_failed_at = Some(answer.requested_at);
+        let delay =
+            self.config
+                .backoff
+                .retry_delay(state.failures, error.retry_after(), self.draw());
+        let mut retry_at = clock::add(now, delay);
+        // The backoff never runs past the last chance before the token in use expires (unless
+        // LWA asked for longer with Retry-After): a connection that failed early in an outage
+        // must not sleep through its own expiry once LWA is back.
+        if let Some(chance) = answer.deadline.and_then(|d| next_chance(d, now)) {
+            let earliest = clock::add(
+                now,
+                error
+                    .retry_after()
+                    .unwrap_or_default()
+                    .max(self.config.backoff.floor),
+            );
+            retry_at = retry_at.min(chance.max(earliest));
+        }
+        state.retry_at = Some(retry_at);
+        state.last_category = category;
+        tracing::warn!(connection = %key, category, attempts = state.failures, %retry_at, error = %error_chain(&error), "failed to refresh the LWA access token; will retry");
+        Err(RefreshError::Retriable {
+            category,
+            retry_at,
+            attempts: state.failures,
+        })
+    }
+
+    /// LWA answered (a token or a credential rejection). When that closes an open or probing
+    /// breaker, the pause and the backoffs of the outage end: every connection the breaker
+    /// paused or that backs off from a retriable failure is released and woken, to queue for
+    /// the rate limit in expiry order. No slot lock may be held by the caller.
+    fn lwa_answered(&self, now: Timestamp) {
+        let recovered = {
+            let mut breaker = lock(&self.breaker);
+            let was_closed = breaker.state(now) == BreakerState::Closed;
+            breaker.record_success();
+            !was_closed
+        };
+        if !recovered {
+            return;
+        }
+        let mut woken: Vec<ConnectionKey> = lock(&self.paused).drain().collect();
+        let slots: Vec<(ConnectionKey, Arc<Slot>)> = lock(&self.slots)
+            .iter()
+            .map(|(key, slot)| (key.clone(), slot.clone()))
+            .collect();
+        for (key, slot) in slots {
+            let mut state = lock(&slot.state);
+            if state.terminal.is_none() && state.retry_at.is_some_and(|at| at > now) {
+                state.retry_at = None;
+                woken.push(key);
             }
-            None => {
-                let now = self.clock.now();
-                lock(&self.breaker).record_failure(now, seed, probe);
-                state.failures = state.failures.saturating_add(1);
-                let delay = self.config.backoff.retry_delay(
-                    state.failures,
-                    error.retry_after(),
-                    self.draw(),
-                );
-                let retry_at = clock::add(now, delay);
-                state.retry_at = Some(retry_at);
-                state.last_category = category;
-                tracing::warn!(connection = %key, category, attempts = state.failures, %retry_at, error = %error_chain(&error), "failed to refresh the LWA access token; will retry");
-                Err(RefreshError::Retriable {
-                    category,
-                    retry_at,
-                    attempts: state.failures,
-                })
-            }
+        }
+        tracing::info!(
+            woken = woken.len(),
+            "LWA answers again: refreshes resume in expiry order"
+        );
+        for key in woken {
+            // No receiver (no controller running) is not an error.
+            let _ = self.wake.send(key);
         }
     }
 
-    /// Takes a permit from the global bucket, or returns when this caller should come back:
-    /// the first free slot after those already handed out, so a crowd returns in order.
-    fn take_permit(&self, now: Timestamp) -> Result<(), RefreshError> {
-        match self.limiter.check() {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let earliest = clock::add(
-                    self.limiter_origin,
-                    Duration::from(not_until.earliest_possible()),
-                )
-                .max(now);
-                let mut tail = lock(&self.throttle_tail);
-                let retry_at = (*tail).max(earliest);
-                *tail = clock::add(retry_at, self.config.rate.period());
-                Err(RefreshError::Throttled { retry_at })
-            }
+    /// Takes a permit for `key`, or returns its turn in the queue.
+    fn take_permit(
+        &self,
+        now: Timestamp,
+        key: &ConnectionKey,
+        deadline: Option<Timestamp>,
+    ) -> Result<(), RefreshError> {
+        match lock(&self.queue).ask(now, key, deadline) {
+            Turn::Go => Ok(()),
+            Turn::Wait(retry_at) => Err(RefreshError::Throttled { retry_at }),
         }
     }
 
@@ -756,7 +872,7 @@ mod tests {
         let mut callers = tokio::task::JoinSet::new();
         for _ in 0..100 {
             let engine = engine.clone();
-            callers.spawn(async move { engine.refresh(&key(1), "fp", &creds(None)).await });
+            callers.spawn(async move { engine.refresh(&key(1), "fp", &creds(None), None).await });
         }
         let results = callers.join_all().await;
         assert!(results.iter().all(Result::is_ok));
@@ -771,7 +887,7 @@ mod tests {
         let c = creds(None);
         for _ in 0..3 {
             assert_eq!(
-                engine.refresh(&key(1), "gen1", &c).await,
+                engine.refresh(&key(1), "gen1", &c, None).await,
                 Err(RefreshError::Terminal {
                     cause: TerminalCause::Rejected(OAuthErrorCode::InvalidGrant)
                 })
@@ -788,7 +904,7 @@ mod tests {
             engine.decide(start(), &key(1), "gen2", None, Duration::from_secs(1200)),
             RefreshDecision::RefreshNow
         );
-        assert!(engine.refresh(&key(1), "gen2", &c).await.is_ok());
+        assert!(engine.refresh(&key(1), "gen2", &c, None).await.is_ok());
         assert_eq!(engine.source.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -798,9 +914,9 @@ mod tests {
         lock(&fake.script).push(Err(rejected(OAuthErrorCode::InvalidClient)));
         let (engine, _) = engine(fake, EngineConfig::default());
         let c = creds(Some("next"));
-        let outcome = engine.refresh(&key(1), "fp", &c).await.unwrap();
+        let outcome = engine.refresh(&key(1), "fp", &c, None).await.unwrap();
         assert!(outcome.used_next_secret);
-        let outcome = engine.refresh(&key(1), "fp", &c).await.unwrap();
+        let outcome = engine.refresh(&key(1), "fp", &c, None).await.unwrap();
         assert!(outcome.used_next_secret);
         assert_eq!(
             *lock(&engine.source.secrets_seen),
@@ -820,7 +936,7 @@ mod tests {
             category,
             retry_at,
             attempts,
-        }) = engine.refresh(&key(1), "fp", &c).await
+        }) = engine.refresh(&key(1), "fp", &c, None).await
         else {
             panic!("429 is retriable");
         };
@@ -828,11 +944,164 @@ mod tests {
         assert!(retry_at >= clock::add(start(), Duration::from_secs(90)));
         // Before retry_at: no call.
         clock.advance(Duration::from_secs(89));
-        assert!(engine.refresh(&key(1), "fp", &c).await.is_err());
+        assert!(engine.refresh(&key(1), "fp", &c, None).await.is_err());
         assert_eq!(engine.source.calls.load(Ordering::SeqCst), 1);
         clock.set(retry_at);
-        assert!(engine.refresh(&key(1), "fp", &c).await.is_ok());
+        assert!(engine.refresh(&key(1), "fp", &c, None).await.is_ok());
         assert_eq!(engine.failed_attempts(&key(1)), 0);
+    }
+
+    fn unavailable() -> LwaError {
+        LwaError::Unavailable {
+            status: 503,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_throttled_connection_is_told_its_turn_and_keeps_it() {
+        let config = EngineConfig {
+            rate: RateLimit::new(1.0, 1).unwrap(),
+            ..EngineConfig::default()
+        };
+        let (engine, clock) = engine(FakeLwa::default(), config);
+        let c = creds(None);
+        assert!(engine.refresh(&key(1), "fp", &c, None).await.is_ok());
+        let Err(RefreshError::Throttled { retry_at: turn }) =
+            engine.refresh(&key(2), "fp", &c, None).await
+        else {
+            panic!("the bucket holds one");
+        };
+        // Until the turn, deciding again tells the same turn and neither calls LWA nor
+        // reserves anything more.
+        for _ in 0..5 {
+            clock.advance(Duration::from_millis(100));
+            assert_eq!(
+                engine.decide(clock.now(), &key(2), "fp", None, Duration::from_secs(1200)),
+                RefreshDecision::RefreshAt {
+                    at: turn,
+                    reason: WaitReason::RateLimit
+                }
+            );
+        }
+        assert_eq!(engine.waiting(), 1);
+        clock.set(turn);
+        assert_eq!(
+            engine.decide(turn, &key(2), "fp", None, Duration::from_secs(1200)),
+            RefreshDecision::RefreshNow
+        );
+        assert!(engine.refresh(&key(2), "fp", &c, None).await.is_ok());
+        assert_eq!(engine.waiting(), 0);
+        assert_eq!(engine.source.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_backoff_never_runs_past_the_last_chance_before_the_token_expires() {
+        let fake = FakeLwa::default();
+        // Enough failures in a row for the backoff ceiling (5 minutes) to apply.
+        for _ in 0..8 {
+            lock(&fake.script).push(Err(unavailable()));
+        }
+        let config = EngineConfig {
+            // One connection's failures never open the breaker.
+            breaker: BreakerConfig {
+                min_connections: 2,
+                ..BreakerConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let (engine, clock) = engine(fake, config);
+        let c = creds(None);
+        let expires = clock::add(start(), Duration::from_secs(150));
+        let last_chance = clock::sub(expires, LAST_CHANCE_BEFORE_EXPIRY);
+        let mut retries = Vec::new();
+        for _ in 0..6 {
+            match engine.refresh(&key(1), "fp", &c, Some(expires)).await {
+                Err(RefreshError::Retriable { retry_at, .. }) => {
+                    retries.push(retry_at);
+                    clock.set(retry_at);
+                }
+                other => panic!("{other:?}"),
+            }
+            if clock.now() >= last_chance {
+                break;
+            }
+        }
+        assert!(
+            retries.iter().all(|at| *at <= last_chance),
+            "{retries:?} past {last_chance}"
+        );
+        assert_eq!(
+            retries.last(),
+            Some(&last_chance),
+            "the last retry is the last chance"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_lwa_answers_again_the_paused_and_backing_off_are_woken() {
+        let fake = FakeLwa::default();
+        for _ in 0..5 {
+            lock(&fake.script).push(Err(unavailable()));
+        }
+        // Backoffs long enough to outlast the breaker's first pause.
+        let config = EngineConfig {
+            backoff: BackoffPolicy {
+                base: Duration::from_secs(600),
+                cap: Duration::from_secs(600),
+                floor: Duration::from_secs(60),
+                ..BackoffPolicy::default()
+            },
+            ..EngineConfig::default()
+        };
+        let (engine, clock) = engine(fake, config);
+        let mut woken = engine.woken();
+        let c = creds(None);
+        // Five connections fail: the breaker opens, each backs off.
+        for i in 0..5 {
+            assert!(matches!(
+                engine.refresh(&key(i), "fp", &c, None).await,
+                Err(RefreshError::Retriable { .. })
+            ));
+        }
+        assert!(matches!(
+            engine.breaker_state(clock.now()),
+            BreakerState::Open { .. }
+        ));
+        // A sixth is paused by the breaker.
+        assert!(matches!(
+            engine.decide(clock.now(), &key(5), "fp", None, Duration::from_secs(1200)),
+            RefreshDecision::RefreshAt {
+                reason: WaitReason::CircuitOpen,
+                ..
+            }
+        ));
+        // The pause ends; the probe (connection 9) gets a token.
+        clock.advance(Duration::from_secs(31));
+        assert!(engine.refresh(&key(9), "fp", &c, None).await.is_ok());
+        let mut keys = Vec::new();
+        while let Ok(k) = woken.try_recv() {
+            keys.push(k.as_str().to_owned());
+        }
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "team/c0", "team/c1", "team/c2", "team/c3", "team/c4", "team/c5"
+            ]
+        );
+        // Their backoff is over: they may refresh now.
+        for i in 0..5 {
+            assert_eq!(
+                engine.decide(clock.now(), &key(i), "fp", None, Duration::from_secs(1200)),
+                RefreshDecision::RefreshNow,
+                "c{i}"
+            );
+        }
+        // A token while the breaker was closed wakes nobody.
+        assert!(engine.refresh(&key(10), "fp", &c, None).await.is_ok());
+        assert!(woken.try_recv().is_err());
     }
 
     #[tokio::test]
@@ -845,7 +1114,7 @@ mod tests {
         let c = creds(None);
         let mut retry_ats = Vec::new();
         for i in 0..8 {
-            match engine.refresh(&key(i), "fp", &c).await {
+            match engine.refresh(&key(i), "fp", &c, None).await {
                 Ok(_) => {}
                 Err(RefreshError::Throttled { retry_at }) => retry_ats.push(retry_at),
                 Err(e) => panic!("{e}"),

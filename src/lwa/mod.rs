@@ -18,6 +18,7 @@ pub mod check;
 pub mod client;
 pub mod clock;
 pub mod engine;
+pub mod queue;
 pub mod schedule;
 pub mod token;
 

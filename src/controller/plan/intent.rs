@@ -18,7 +18,7 @@ use super::{
 use crate::api::AmazonSellerConnection;
 use crate::domain::conditions::{Desired, SUSPENDED, Status};
 use crate::error::Categorized;
-use crate::lwa::{ConnectionKey, RefreshError, schedule};
+use crate::lwa::{ConnectionKey, RefreshError, WaitReason, clock, schedule};
 use crate::names::LWA_CREDENTIALS_SECRET_TYPE;
 use crate::observability::audit::{Category, Outcome};
 use crate::observability::metrics::RefreshOutcome;
@@ -39,6 +39,9 @@ pub(super) struct Intent {
     pub(super) refresh_metric: Option<(RefreshOutcome, &'static str)>,
     pub(super) lwa_latency: Option<Duration>,
     pub(super) client_secret_expiry: Option<i64>,
+    /// What keeps the connection from working that someone must fix (a bounded name): the
+    /// reconcile counts as failed with it.
+    pub(super) problem: Option<&'static str>,
 }
 
 impl Intent {
@@ -56,13 +59,51 @@ impl Intent {
             refresh_metric: None,
             lwa_latency: None,
             client_secret_expiry: None,
+            problem: None,
         }
+    }
+
+    /// A connection that cannot work until someone fixes `problem`: Ready and CredentialsValid
+    /// say why, a Warning Event says it too, and it is looked at again after [`RECHECK`].
+    fn broken(
+        problem: &'static str,
+        reason: &'static str,
+        ready_message: String,
+        credentials_message: String,
+        credentials_status: Status,
+    ) -> Self {
+        let mut intent = Self::without_token(
+            vec![
+                ready(Status::False, reason, ready_message.clone()),
+                credentials_valid(credentials_status, reason, credentials_message),
+                not_suspended(),
+            ],
+            Some(RECHECK),
+        );
+        intent.problem = Some(problem);
+        intent
+            .events
+            .push(event(EventKind::Warning, reason, ready_message));
+        intent
     }
 }
 
-/// How long from `now` until `at`, at least a second, so a requeue never spins.
+/// Why a due refresh waits.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Its turn at the LWA rate limit.
+    RateLimit,
+    /// The circuit breaker pauses everyone while LWA fails.
+    CircuitOpen,
+    /// Its own refreshes fail (the category): backoff.
+    Backoff(&'static str),
+}
+
+/// How long from `now` until `at` (to the millisecond, so a turn at the rate limit is not
+/// missed by rounding), at least a second, so a requeue never spins.
 fn wait_until(now: Timestamp, at: Timestamp) -> Duration {
-    Duration::from_secs(at.as_second().saturating_sub(now.as_second()).max(1) as u64)
+    let millis = clock::since(at, now).as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX)).max(Duration::from_secs(1))
 }
 
 /// The conditions, token and reports from how far the reconcile got.
@@ -71,13 +112,12 @@ pub(super) fn intend(inputs: &ReconcileInputs<'_>) -> Intent {
     let spec = &connection.spec;
     let credentials = match &inputs.progress {
         Progress::Stopped(Stop::InvalidSpec { summary, details }) => {
-            return Intent::without_token(
-                vec![
-                    ready(Status::False, "InvalidSpec", summary.clone()),
-                    credentials_valid(Status::Unknown, "InvalidSpec", details.clone()),
-                    not_suspended(),
-                ],
-                None,
+            return Intent::broken(
+                "invalid_spec",
+                "InvalidSpec",
+                summary.clone(),
+                details.clone(),
+                Status::Unknown,
             );
         }
         Progress::Stopped(Stop::Suspended) => {
@@ -104,13 +144,12 @@ pub(super) fn intend(inputs: &ReconcileInputs<'_>) -> Intent {
         Progress::Credentials(credentials) => credentials,
     };
     let unreadable = |message: String| {
-        Intent::without_token(
-            vec![
-                ready(Status::False, "CredentialsUnreadable", message.clone()),
-                credentials_valid(Status::False, "CredentialsUnreadable", message),
-                not_suspended(),
-            ],
-            Some(RECHECK),
+        Intent::broken(
+            "credentials_unreadable",
+            "CredentialsUnreadable",
+            message.clone(),
+            message,
+            Status::False,
         )
     };
     let (key_id, client_secret_expires_at, outcome, failed_attempts) = match credentials {
@@ -120,20 +159,33 @@ pub(super) fn intend(inputs: &ReconcileInputs<'_>) -> Intent {
                 spec.credentials_secret_name,
                 connection.namespace().unwrap_or_default()
             );
-            return Intent::without_token(
-                vec![
-                    ready(Status::False, "CredentialsMissing", message.clone()),
-                    credentials_valid(Status::False, "CredentialsMissing", message),
-                    not_suspended(),
-                ],
-                Some(RECHECK),
+            let mut intent = Intent::broken(
+                "credentials_missing",
+                "CredentialsMissing",
+                message.clone(),
+                message,
+                Status::False,
             );
+            intent.audit.push(audit(
+                Category::ConnectorSetup,
+                "open_credentials",
+                Outcome::Failure,
+                "credentials_missing",
+            ));
+            return intent;
         }
         CredentialsState::NotSealed => {
-            return unreadable(format!(
+            let mut intent = unreadable(format!(
                 "Secret {:?} is not a sealed credentials Secret (type {LWA_CREDENTIALS_SECRET_TYPE} with data key \"sealed\")",
                 spec.credentials_secret_name
             ));
+            intent.audit.push(audit(
+                Category::ConnectorSetup,
+                "open_credentials",
+                Outcome::Failure,
+                "not_sealed",
+            ));
+            return intent;
         }
         CredentialsState::Unopenable(err) => {
             let mut intent =
@@ -161,23 +213,27 @@ pub(super) fn intend(inputs: &ReconcileInputs<'_>) -> Intent {
     intent.client_secret_expiry = client_secret_expires_at.map(Timestamp::as_second);
     intent.last_refresh_at = current.as_ref().map(|t| t.issued_at);
     match outcome {
-        // Kept and waiting plan alike while a token is in use; only waiting can lack one.
-        TokenOutcome::Kept { refresh_at: at } | TokenOutcome::Waiting { at, .. } => {
+        TokenOutcome::Kept { refresh_at: at } => {
             intent.requeue = Some(wait_until(now, *at));
             intent.next_refresh_at = Some(*at);
             intent.conditions = match &current {
                 Some(token) => vec![serving(token), accepted(), not_suspended()],
+                // Not reached: a token is kept only while it is valid.
                 None => vec![
-                    ready(
-                        Status::False,
-                        "RefreshPending",
-                        format!("no valid token yet; next attempt at {}", whole_seconds(*at)),
-                    ),
+                    ready(Status::False, "RefreshPending", "no valid token yet"),
                     observed_credentials_condition(connection),
                     not_suspended(),
                 ],
             };
             intent.publish = current;
+        }
+        TokenOutcome::Waiting { at, reason } => {
+            let why = match reason {
+                WaitReason::RateLimit => Wait::RateLimit,
+                WaitReason::CircuitOpen => Wait::CircuitOpen,
+                WaitReason::Backoff { category, .. } => Wait::Backoff(category),
+            };
+            wait(connection, &mut intent, current, why, *at, now);
         }
         TokenOutcome::Asked(RefreshAttempt {
             result: Ok(refreshed),
@@ -294,11 +350,22 @@ fn failed(
                     format!("LWA token refresh failed ({category}); retrying with backoff, next attempt at {}", whole_seconds(*retry_at)),
                 ));
             }
-            retry_later(connection, intent, current, *retry_at, now, category);
+            wait(
+                connection,
+                intent,
+                current,
+                Wait::Backoff(category),
+                *retry_at,
+                now,
+            );
         }
-        RefreshError::CircuitOpen { until: at } | RefreshError::Throttled { retry_at: at } => {
+        RefreshError::CircuitOpen { until: at } => {
             intent.refresh_metric = Some((RefreshOutcome::Skipped, category));
-            retry_later(connection, intent, current, *at, now, category);
+            wait(connection, intent, current, Wait::CircuitOpen, *at, now);
+        }
+        RefreshError::Throttled { retry_at: at } => {
+            intent.refresh_metric = Some((RefreshOutcome::Skipped, category));
+            wait(connection, intent, current, Wait::RateLimit, *at, now);
         }
     }
 }
@@ -314,34 +381,55 @@ fn record_failure(intent: &mut Intent, category: &'static str) {
     ));
 }
 
-fn retry_later(
+/// A due refresh that waits until `at`. The conditions name why, never when: the time is in
+/// `status.nextRefreshAt`. So whether the engine told the reconcile to wait or refused its
+/// refresh, and however often it asks again before `at`, the status reads the same and is not
+/// written again.
+fn wait(
     connection: &AmazonSellerConnection,
     intent: &mut Intent,
     current: Option<Published>,
+    why: Wait,
     at: Timestamp,
     now: Timestamp,
-    category: &str,
 ) {
+    let ready = match (&current, why) {
+        // Waiting for a turn with a valid token is routine.
+        (Some(token), Wait::RateLimit) => serving(token),
+        (Some(token), Wait::CircuitOpen) => ready(
+            Status::True,
+            "TokenPublished",
+            format!(
+                "access token valid until {}; refreshes are paused while LWA is failing",
+                whole_seconds(token.expires_at)
+            ),
+        ),
+        (Some(token), Wait::Backoff(category)) => ready(
+            Status::True,
+            "TokenPublished",
+            format!(
+                "access token valid until {}; refresh failing ({category}), retrying with backoff",
+                whole_seconds(token.expires_at)
+            ),
+        ),
+        (None, Wait::RateLimit) => ready(
+            Status::False,
+            "RefreshPending",
+            "no valid token yet: waiting for a turn at the LWA rate limit",
+        ),
+        (None, Wait::CircuitOpen) => ready(
+            Status::False,
+            "RefreshPending",
+            "no valid token yet: refreshes are paused while LWA is failing",
+        ),
+        (None, Wait::Backoff(category)) => ready(
+            Status::False,
+            "RefreshFailed",
+            format!("no valid token: refresh failing ({category}), retrying with backoff"),
+        ),
+    };
     intent.conditions = vec![
-        match &current {
-            Some(token) => ready(
-                Status::True,
-                "TokenPublished",
-                format!(
-                    "access token valid until {}; refresh failing ({category}), next attempt at {}",
-                    whole_seconds(token.expires_at),
-                    whole_seconds(at)
-                ),
-            ),
-            None => ready(
-                Status::False,
-                "RefreshFailed",
-                format!(
-                    "no valid token: refresh failing ({category}), next attempt at {}",
-                    whole_seconds(at)
-                ),
-            ),
-        },
+        ready,
         observed_credentials_condition(connection),
         not_suspended(),
     ];

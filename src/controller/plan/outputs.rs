@@ -112,6 +112,10 @@ pub struct ReconcilePlan {
     pub runtime_secret: SecretChange<Secret>,
     /// The token store: `Apply` carries the token to seal.
     pub token_store: SecretChange<Published>,
+    /// What keeps the connection from working that someone must fix (`credentials_missing`,
+    /// `credentials_unreadable`, `invalid_spec`): the reconcile is counted as failed with it,
+    /// although it did all it could.
+    pub problem: Option<&'static str>,
     /// The status to store.
     pub status: AmazonSellerConnectionStatus,
     /// Whether it differs from the stored one (a write is needed).

@@ -260,10 +260,10 @@ fn applied_token(plan: &ReconcilePlan) -> Option<String> {
     }
 }
 
+/// The requeue from `from` to `to`: to the millisecond, rounded up, at least a second.
 fn wait(from: Timestamp, to: Timestamp) -> Option<Duration> {
-    Some(Duration::from_secs(
-        (to.as_second() - from.as_second()) as u64,
-    ))
+    let millis = clock::since(to, from).as_nanos().div_ceil(1_000_000) as u64;
+    Some(Duration::from_millis(millis).max(Duration::from_secs(1)))
 }
 
 fn connect_event(note: &str) -> Vec<Report> {
@@ -611,7 +611,7 @@ fn the_first_retriable_failure_warns_and_the_next_ones_do_not() {
     );
     assert_eq!(
         message(&plan, "Ready"),
-        format!("no valid token: refresh failing (server_error), next attempt at {retry_at}")
+        "no valid token: refresh failing (server_error), retrying with backoff"
     );
     assert_eq!(plan.status.failed_refresh_attempts, Some(1));
     assert_eq!(
@@ -658,9 +658,8 @@ fn a_retriable_failure_with_a_valid_token_keeps_serving_it_and_the_last_verdict(
     assert_eq!(
         message(&plan, "Ready"),
         format!(
-            "access token valid until {}; refresh failing (server_error), next attempt at {}",
-            token.expires_at,
-            whole_seconds(retry_at)
+            "access token valid until {}; refresh failing (server_error), retrying with backoff",
+            token.expires_at
         )
     );
     assert_eq!(plan.runtime_secret, SecretChange::Keep);
@@ -668,7 +667,7 @@ fn a_retriable_failure_with_a_valid_token_keeps_serving_it_and_the_last_verdict(
 }
 
 #[test]
-fn a_throttled_refresh_is_counted_as_skipped_without_audit_or_event() {
+fn a_throttled_refresh_waits_for_its_turn_counted_as_skipped_without_audit_or_event() {
     let retry_at = after(Duration::from_millis(1500));
     let plan = Scenario::new(Connection::test())
         .lwa_answers(Err(RefreshError::Throttled { retry_at }))
@@ -679,16 +678,21 @@ fn a_throttled_refresh_is_counted_as_skipped_without_audit_or_event() {
     );
     assert_eq!(plan.audit, []);
     assert_eq!(plan.events, []);
-    assert_eq!(conditions(&plan)[0], ("Ready", "False", "RefreshFailed"));
+    assert_eq!(conditions(&plan)[0], ("Ready", "False", "RefreshPending"));
+    assert_eq!(
+        message(&plan, "Ready"),
+        "no valid token yet: waiting for a turn at the LWA rate limit"
+    );
     assert_eq!(
         plan.status.next_refresh_at.as_ref().map(|t| t.0),
         Some(whole_seconds(retry_at))
     );
     assert_eq!(
         plan.requeue,
-        Some(Duration::from_secs(1)),
-        "never sooner than a second"
+        Some(Duration::from_millis(1500)),
+        "back at the turn itself"
     );
+    assert_eq!(plan.problem, None, "waiting is not a failed reconcile");
 }
 
 #[test]
@@ -710,7 +714,7 @@ fn an_open_circuit_waits_without_asking_lwa() {
     );
     assert_eq!(
         message(&plan, "Ready"),
-        format!("no valid token yet; next attempt at {until}")
+        "no valid token yet: refreshes are paused while LWA is failing"
     );
     assert_eq!(plan.metrics.refresh, None);
     assert_eq!(plan.requeue, Some(minutes(2)));
@@ -842,11 +846,18 @@ fn an_invalid_spec_stops_before_the_credentials_and_publishes_nothing() {
     assert_eq!(plan.runtime_secret, SecretChange::Delete, "fail closed");
     assert_eq!(plan.status.marketplace_id, None);
     assert_eq!(plan.status.key_id, None);
-    assert_eq!(plan.requeue, None);
+    assert_eq!(plan.requeue, Some(RECHECK));
+    assert_eq!(plan.problem, Some("invalid_spec"));
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(
+        (plan.events[0].kind, plan.events[0].reason),
+        (EventKind::Warning, "InvalidSpec")
+    );
+    assert_eq!(plan.events[0].note, message(&plan, "Ready"));
 }
 
 #[test]
-fn missing_credentials_are_looked_for_again_every_five_minutes() {
+fn missing_credentials_are_reported_counted_audited_and_looked_for_again() {
     let plan = Scenario::new(Connection::test())
         .credentials(CredentialsState::Missing)
         .plan();
@@ -864,7 +875,21 @@ fn missing_credentials_are_looked_for_again_every_five_minutes() {
     );
     assert_eq!(plan.requeue, Some(RECHECK));
     assert_eq!(plan.status.failed_refresh_attempts, Some(0));
-    assert_eq!(plan.audit, []);
+    assert_eq!(plan.problem, Some("credentials_missing"));
+    assert_eq!(
+        plan.audit,
+        [AuditNote {
+            category: Category::ConnectorSetup,
+            action: "open_credentials",
+            outcome: Outcome::Failure,
+            reason: "credentials_missing",
+        }]
+    );
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(
+        (plan.events[0].kind, plan.events[0].reason),
+        (EventKind::Warning, "CredentialsMissing")
+    );
 }
 
 #[test]
@@ -881,7 +906,21 @@ fn a_secret_that_is_not_sealed_credentials_is_unreadable() {
         "Secret \"acme-us-lwa\" is not a sealed credentials Secret (type connectors.openteam.io/lwa-credentials with data key \"sealed\")"
     );
     assert_eq!(plan.requeue, Some(RECHECK));
-    assert_eq!(plan.audit, []);
+    assert_eq!(plan.problem, Some("credentials_unreadable"));
+    assert_eq!(
+        plan.audit,
+        [AuditNote {
+            category: Category::ConnectorSetup,
+            action: "open_credentials",
+            outcome: Outcome::Failure,
+            reason: "not_sealed",
+        }]
+    );
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(
+        (plan.events[0].kind, plan.events[0].reason),
+        (EventKind::Warning, "CredentialsUnreadable")
+    );
 }
 
 #[test]
@@ -1122,4 +1161,95 @@ fn the_engine_decision_becomes_a_step() {
         refresh_step(RefreshDecision::Blocked { cause: blocked }, false),
         RefreshStep::Settled(TokenOutcome::Blocked { cause: blocked })
     );
+}
+
+/// The status a plan wrote, as the next reconcile reads it from the cache.
+fn stored(plan: ReconcilePlan) -> Connection {
+    Connection::test().with_status(plan.status)
+}
+
+#[test]
+fn asking_again_while_waiting_for_a_turn_at_the_rate_limit_writes_nothing() {
+    // The refresh is refused for the rate limit; the reconcile the status write causes (and
+    // every one after it until the turn) hears the same turn from the engine.
+    let turn = after(Duration::from_millis(4200));
+    let refused = Scenario::new(Connection::test())
+        .lwa_answers(Err(RefreshError::Throttled { retry_at: turn }))
+        .plan();
+    assert!(refused.status_changed);
+    for now in [
+        after(Duration::from_millis(300)),
+        after(Duration::from_secs(3)),
+    ] {
+        let again = Scenario::new(stored(refused.clone()))
+            .at(now)
+            .engine_decides(RefreshDecision::RefreshAt {
+                at: turn,
+                reason: WaitReason::RateLimit,
+            })
+            .plan();
+        assert!(!again.status_changed, "{:#?}", again.status);
+        assert_eq!(again.metrics.refresh, None, "nothing new to count");
+        assert_eq!(again.requeue, wait(now, turn));
+    }
+}
+
+#[test]
+fn asking_again_while_backing_off_writes_nothing() {
+    let retry_at = after(Duration::from_secs(40));
+    let failed = Scenario::new(Connection::test())
+        .lwa_answers(unavailable(2, retry_at))
+        .failed_attempts(2)
+        .plan();
+    let again = Scenario::new(stored(failed))
+        .at(after(Duration::from_secs(1)))
+        .engine_decides(RefreshDecision::RefreshAt {
+            at: retry_at,
+            reason: WaitReason::Backoff {
+                attempts: 2,
+                category: "server_error",
+            },
+        })
+        .failed_attempts(2)
+        .plan();
+    assert!(!again.status_changed, "{:#?}", again.status);
+    assert_eq!(again.events, []);
+}
+
+#[test]
+fn asking_again_while_the_circuit_is_open_writes_nothing() {
+    let until = after(minutes(1));
+    let refused = Scenario::new(Connection::test())
+        .lwa_answers(Err(RefreshError::CircuitOpen { until }))
+        .plan();
+    let again = Scenario::new(stored(refused))
+        .at(after(Duration::from_secs(5)))
+        .engine_decides(RefreshDecision::RefreshAt {
+            at: until,
+            reason: WaitReason::CircuitOpen,
+        })
+        .plan();
+    assert!(!again.status_changed, "{:#?}", again.status);
+}
+
+#[test]
+fn a_valid_token_waiting_for_its_turn_reads_as_published() {
+    let (status, token) = connected();
+    let now = due_at(&token);
+    let turn = clock::add(now, Duration::from_secs(3));
+    let plan = Scenario::new(Connection::test().with_status(status))
+        .at(now)
+        .with_runtime_secret(&token)
+        .engine_decides(RefreshDecision::RefreshAt {
+            at: turn,
+            reason: WaitReason::RateLimit,
+        })
+        .plan();
+    assert_eq!(conditions(&plan), SERVING);
+    assert_eq!(
+        message(&plan, "Ready"),
+        format!("access token published, valid until {}", token.expires_at)
+    );
+    assert_eq!(plan.runtime_secret, SecretChange::Keep);
+    assert_eq!(plan.requeue, wait(now, turn));
 }
