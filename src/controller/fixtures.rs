@@ -420,7 +420,28 @@ pub fn connection_path() -> String {
 /// The server-side apply query the operator's writes use.
 pub const APPLY: &str = "?&force=true&fieldManager=amazon-seller-operator";
 
+/// Requests received and left unanswered: while it is kept, their callers keep waiting.
+pub struct Unanswered(#[allow(dead_code)] Vec<Exchange>);
+
 impl ApiServerVerifier {
+    /// Every request that comes within `within`, none of them answered: an API server that
+    /// stops answering. Returns their lines and the requests, which stay pending while kept.
+    pub async fn hold(&mut self, within: Duration) -> (Vec<String>, Unanswered) {
+        let mut lines = Vec::new();
+        let mut held = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(exchange)) = tokio::time::timeout_at(deadline, self.requests.recv()).await
+        {
+            lines.push(format!(
+                "{} {}",
+                exchange.0.method(),
+                path_and_query(&exchange.0)
+            ));
+            held.push(exchange);
+        }
+        (lines, Unanswered(held))
+    }
+
     /// The next request, which must be `method path` (path with its query).
     pub async fn expect(&mut self, method: Method, path: &str) -> Received {
         let expected = format!("{method} {path}");

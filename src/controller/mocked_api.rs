@@ -520,3 +520,34 @@ async fn disconnect_deletes_both_secrets_then_removes_the_finalizer() {
     assert_eq!(lwa_calls(&ctx), 0);
     assert_eq!(audit.records(), ["disconnect/success/connection_deleted"]);
 }
+
+/// A controller stopped while its first list of connections is still out (here: never
+/// answered) stops at once. kube-runtime holds its runner until the cache is listed, and the
+/// shutdown stops the watch that would list it, so without the operator's own bound it waited
+/// forever: a SIGTERM just after start never ended the process.
+#[tokio::test]
+async fn a_controller_stopped_before_its_first_list_stops_at_once() {
+    let (client, mut api) = mock_api();
+    let clock = Arc::new(ManualClock::new(start()));
+    let (ctx, _) = fixtures::context(
+        client,
+        ScriptedLwa::answering(&[]),
+        clock,
+        Keyring::generate(start()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(super::run(ctx, Some(fixtures::NAMESPACE), async move {
+        let _ = stopped.await;
+    }));
+    let (lines, _pending) = api.hold(Duration::from_millis(500)).await;
+    assert!(
+        lines.iter().any(|l| l.contains("amazonsellerconnections")),
+        "the controller lists connections first: {lines:?}"
+    );
+    let _ = stop.send(());
+    let stopped_in = tokio::time::timeout(Duration::from_secs(5), run).await;
+    assert!(
+        matches!(stopped_in, Ok(Ok(()))),
+        "the controller did not stop within 5 s of the shutdown"
+    );
+}

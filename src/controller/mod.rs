@@ -20,10 +20,11 @@ pub mod plan;
 pub mod reconcile;
 pub mod tally;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -330,9 +331,14 @@ fn woken<S: TokenSource>(
     })
 }
 
-/// Runs the controller over `namespace` (or all namespaces) until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
+/// How long a stopping controller may take to finish the reconciles in flight (one may be
+/// waiting on LWA, up to its 15 s timeout) before it is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the controller over `namespace` (or all namespaces) until `shutdown` resolves, then
+/// lets the reconciles in flight finish (at most [`SHUTDOWN_GRACE`]).
+pub async fn run<S: TokenSource>(
+    ctx: Arc<Context<S>>,
     namespace: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -355,6 +361,9 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let users = Arc::new(CredentialUsers::default());
     let indexed = users.clone();
+    // Whether the first list of connections is in: until then kube-runtime reconciles nothing.
+    let listed = Arc::new(AtomicBool::new(false));
+    let list_done = listed.clone();
     let connection_events = watcher::watcher(connections, watcher::Config::default())
         .default_backoff()
         .modify(|c| {
@@ -364,7 +373,12 @@ pub async fn run(
             }
         })
         .reflect(writer)
-        .inspect_ok(move |event| indexed.observe(event))
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                list_done.store(true, Ordering::Release);
+            }
+            indexed.observe(event);
+        })
         .touched_objects();
     let controller = Controller::for_stream(connection_events, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
@@ -375,19 +389,35 @@ pub async fn run(
         ctx.lwa_qps,
         ctx.metrics.clone(),
     ));
-    controller
+    let shutdown = shutdown.shared();
+    let running = controller
         .reconcile_on(woken(&ctx.engine, namespace))
         .owns(secrets.clone(), runtime_secrets)
         .watches(secrets, credential_secrets, move |secret: Secret| {
             users.users(&secret.namespace().unwrap_or_default(), &secret.name_any())
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!("controller: {err}");
             }
-        })
-        .await;
+        });
+    // kube-runtime holds its runner until the connection cache has its first list, and a
+    // graceful shutdown stops the watch that would fill it: stopped during the first list, it
+    // would wait forever (a SIGTERM just after start never ended the process). Before the first
+    // list nothing was reconciled, so the controller is dropped at once; after it, in-flight
+    // reconciles get SHUTDOWN_GRACE.
+    let give_up = async {
+        shutdown.await;
+        if listed.load(Ordering::Acquire) {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!("the controller did not stop within {SHUTDOWN_GRACE:?}; dropping it");
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = give_up => {}
+    }
     counter.abort();
 }
