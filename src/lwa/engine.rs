@@ -358,7 +358,7 @@ fn next_chance(expires_at: Timestamp, now: Timestamp) -> Option<Timestamp> {
 }
 
 /// How many wake-ups a controller may fall behind ([`RefreshEngine::woken`]).
-pub const WAKE_CAPACITY: usize = 16 * 1024;
+pub const WAKE_CAPACITY: usize = 128 * 1024;
 
 /// What one refresh attempt got from LWA.
 struct Answer {
