@@ -239,6 +239,11 @@ impl Env {
             admin_groups: vec![format!("{}-admins", self.scope)],
             reviewer_groups: vec![format!("{}-reviewers", self.scope)],
             operator_username: self.operator.name.clone(),
+            workload_controllers:
+                amazon_seller_operator::domain::admission::DEFAULT_WORKLOAD_CONTROLLERS
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
         }
     }
 

@@ -200,6 +200,11 @@ pub fn test_policy() -> Policy {
         admin_groups: vec!["platform-admins".into()],
         reviewer_groups: vec!["security-reviewers".into()],
         operator_username: "system:serviceaccount:aso:amazon-seller-operator".into(),
+        workload_controllers:
+            amazon_seller_operator::domain::admission::DEFAULT_WORKLOAD_CONTROLLERS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
     }
 }
 

@@ -59,7 +59,25 @@ pub struct Policy {
     pub reviewer_groups: Vec<String>,
     /// The operator's user name, `system:serviceaccount:<namespace>:<name>`.
     pub operator_username: String,
+    /// Identities that create pods (and pod-owning workloads) for an owner object: the
+    /// kube-controller-manager, as one identity or one ServiceAccount per controller. They may
+    /// use a connection's runtime Secret only in an object with a controller `ownerReference`,
+    /// that is, one stamped out from a template a Team member wrote.
+    pub workload_controllers: Vec<String>,
 }
+
+/// [`Policy::workload_controllers`] by default: the kube-controller-manager with and without
+/// per-controller ServiceAccounts (`--use-service-account-credentials`), for every controller
+/// that creates pods, ReplicaSets or Jobs from a template.
+pub const DEFAULT_WORKLOAD_CONTROLLERS: [&str; 7] = [
+    "system:kube-controller-manager",
+    "system:serviceaccount:kube-system:replicaset-controller",
+    "system:serviceaccount:kube-system:deployment-controller",
+    "system:serviceaccount:kube-system:statefulset-controller",
+    "system:serviceaccount:kube-system:daemon-set-controller",
+    "system:serviceaccount:kube-system:job-controller",
+    "system:serviceaccount:kube-system:cronjob-controller",
+];
 
 impl Policy {
     /// The user name Kubernetes gives a ServiceAccount.
@@ -90,6 +108,30 @@ impl Policy {
             g.strip_prefix(self.team_group_prefix.as_str())
                 .is_some_and(|t| t == team)
         })
+    }
+
+    /// Whether `requester` is a ServiceAccount of `namespace`.
+    fn is_service_account_of(requester: &Requester<'_>, namespace: &str) -> bool {
+        requester
+            .username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .is_some_and(|(ns, name)| ns == namespace && !name.is_empty())
+    }
+
+    /// Whether `requester` may put a connection of `team` in `namespace` to use in an object:
+    /// a member of the Team, an admin, a ServiceAccount of the namespace, or a workload
+    /// controller creating the object for its owner (`owned`: it has a controller
+    /// ownerReference).
+    fn may_use(&self, requester: &Requester<'_>, team: &str, namespace: &str, owned: bool) -> bool {
+        self.is_member(requester, team)
+            || self.is_admin(requester)
+            || Self::is_service_account_of(requester, namespace)
+            || (owned
+                && self
+                    .workload_controllers
+                    .iter()
+                    .any(|c| c == requester.username))
     }
 
     /// Team member, admin or the operator.

@@ -407,6 +407,7 @@ impl Reviewer {
                 };
                 let view = pod_view(&pod);
                 Ok(admission::admit_pod(
+                    &self.policy,
                     lookup,
                     &PodRequest {
                         namespace,

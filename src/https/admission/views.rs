@@ -50,6 +50,12 @@ pub fn pod_view(pod: &Pod) -> PodView {
             .as_ref()
             .and_then(|l| l.get(GATEWAY_LABEL))
             .cloned(),
+        owned_by_controller: pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true)),
         ..PodView::default()
     };
     let Some(spec) = &pod.spec else {
