@@ -5,21 +5,19 @@
 //! or a runtime token. Malformed reviews get an `invalid` answer whose message is one of a few
 //! fixed phrases (serde's messages can quote the input), never a panic.
 
+mod answer;
 pub mod configuration;
+mod parse;
 pub mod views;
 
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
-    Operation as KubeOperation,
-};
-use kube::core::response::StatusSummary;
-use kube::core::{DynamicObject, Resource};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use kube::core::response::{Status, StatusSummary};
 
 use super::cluster::Cluster;
-use crate::api::{AmazonSellerConnection, GROUP};
+use crate::api::GROUP;
 use crate::crypto::Keyring;
 use crate::domain::admission::{
     self, Concern, ConnectionRequest, Decision, Lookup, NamespaceRequest, Operation, Phase,
@@ -29,6 +27,8 @@ use crate::error::Categorized;
 use crate::names::TEAM_LABEL;
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::{AccessOutcome, AdmissionDecision, Metrics};
+use answer::Verdict;
+use parse::{Objects, Request, parse};
 
 pub use views::{json_patch, pod_view, secret_view};
 
@@ -71,10 +71,9 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(request: &AdmissionRequest<DynamicObject>) -> Self {
-        let resource = &request.resource;
-        let sub = request.sub_resource.as_deref().filter(|s| !s.is_empty());
-        match (resource.group.as_str(), resource.resource.as_str(), sub) {
+    fn of(group: &str, resource: &str, sub_resource: Option<&str>) -> Self {
+        let sub = sub_resource.filter(|s| !s.is_empty());
+        match (group, resource, sub) {
             (GROUP, "amazonsellerconnections", None) => Kind::Connection,
             (GROUP, "securitylogreviews", None) => Kind::Review,
             ("", "secrets", None) => Kind::Secret,
@@ -131,71 +130,6 @@ impl Kind {
     }
 }
 
-fn operation(op: &KubeOperation) -> Operation {
-    match op {
-        KubeOperation::Create => Operation::Create,
-        KubeOperation::Update => Operation::Update,
-        KubeOperation::Delete => Operation::Delete,
-        KubeOperation::Connect => Operation::Connect,
-    }
-}
-
-/// Why a review could not be read; the message is a fixed phrase.
-struct Malformed {
-    why: &'static str,
-    uid: Option<String>,
-}
-
-/// The longest request uid echoed back (the API server's are 36 characters).
-const MAX_UID_LEN: usize = 128;
-
-fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Malformed> {
-    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
-        Ok(review) => {
-            let uid = review.request.as_ref().map(|r| r.uid.clone());
-            let bad = |why| Malformed {
-                why,
-                uid: uid.clone().filter(|u| u.len() <= MAX_UID_LEN),
-            };
-            if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
-                return Err(bad("only admission.k8s.io/v1 AdmissionReview is supported"));
-            }
-            let request: AdmissionRequest<DynamicObject> = review
-                .try_into()
-                .map_err(|_| bad("the review has no request"))?;
-            if request.uid.is_empty() || request.uid.len() > MAX_UID_LEN {
-                return Err(bad("the request has no usable uid"));
-            }
-            Ok(request)
-        }
-        Err(_) => {
-            // Recover the uid if the body is JSON at all, so the API server can match the answer.
-            let uid = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("request")?.get("uid")?.as_str().map(str::to_owned))
-                .filter(|u| u.len() <= MAX_UID_LEN);
-            let why = if uid.is_some() {
-                "not an AdmissionReview"
-            } else {
-                "not a JSON AdmissionReview"
-            };
-            Err(Malformed { why, uid })
-        }
-    }
-}
-
-/// Parses the request's object as `K`; `Err` with a fixed phrase when it is not one.
-fn typed<K: Resource + serde::de::DeserializeOwned>(
-    object: &Option<DynamicObject>,
-    what: &'static str,
-) -> Result<Option<K>, &'static str> {
-    object
-        .clone()
-        .map(|o| o.try_parse::<K>())
-        .transpose()
-        .map_err(|_| what)
-}
-
 fn not_ready() -> Decision {
     Decision {
         allowed: false,
@@ -247,15 +181,27 @@ impl Reviewer {
     /// Answers one `AdmissionReview` body, serialized. Never fails: a malformed review gets an
     /// `invalid` answer.
     pub async fn review_json(&self, webhook: Webhook, body: &[u8]) -> Vec<u8> {
-        let review = self.review(webhook, body).await;
-        serde_json::to_vec(&review).unwrap_or_else(|_| {
-            // Not expected: the answer is plain data. Still answer, and fail closed.
-            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false,"status":{"code":500,"message":"internal error"}}}"#.to_vec()
-        })
+        match self.reviewed(webhook, body).await {
+            // The same bytes as `respond`'s review serialized, without building it.
+            Reviewed::Decided(request, decision) => answer::write(&Verdict::of(&request, &decision)),
+            Reviewed::Invalid(response) => serde_json::to_vec(&response.into_review())
+                .unwrap_or_else(|_| {
+                    // Not expected: the answer is plain data. Still answer, and fail closed.
+                    br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":false,"status":{"code":500,"message":"internal error"}}}"#.to_vec()
+                }),
+        }
     }
 
     /// Answers one `AdmissionReview` body.
     pub async fn review(&self, webhook: Webhook, body: &[u8]) -> AdmissionReview<DynamicObject> {
+        match self.reviewed(webhook, body).await {
+            Reviewed::Decided(request, decision) => respond(&Verdict::of(&request, &decision)),
+            Reviewed::Invalid(response) => response.into_review(),
+        }
+    }
+
+    /// Reads, decides, meters and audits one review.
+    async fn reviewed<'a>(&self, webhook: Webhook, body: &'a [u8]) -> Reviewed<'a> {
         let request = match parse(body) {
             Ok(request) => request,
             Err(malformed) => {
@@ -274,12 +220,13 @@ impl Reviewer {
                 if let Some(uid) = malformed.uid {
                     response.uid = uid;
                 }
-                return response.into_review();
+                return Reviewed::Invalid(response);
             }
         };
-        let kind = Kind::of(&request);
-        let op = operation(&request.operation);
-        let decision = match self.decide(webhook, kind, op, &request).await {
+        let (request, objects) = request;
+        let kind = request.kind;
+        let op = request.operation;
+        let decision = match self.decide(webhook, kind, op, &request, objects).await {
             Ok(decision) => decision,
             Err(why) => {
                 self.metrics.record_admission(
@@ -291,12 +238,12 @@ impl Reviewer {
                 tracing::warn!(uid = %request.uid, resource = kind.label(), problem = why, "malformed object in admission review");
                 let mut response = AdmissionResponse::invalid(why);
                 response.result.code = 400;
-                response.uid = request.uid.clone();
-                return response.into_review();
+                response.uid = request.uid.into_owned();
+                return Reviewed::Invalid(response);
             }
         };
         self.record(kind, op, &request, &decision);
-        respond(&request, &decision)
+        Reviewed::Decided(request, decision)
     }
 
     async fn decide(
@@ -304,7 +251,8 @@ impl Reviewer {
         webhook: Webhook,
         kind: Kind,
         op: Operation,
-        request: &AdmissionRequest<DynamicObject>,
+        request: &Request<'_>,
+        objects: Objects,
     ) -> Result<Decision, &'static str> {
         let groups = request.user_info.groups.as_deref().unwrap_or_default();
         let requester = Requester {
@@ -329,19 +277,12 @@ impl Reviewer {
         let lookup: &dyn Lookup = &*self.cluster;
         match kind {
             Kind::Connection => {
-                let object: Option<AmazonSellerConnection> = typed(
-                    &request.object,
-                    "the object is not a valid AmazonSellerConnection",
-                )?;
-                let old: Option<AmazonSellerConnection> = typed(
-                    &request.old_object,
-                    "the old object is not a valid AmazonSellerConnection",
-                )?;
+                let (object, old) = objects.connections()?;
                 let name = object
                     .as_ref()
                     .or(old.as_ref())
                     .and_then(|c| c.metadata.name.as_deref())
-                    .unwrap_or(request.name.as_str());
+                    .unwrap_or(&request.name);
                 let spec_changed = match (&object, &old) {
                     (Some(new), Some(old)) => new.spec != old.spec,
                     _ => true,
@@ -361,10 +302,7 @@ impl Reviewer {
                 ))
             }
             Kind::Secret => {
-                let object: Option<Secret> =
-                    typed(&request.object, "the object is not a valid Secret")?;
-                let old: Option<Secret> =
-                    typed(&request.old_object, "the old object is not a valid Secret")?;
+                let (object, old) = objects.secrets()?;
                 let secret_request = SecretRequest {
                     namespace,
                     operation: op,
@@ -401,8 +339,7 @@ impl Reviewer {
                 })
             }
             Kind::Pod | Kind::PodEphemeralContainers => {
-                let Some(pod) = typed::<Pod>(&request.object, "the object is not a valid Pod")?
-                else {
+                let Some(pod) = objects.pod()? else {
                     return Ok(unrelated());
                 };
                 let view = pod_view(&pod);
@@ -418,16 +355,16 @@ impl Reviewer {
                 ))
             }
             Kind::Namespace => {
-                let team = |o: &Option<DynamicObject>| {
-                    o.as_ref()
-                        .and_then(|o| o.metadata.labels.as_ref())
+                let team = |o: Option<&DynamicObject>| {
+                    o.and_then(|o| o.metadata.labels.as_ref())
                         .and_then(|l| l.get(TEAM_LABEL).cloned())
                 };
-                let (new_team, old_team) = (team(&request.object), team(&request.old_object));
+                let (object, old) = objects.dynamic();
+                let (new_team, old_team) = (team(object), team(old));
                 Ok(admission::admit_namespace(
                     &self.policy,
                     &NamespaceRequest {
-                        name: request.name.as_str(),
+                        name: &request.name,
                         operation: op,
                         requester,
                         team: new_team.as_deref(),
@@ -436,9 +373,9 @@ impl Reviewer {
                 ))
             }
             Kind::Review => {
-                let reviewer = request
-                    .object
-                    .as_ref()
+                let reviewer = objects
+                    .dynamic()
+                    .0
                     .and_then(|o| o.data.get("spec")?.get("reviewer")?.as_str());
                 Ok(admission::admit_review(
                     &self.policy,
@@ -454,13 +391,7 @@ impl Reviewer {
     }
 
     /// Meters every decision; audits those about the operator's concerns. Identifiers only.
-    fn record(
-        &self,
-        kind: Kind,
-        op: Operation,
-        request: &AdmissionRequest<DynamicObject>,
-        decision: &Decision,
-    ) {
+    fn record(&self, kind: Kind, op: Operation, request: &Request<'_>, decision: &Decision) {
         let (metric, outcome, access) = if decision.allowed {
             (
                 AdmissionDecision::Allowed,
@@ -522,30 +453,58 @@ impl Reviewer {
     }
 }
 
-fn respond(
-    request: &AdmissionRequest<DynamicObject>,
-    decision: &Decision,
-) -> AdmissionReview<DynamicObject> {
-    let mut response = AdmissionResponse::from(request);
+/// A review read and judged.
+enum Reviewed<'a> {
+    /// Malformed: kube's `invalid` answer.
+    Invalid(AdmissionResponse),
+    /// Decided (and already metered and audited).
+    Decided(Request<'a>, Decision),
+}
+
+impl<'a> Verdict<'a> {
+    fn of(request: &'a Request<'_>, decision: &'a Decision) -> Self {
+        Verdict {
+            uid: &request.uid,
+            allowed: decision.allowed,
+            reason: decision.reason.as_str(),
+            message: &decision.message,
+            warnings: &decision.warnings,
+            patch: decision.patch.as_ref(),
+        }
+    }
+}
+
+/// An answer that allows the request `uid`, as kube's `AdmissionResponse::from` a request
+/// builds it (the request's types are always the v1 AdmissionReview's here).
+fn response_for(uid: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_owned();
+    response.allowed = true;
+    response.result = Status::default();
+    response
+}
+
+fn respond(verdict: &Verdict<'_>) -> AdmissionReview<DynamicObject> {
+    let mut response = response_for(verdict.uid);
     // The API server records this in its own audit log as `<webhook name>/reason`.
     response
         .audit_annotations
-        .insert("reason".to_owned(), decision.reason.as_str().to_owned());
-    if !decision.warnings.is_empty() {
-        response.warnings = Some(decision.warnings.clone());
+        .insert("reason".to_owned(), verdict.reason.to_owned());
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.to_vec());
     }
-    if !decision.allowed {
-        response = response.deny(&decision.message);
+    if !verdict.allowed {
+        response = response.deny(verdict.message);
         response.result.status = Some(StatusSummary::Failure);
         response.result.code = 403;
         response.result.reason = "Forbidden".to_owned();
         return response.into_review();
     }
-    if let Some(mutation) = &decision.patch {
+    if let Some(mutation) = verdict.patch {
         response = match response.with_patch(json_patch(mutation)) {
             Ok(patched) => patched,
             Err(_) => {
-                let mut denied = AdmissionResponse::from(request)
+                let mut denied = response_for(verdict.uid)
                     .deny("the webhook could not encode its patch; nothing was stored");
                 denied.result.code = 500;
                 denied

@@ -61,6 +61,8 @@ pub fn pod_view(pod: &Pod) -> PodView {
     let Some(spec) = &pod.spec else {
         return view;
     };
+    // Field paths are put together with `join` rather than `format!`: this runs for every pod
+    // the API server admits, and the common paths need one allocation each.
     let mut push = |field: String, secret: &str, kind: ReferenceKind, volume: Option<&str>| {
         view.references.push(SecretReference {
             field,
@@ -70,19 +72,14 @@ pub fn pod_view(pod: &Pod) -> PodView {
         });
     };
     for (i, volume) in spec.volumes.iter().flatten().enumerate() {
-        let field = format!("spec.volumes[{i}]");
+        let field = indexed("", "spec.volumes", i);
         let name = Some(volume.name.as_str());
         if let Some(secret) = volume
             .secret
             .as_ref()
             .and_then(|s| s.secret_name.as_deref())
         {
-            push(
-                format!("{field}.secret"),
-                secret,
-                ReferenceKind::Volume,
-                name,
-            );
+            push(join(&field, ".secret"), secret, ReferenceKind::Volume, name);
         }
         if let Some(projected) = &volume.projected {
             for (j, source) in projected.sources.iter().flatten().enumerate() {
@@ -185,21 +182,25 @@ pub fn pod_view(pod: &Pod) -> PodView {
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| (format!("spec.containers[{i}]"), parts(c)));
+        .map(|(i, c)| (indexed("", "spec.containers", i), parts(c)));
     let init = spec
         .init_containers
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, c)| (format!("spec.initContainers[{i}]"), parts(c)));
+        .map(|(i, c)| (indexed("", "spec.initContainers", i), parts(c)));
     let ephemeral = spec
         .ephemeral_containers
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, c)| (format!("spec.ephemeralContainers[{i}]"), ephemeral_parts(c)));
-    let all: Vec<_> = containers.chain(init).chain(ephemeral).collect();
-    for (prefix, (env, env_from, mounts)) in all {
+        .map(|(i, c)| {
+            (
+                indexed("", "spec.ephemeralContainers", i),
+                ephemeral_parts(c),
+            )
+        });
+    for (prefix, (env, env_from, mounts)) in containers.chain(init).chain(ephemeral) {
         for (j, var) in env.iter().enumerate() {
             if let Some(selector) = var
                 .value_from
@@ -231,13 +232,32 @@ pub fn pod_view(pod: &Pod) -> PodView {
                     .as_deref()
                     .is_some_and(|s| !s.is_empty());
             view.mounts.push(admission::VolumeMount {
-                field: format!("{prefix}.volumeMounts[{j}]"),
+                field: indexed(&prefix, ".volumeMounts", j),
                 volume: mount.name.clone(),
                 sub_path,
             });
         }
     }
     view
+}
+
+/// `prefix` followed by `suffix`.
+fn join(prefix: &str, suffix: &str) -> String {
+    let mut joined = String::with_capacity(prefix.len() + suffix.len());
+    joined.push_str(prefix);
+    joined.push_str(suffix);
+    joined
+}
+
+/// `prefix` followed by `name[index]`.
+fn indexed(prefix: &str, name: &str, index: usize) -> String {
+    use std::fmt::Write as _;
+    let mut field = String::with_capacity(prefix.len() + name.len() + 6);
+    field.push_str(prefix);
+    field.push_str(name);
+    // Writing into a String does not fail.
+    let _ = write!(field, "[{index}]");
+    field
 }
 
 type ContainerParts<'a> = (&'a [EnvVar], &'a [EnvFromSource], &'a [VolumeMount]);
@@ -283,5 +303,117 @@ pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
             }
             json_patch::Patch(ops)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_view_names_every_reference_and_mount_by_its_field() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {GATEWAY_LABEL: "gw-main"}},
+            "spec": {
+                "volumes": [
+                    {"name": "a", "secret": {"secretName": "s-a"}},
+                    {"name": "b", "projected": {"sources": [
+                        {"configMap": {"name": "cm"}},
+                        {"secret": {"name": "s-b"}}]}},
+                    {"name": "c", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "s-c"}}},
+                    {"name": "d", "emptyDir": {}}
+                ],
+                "imagePullSecrets": [{"name": "pull"}],
+                "containers": [
+                    {"name": "one", "env": [
+                        {"name": "X", "value": "x"},
+                        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s-env", "key": "k"}}}],
+                     "envFrom": [{"configMapRef": {"name": "cm"}}, {"secretRef": {"name": "s-from"}}],
+                     "volumeMounts": [{"name": "a", "mountPath": "/a"},
+                                      {"name": "b", "mountPath": "/b", "subPath": "x"}]},
+                    {"name": "two", "volumeMounts": [{"name": "c", "mountPath": "/c",
+                                                      "subPathExpr": "$(X)"}]}
+                ],
+                "initContainers": [{"name": "init", "envFrom": [{"secretRef": {"name": "s-init"}}]}],
+                "ephemeralContainers": [{"name": "debug",
+                                         "volumeMounts": [{"name": "a", "mountPath": "/a"}]}]
+            }
+        }))
+        .unwrap();
+        let view = pod_view(&pod);
+        assert_eq!(view.gateway.as_deref(), Some("gw-main"));
+        let references: Vec<(&str, &str, ReferenceKind, Option<&str>)> = view
+            .references
+            .iter()
+            .map(|r| {
+                (
+                    r.field.as_str(),
+                    r.secret.as_str(),
+                    r.kind,
+                    r.volume.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            references,
+            [
+                (
+                    "spec.volumes[0].secret",
+                    "s-a",
+                    ReferenceKind::Volume,
+                    Some("a")
+                ),
+                (
+                    "spec.volumes[1].projected.sources[1].secret",
+                    "s-b",
+                    ReferenceKind::ProjectedVolume,
+                    Some("b")
+                ),
+                (
+                    "spec.volumes[2].csi.nodePublishSecretRef",
+                    "s-c",
+                    ReferenceKind::VolumeDriver,
+                    Some("c")
+                ),
+                (
+                    "spec.imagePullSecrets[0]",
+                    "pull",
+                    ReferenceKind::ImagePullSecret,
+                    None
+                ),
+                (
+                    "spec.containers[0].env[1].valueFrom.secretKeyRef",
+                    "s-env",
+                    ReferenceKind::EnvValueFrom,
+                    None
+                ),
+                (
+                    "spec.containers[0].envFrom[1].secretRef",
+                    "s-from",
+                    ReferenceKind::EnvFrom,
+                    None
+                ),
+                (
+                    "spec.initContainers[0].envFrom[0].secretRef",
+                    "s-init",
+                    ReferenceKind::EnvFrom,
+                    None
+                ),
+            ]
+        );
+        let mounts: Vec<(&str, &str, bool)> = view
+            .mounts
+            .iter()
+            .map(|m| (m.field.as_str(), m.volume.as_str(), m.sub_path))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("spec.containers[0].volumeMounts[0]", "a", false),
+                ("spec.containers[0].volumeMounts[1]", "b", true),
+                ("spec.containers[1].volumeMounts[0]", "c", true),
+                ("spec.ephemeralContainers[0].volumeMounts[0]", "a", false),
+            ]
+        );
     }
 }

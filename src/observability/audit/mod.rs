@@ -325,11 +325,7 @@ impl AuditRecord {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex_digits(bytes).map(char::from).collect()
 }
 
 /// Failures of the audit log.
@@ -369,6 +365,8 @@ struct Chain {
     out: Box<dyn Write + Send>,
     next_seq: u64,
     prev_hash: String,
+    /// The line being written; kept so that its allocation is reused.
+    line: Vec<u8>,
 }
 
 impl AuditLog {
@@ -392,6 +390,7 @@ impl AuditLog {
                 out: Box::new(out),
                 next_seq: 0,
                 prev_hash: GENESIS_HASH.to_owned(),
+                line: Vec::with_capacity(512),
             })),
             metrics,
         };
@@ -409,50 +408,111 @@ impl AuditLog {
     pub fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
         // A panic elsewhere while holding the lock leaves the chain state consistent (it is
         // only updated after a successful write), so a poisoned lock is still usable.
-        let mut chain = self
+        let mut guard = self
             .chain
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut record = AuditRecord {
-            log_type: LOG_TYPE.to_owned(),
-            time: format!("{:.3}", jiff::Timestamp::now()),
-            seq: chain.next_seq,
-            category: event.category,
-            action: word(event.action).to_owned(),
-            outcome: event.outcome,
-            actor: event.actor.as_deref().map(|v| identifier(v).to_owned()),
-            team: event.team.as_deref().map(|v| identifier(v).to_owned()),
-            namespace: event.namespace.as_deref().map(|v| identifier(v).to_owned()),
-            connection: event
-                .connection
-                .as_deref()
-                .map(|v| identifier(v).to_owned()),
-            gateway: event.gateway.as_deref().map(|v| identifier(v).to_owned()),
-            pod: event.pod.as_deref().map(|v| identifier(v).to_owned()),
-            reason: event.reason.map(|v| word(v).to_owned()),
-            prev_hash: chain.prev_hash.clone(),
-            hash: String::new(),
-        };
-        let mut line = record.canonical_bytes()?;
-        record.hash = hex(&Sha256::digest(&line));
+        let chain = &mut *guard;
+        let seq = chain.next_seq;
+        let line = &mut chain.line;
+        line.clear();
+        write_canonical(line, &event, seq, &chain.prev_hash);
+        let hash = Sha256::digest(&line[..]);
         // Insert `,"hash":"…"` before the closing brace: the line is the canonical form plus
         // the hash, byte for byte.
         line.pop();
         line.extend_from_slice(br#","hash":""#);
-        line.extend_from_slice(record.hash.as_bytes());
+        for digit in hex_digits(&hash) {
+            line.push(digit);
+        }
         line.extend_from_slice(b"\"}\n");
         chain
             .out
-            .write_all(&line)
+            .write_all(line)
             .and_then(|()| chain.out.flush())
             .map_err(AuditError::Write)?;
         chain.next_seq += 1;
-        chain.prev_hash = record.hash;
-        drop(chain);
+        chain.prev_hash.clear();
+        chain.prev_hash.extend(hex_digits(&hash).map(char::from));
+        drop(guard);
         self.metrics
             .record_audit_event(event.category.as_str(), event.outcome.as_str());
-        Ok(record.seq)
+        Ok(seq)
     }
+}
+
+/// Writes the canonical form of `event` as record `seq` after `prev_hash`: byte for byte what
+/// serde_json makes of [`AuditRecord::canonical_bytes`]'s struct, without building the record
+/// (the time is taken now).
+fn write_canonical(line: &mut Vec<u8>, event: &AuditEvent, seq: u64, prev_hash: &str) {
+    let field = |line: &mut Vec<u8>, name: &str| {
+        line.push(if line.is_empty() { b'{' } else { b',' });
+        line.push(b'"');
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b"\":");
+    };
+    field(line, "log_type");
+    push_str(line, LOG_TYPE);
+    field(line, "time");
+    // jiff writes RFC 3339 (digits, `-`, `:`, `T`, `.`, `Z`): nothing JSON escapes.
+    line.push(b'"');
+    let _ = write!(line, "{:.3}", jiff::Timestamp::now());
+    line.push(b'"');
+    field(line, "seq");
+    let _ = write!(line, "{seq}");
+    field(line, "category");
+    push_str(line, event.category.as_str());
+    field(line, "action");
+    push_str(line, word(event.action));
+    field(line, "outcome");
+    push_str(line, event.outcome.as_str());
+    let identifiers = [
+        ("actor", &event.actor),
+        ("team", &event.team),
+        ("namespace", &event.namespace),
+        ("connection", &event.connection),
+        ("gateway", &event.gateway),
+    ];
+    for (name, value) in identifiers {
+        field(line, name);
+        push_option(line, value.as_deref().map(identifier));
+    }
+    if let Some(pod) = event.pod.as_deref() {
+        field(line, "pod");
+        push_str(line, identifier(pod));
+    }
+    field(line, "reason");
+    push_option(line, event.reason.map(word));
+    field(line, "prev_hash");
+    push_str(line, prev_hash);
+    line.push(b'}');
+}
+
+/// A JSON string as serde_json writes it. Written values are identifiers and words, which
+/// never need escaping; anything else is left to serde_json so the bytes stay the same.
+fn push_str(line: &mut Vec<u8>, value: &str) {
+    if value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        let _ = serde_json::to_writer(&mut *line, value);
+    } else {
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+    }
+}
+
+fn push_option(line: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => push_str(line, value),
+        None => line.extend_from_slice(b"null"),
+    }
+}
+
+/// The lowercase hex digits of `bytes`, as [`hex`] writes them.
+fn hex_digits(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]])
 }
 
 /// The value written for an identifier (actor, team, namespace, connection, gateway, pod): kept
@@ -585,6 +645,82 @@ mod tests {
         assert_eq!(hex(&Sha256::digest(without_hash.as_bytes())), record.hash);
         assert!(lines[1].starts_with(r#"{"log_type":"audit","time":""#));
         assert_eq!(record.prev_hash.len(), 64);
+    }
+
+    #[test]
+    fn every_written_line_is_the_serialized_canonical_form_plus_its_hash() {
+        // The writer builds lines by hand; serde_json's form of the record is the reference.
+        let (log, out, _) = log();
+        let names = [
+            None,
+            Some("acme"),
+            Some("system:serviceaccount:team-acme:gw"),
+            Some("alice@example.com"),
+            Some("a b"),
+            Some("Atzr|x"),
+            Some(""),
+            Some("x\"y\\z\n"),
+        ];
+        let words: [&'static str; 5] =
+            ["none", "gateway_not_listed", "not a word", "Atza|x", "q\""];
+        let outcomes = [
+            Outcome::Success,
+            Outcome::Failure,
+            Outcome::Allowed,
+            Outcome::Denied,
+        ];
+        let mut n = 0usize;
+        for category in Category::ALL {
+            for outcome in outcomes {
+                n += 1;
+                let name = |k: usize| names[(n + k) % names.len()];
+                let mut event = AuditEvent::new(category, words[n % words.len()], outcome);
+                if let Some(v) = name(0) {
+                    event = event.actor(v);
+                }
+                if let Some(v) = name(1) {
+                    event = event.team(v);
+                }
+                if let Some(v) = name(2) {
+                    event = event.namespace(v);
+                }
+                if let Some(v) = name(3) {
+                    event = event.connection(v);
+                }
+                if let Some(v) = name(4) {
+                    event = event.gateway(v);
+                }
+                if n.is_multiple_of(3) {
+                    event = event.pod(name(5).unwrap_or("gw-main-7d9f"));
+                }
+                if n.is_multiple_of(2) {
+                    event = event.reason(words[(n + 1) % words.len()]);
+                }
+                log.record(event).unwrap();
+            }
+        }
+        let lines = out.lines();
+        assert_eq!(lines.len(), n + 1);
+        for line in &lines {
+            let record: AuditRecord = serde_json::from_str(line).unwrap();
+            let canonical = String::from_utf8(record.canonical_bytes().unwrap()).unwrap();
+            let expected = format!(
+                "{},\"hash\":\"{}\"}}",
+                canonical.strip_suffix('}').unwrap(),
+                record.compute_hash().unwrap()
+            );
+            assert_eq!(line, &expected);
+        }
+        assert!(run(&lines).is_intact());
+    }
+
+    #[test]
+    fn strings_that_would_need_escaping_are_written_as_serde_json_writes_them() {
+        for value in ["plain", "a\"b", "back\\slash", "new\nline", "\u{1}", "é"] {
+            let mut line = Vec::new();
+            push_str(&mut line, value);
+            assert_eq!(line, serde_json::to_vec(value).unwrap(), "{value:?}");
+        }
     }
 
     #[test]
