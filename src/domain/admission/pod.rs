@@ -54,10 +54,13 @@ pub struct VolumeMount {
 /// A pod (or a workload's pod template) as the rules see it: its gateway label, whether a
 /// controller owns it, and every Secret reference in containers, init containers, ephemeral
 /// containers and volumes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodView {
     /// The `connectors.openteam.io/gateway` label (of the pod, or of the template).
     pub gateway: Option<String>,
+    /// Where the labels are, for messages: `metadata.labels` for a pod,
+    /// `spec.template.metadata.labels` for a workload's template.
+    pub labels_field: &'static str,
     /// The object (the pod, or the workload) has a controller `ownerReference`: a workload
     /// controller made it from its owner's template.
     pub owned_by_controller: bool,
@@ -65,6 +68,19 @@ pub struct PodView {
     pub references: Vec<SecretReference>,
     /// Every volume mount.
     pub mounts: Vec<VolumeMount>,
+}
+
+impl Default for PodView {
+    /// A pod without labels, owner or references.
+    fn default() -> Self {
+        PodView {
+            gateway: None,
+            labels_field: "metadata.labels",
+            owned_by_controller: false,
+            references: Vec::new(),
+            mounts: Vec::new(),
+        }
+    }
 }
 
 /// A request about a pod (create, update, or the `ephemeralcontainers` subresource), or about
@@ -79,6 +95,12 @@ pub struct PodRequest<'a> {
     pub requester: Requester<'a>,
     /// The pod as it will be.
     pub pod: &'a PodView,
+    /// Whether the pod's spec (a workload's template spec) or its gateway label differs from
+    /// the stored object's; always true on create. Only such a request can put a connection to
+    /// a new use, so only such a request is judged on who asks: an update that leaves both
+    /// alone (labels, finalizers, owner references, a workload's replica count; the garbage
+    /// collector orphaning or finishing a foreground delete) needs no Team.
+    pub spec_changed: bool,
 }
 
 enum Referenced {
@@ -130,7 +152,8 @@ fn referenced(
     Referenced::Other
 }
 
-/// The pod rules: a pod that references a connection's runtime Secret is made by a member of
+/// The pod rules, for pods and workloads' pod templates alike: a pod that references a
+/// connection's runtime Secret is made (or its spec or gateway label changed) by a member of
 /// the connection's Team, an admin, a ServiceAccount of the namespace, or a workload
 /// controller for its owner; every reference to a runtime Secret requires the pod's gateway
 /// label to be listed in that connection's `spec.gateways`, and must be a whole-volume mount
@@ -141,9 +164,10 @@ pub fn admit_pod(policy: &Policy, lookup: &dyn Lookup, request: &PodRequest<'_>)
     let connections = lookup.connections(request.namespace);
     let team = lookup.namespace_team(request.namespace);
     let mut findings = Findings::default();
-    // Who may use a connection comes first: the denial then names the identity rule.
+    // Who may use a connection comes first: the denial then names the identity rule. Only a
+    // new or changed pod (template) can put a connection to a new use.
     let mut used: Vec<&ConnectionFacts> = Vec::new();
-    for reference in &pod.references {
+    for reference in pod.references.iter().filter(|_| request.spec_changed) {
         if let Referenced::Runtime {
             connection: Some(connection),
             ..
@@ -294,11 +318,12 @@ fn check_gateway(
         return;
     };
     let (name, listed) = (&connection.name, connection.gateways.join(", "));
+    let labels = pod.labels_field;
     match pod.gateway.as_deref() {
         None => findings.violation(
             Reason::MissingGatewayLabel,
             format!(
-                "metadata.labels[{GATEWAY_LABEL:?}]: missing: only pods of a gateway listed in \
+                "{labels}[{GATEWAY_LABEL:?}]: missing: only pods of a gateway listed in \
                  connection {name:?} spec.gateways ({listed}) may use runtime Secret {secret:?} \
                  ({field})"
             ),
@@ -306,7 +331,7 @@ fn check_gateway(
         Some(gateway) if !connection.gateways.iter().any(|g| g == gateway) => findings.violation(
             Reason::GatewayNotListed,
             format!(
-                "metadata.labels[{GATEWAY_LABEL:?}]: gateway {gateway:?} is not listed in \
+                "{labels}[{GATEWAY_LABEL:?}]: gateway {gateway:?} is not listed in \
                  connection {name:?} spec.gateways ({listed}), so it may not use runtime Secret \
                  {secret:?} ({field})"
             ),
@@ -329,6 +354,7 @@ mod tests {
         fn test() -> Self {
             PodView {
                 gateway: None,
+                labels_field: "metadata.labels",
                 owned_by_controller: false,
                 references: Vec::new(),
                 mounts: vec![VolumeMount {
@@ -386,6 +412,23 @@ mod tests {
                 operation: Operation::Create,
                 requester,
                 pod,
+                spec_changed: true,
+            },
+        )
+    }
+
+    /// The decision on `requester` updating `pod` in `cluster`, changing its spec or gateway
+    /// label or not.
+    fn update_as(requester: Requester<'_>, pod: &PodView, spec_changed: bool) -> Decision {
+        admit_pod(
+            &policy(),
+            &FakeCluster::acme(),
+            &PodRequest {
+                namespace: NS,
+                operation: Operation::Update,
+                requester,
+                pod,
+                spec_changed,
             },
         )
     }
@@ -681,5 +724,60 @@ mod tests {
         );
         assert!(d.allowed, "{d:?}");
         assert_eq!(d.concern, Concern::Unrelated);
+    }
+
+    #[test]
+    fn an_update_that_leaves_spec_and_gateway_alone_needs_no_team() {
+        // The garbage collector orphaning a gateway pod, or anyone relabelling it otherwise.
+        let pod = listed_gateway_pod();
+        let gc = someone("system:serviceaccount:kube-system:generic-garbage-collector");
+        for requester in [gc, mallory()] {
+            let d = update_as(requester, &pod, false);
+            assert!(d.allowed, "{d:?}");
+            assert_eq!(d.concern, Concern::Gateway);
+            // The same update changing the spec (an image, an ephemeral container) is judged.
+            let d = update_as(requester, &pod, true);
+            assert_eq!(d.reason, Reason::NotTeamMember, "{d:?}");
+        }
+        // The gateway rules still apply to every update.
+        let d = update_as(
+            mallory(),
+            &PodView::test().mounting_the_runtime_secret(),
+            false,
+        );
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
+    }
+
+    #[test]
+    fn a_workload_template_is_judged_by_the_same_rules_naming_its_fields() {
+        let template = PodView {
+            labels_field: "spec.template.metadata.labels",
+            ..PodView::test().referencing(
+                "spec.template.spec.volumes[0].secret",
+                RUNTIME_SECRET,
+                ReferenceKind::Volume,
+            )
+        };
+        let d = admit(&template);
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
+        assert!(
+            d.message.starts_with(
+                "spec.template.metadata.labels[\"connectors.openteam.io/gateway\"]: missing"
+            ),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .ends_with("(spec.template.spec.volumes[0].secret)"),
+            "{}",
+            d.message
+        );
+        let d = admit_as(
+            &FakeCluster::acme(),
+            mallory(),
+            &template.gateway("gw-main"),
+        );
+        assert_eq!(d.reason, Reason::NotTeamMember);
     }
 }
