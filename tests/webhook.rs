@@ -492,6 +492,77 @@ async fn an_intake_secret_is_sealed_before_it_is_stored_and_no_plaintext_leaks()
 }
 
 #[tokio::test]
+async fn an_intake_applied_with_kubectl_is_stored_without_plaintext_in_any_annotation() {
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+    let h = Harness::start().await;
+    // What `kubectl apply -f` sends: the file, and the file again in the annotation.
+    let file = intake("acme-us-lwa", true);
+    let mut object = file.clone();
+    object["metadata"]["annotations"] = json!({
+        LAST_APPLIED: format!("{file}\n"),
+        "team.example/owner": "alice",
+    });
+    let answer = h
+        .mutate(&as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(object.clone()))
+        .await;
+    assert!(answer.allowed(), "{answer:?}");
+    assert_eq!(answer.reason(), "sealed_intake");
+    let mut stored = object.clone();
+    json_patch::patch(&mut stored, &answer.patch().unwrap()).unwrap();
+    let stored_text = stored.to_string();
+    for plaintext in PLAINTEXTS {
+        assert!(!stored_text.contains(plaintext), "stored: {stored_text}");
+        assert!(!stored_text.contains(&B64.encode(plaintext)));
+    }
+    // The annotation keeps everything but the credential keys: kubectl's next three-way merge
+    // neither deletes the envelope nor meets a type it did not apply.
+    let annotations = &stored["metadata"]["annotations"];
+    assert_eq!(annotations["team.example/owner"], "alice");
+    let kept = annotations[LAST_APPLIED].as_str().unwrap();
+    assert!(kept.ends_with('\n'));
+    let mut expected = file.clone();
+    expected.as_object_mut().unwrap().remove("stringData");
+    assert_eq!(serde_json::from_str::<Value>(kept).unwrap(), expected);
+    let validated = h
+        .validate(&as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(stored))
+        .await;
+    assert!(validated.allowed(), "{validated:?}");
+
+    // A value in another annotation is refused, naming the annotation, never the value.
+    let mut copied = object.clone();
+    copied["metadata"]["annotations"]["team.example/backup"] = format!("rt={REFRESH_TOKEN}").into();
+    let answer = h
+        .mutate(&as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(copied))
+        .await;
+    answer.denied(
+        "credentials_in_metadata",
+        "metadata.annotations[\"team.example/backup\"]: holds a credential value",
+    );
+    assert!(answer.patch().is_none());
+    // A last-applied configuration the mutating webhook left (it was not sealing) is refused.
+    let mut sealed = sealed_secret(
+        "acme-us-lwa",
+        &envelope(&h.keyring.read().unwrap(), "acme-us-lwa"),
+    );
+    sealed["metadata"]["annotations"] = json!({LAST_APPLIED: format!("{file}\n")});
+    let answer = h
+        .validate(&as_user(Review::secret("UPDATE").in_namespace(NS), ALICE).object(sealed))
+        .await;
+    answer.denied(
+        "plaintext_credentials",
+        "metadata.annotations[\"kubectl.kubernetes.io/last-applied-configuration\"]: holds plaintext LWA credentials (stringData.clientId)",
+    );
+    for plaintext in PLAINTEXTS {
+        assert!(!answer.message().contains(plaintext));
+    }
+    let audit = h.audit.text();
+    for plaintext in PLAINTEXTS {
+        assert!(!audit.contains(plaintext), "the audit log leaks a value");
+    }
+    h.server.stop().await;
+}
+
+#[tokio::test]
 async fn secret_rules_over_https() {
     let h = Harness::start().await;
     let keyring = Keyring::from_json(h.keyring.read().unwrap().to_json().as_bytes()).unwrap();

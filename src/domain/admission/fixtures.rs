@@ -200,6 +200,7 @@ impl<'a> SecretView<'a> {
             name,
             type_: None,
             labels: &NO_LABELS,
+            annotations: &NO_LABELS,
             data: BTreeMap::new(),
             has_string_data: false,
         }

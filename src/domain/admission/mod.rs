@@ -13,6 +13,7 @@
 //! Messages name the field and the rule and never contain a secret value: plaintext intake
 //! values are only ever passed to [`crypto::seal`](crate::crypto::seal), never formatted.
 
+mod applied;
 mod connection;
 #[cfg(test)]
 mod fixtures;
@@ -29,6 +30,7 @@ use std::fmt;
 use super::validation::{RUNTIME_SECRET_SUFFIX, TOKEN_STORE_SUFFIX};
 use crate::names::SECRET_ROLE_LABEL;
 
+pub use applied::LAST_APPLIED_ANNOTATION;
 pub use connection::{ConnectionRequest, admit_connection};
 pub use intake::{
     INTAKE_CLIENT_ID, INTAKE_CLIENT_SECRET, INTAKE_CLIENT_SECRET_EXPIRES_AT, INTAKE_KEYS,
@@ -254,12 +256,16 @@ pub struct Subject {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Mutation {
     /// Replace the Secret's data with `{sealed: envelope}`, set its type to
-    /// `connectors.openteam.io/lwa-credentials` and drop `stringData`.
+    /// `connectors.openteam.io/lwa-credentials` and drop `stringData`; replace kubectl's
+    /// last-applied configuration with `last_applied` when there is one.
     SealCredentials {
         /// The sealed envelope (ciphertext, not secret).
         envelope: Vec<u8>,
         /// Whether the object has a `stringData` field to remove.
         remove_string_data: bool,
+        /// The [`LAST_APPLIED_ANNOTATION`] without the credential keys, when the object
+        /// carries one that held them.
+        last_applied: Option<String>,
     },
 }
 
@@ -269,10 +275,15 @@ impl fmt::Debug for Mutation {
             Mutation::SealCredentials {
                 envelope,
                 remove_string_data,
+                last_applied,
             } => f
                 .debug_struct("SealCredentials")
                 .field("envelope_bytes", &envelope.len())
                 .field("remove_string_data", remove_string_data)
+                .field(
+                    "last_applied_bytes",
+                    &last_applied.as_ref().map(String::len),
+                )
                 .finish(),
         }
     }
@@ -379,8 +390,8 @@ fn verb(operation: Operation) -> &'static str {
 }
 
 /// A Secret as the rules see it. `data` holds `data` and `stringData` merged (the API server
-/// merges them the same way), so its values may be plaintext credentials: `Debug` prints the
-/// keys only.
+/// merges them the same way), so its values may be plaintext credentials, as may annotations:
+/// `Debug` prints the keys only.
 #[derive(Clone)]
 pub struct SecretView<'a> {
     /// `metadata.name` (empty when only `generateName` is set).
@@ -389,6 +400,9 @@ pub struct SecretView<'a> {
     pub type_: Option<&'a str>,
     /// `metadata.labels`.
     pub labels: &'a BTreeMap<String, String>,
+    /// `metadata.annotations`: kubectl's last-applied configuration among them may hold the
+    /// plaintext the Secret was applied with.
+    pub annotations: &'a BTreeMap<String, String>,
     /// Every data key with its value.
     pub data: BTreeMap<&'a str, &'a [u8]>,
     /// Whether the object carries a `stringData` field.
@@ -401,6 +415,10 @@ impl fmt::Debug for SecretView<'_> {
             .field("name", &self.name)
             .field("type", &self.type_)
             .field("labels", &self.labels)
+            .field(
+                "annotation_keys",
+                &self.annotations.keys().collect::<Vec<_>>(),
+            )
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .finish()
     }

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::domain::admission::{
-    self, Mutation, PodView, ReferenceKind, SecretReference, SecretView,
+    self, LAST_APPLIED_ANNOTATION, Mutation, PodView, ReferenceKind, SecretReference, SecretView,
 };
 use crate::names::{GATEWAY_LABEL, LWA_CREDENTIALS_SECRET_TYPE, SEALED_KEY};
 
@@ -36,6 +36,7 @@ pub fn secret_view(secret: &Secret) -> SecretView<'_> {
         name: secret.metadata.name.as_deref().unwrap_or(""),
         type_: secret.type_.as_deref(),
         labels: secret.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+        annotations: secret.metadata.annotations.as_ref().unwrap_or(&NO_LABELS),
         data,
         has_string_data: secret.string_data.is_some(),
     }
@@ -317,6 +318,7 @@ pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
         Mutation::SealCredentials {
             envelope,
             remove_string_data,
+            last_applied,
         } => {
             // `add` replaces a member that exists, so these work whatever the object holds.
             let mut ops = vec![
@@ -332,6 +334,17 @@ pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
             if *remove_string_data {
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: PointerBuf::from_tokens(["stringData"]),
+                }));
+            }
+            // The annotation exists (it is what was scrubbed); `add` replaces its value.
+            if let Some(last_applied) = last_applied {
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: PointerBuf::from_tokens([
+                        "metadata",
+                        "annotations",
+                        LAST_APPLIED_ANNOTATION,
+                    ]),
+                    value: last_applied.as_str().into(),
                 }));
             }
             json_patch::Patch(ops)
