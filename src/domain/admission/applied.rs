@@ -99,26 +99,32 @@ fn holds(text: &str, needles: &[Vec<u8>]) -> bool {
 }
 
 /// The first annotation or label of `secret` holding one of `needles`, as its field path
-/// (`metadata.annotations["note"]`). `last_applied` is looked at instead of the stored
-/// last-applied annotation (the scrubbed one the patch writes).
+/// (`metadata.annotations["note"]`). The last-applied annotation comes last, so that a value
+/// written into an annotation of the file is named where the user wrote it rather than in
+/// kubectl's copy; `last_applied` is looked at instead of the stored one (the scrubbed one
+/// the patch writes).
 pub(super) fn metadata_holding(
     secret: &SecretView<'_>,
     last_applied: Option<&str>,
     needles: &[Vec<u8>],
 ) -> Option<String> {
-    let annotations = secret.annotations.iter().map(|(key, value)| {
-        let value = match last_applied {
-            Some(scrubbed) if key == LAST_APPLIED_ANNOTATION => scrubbed,
-            _ => value.as_str(),
-        };
-        ("annotations", key, value)
-    });
+    let annotations = secret
+        .annotations
+        .iter()
+        .filter(|(key, _)| *key != LAST_APPLIED_ANNOTATION)
+        .map(|(key, value)| ("annotations", key.as_str(), value.as_str()));
     let labels = secret
         .labels
         .iter()
-        .map(|(key, value)| ("labels", key, value.as_str()));
+        .map(|(key, value)| ("labels", key.as_str(), value.as_str()));
+    let applied = secret
+        .annotations
+        .get(LAST_APPLIED_ANNOTATION)
+        .map(|stored| last_applied.unwrap_or(stored))
+        .map(|value| ("annotations", LAST_APPLIED_ANNOTATION, value));
     annotations
         .chain(labels)
+        .chain(applied)
         .find(|(_, _, value)| holds(value, needles))
         .map(|(what, key, _)| format!("metadata.{what}[{key:?}]"))
 }

@@ -538,14 +538,31 @@ mod tests {
             assert!(d.patch.is_none());
             assert_no_plaintext(&d);
         }
-        // The same value inside the last-applied configuration's own annotations is found
-        // there after its stringData is gone.
+        // kubectl copies the file's annotations into its last-applied configuration: the
+        // denial names the annotation as written, not kubectl's copy.
         let mut applied: serde_json::Value = serde_json::from_str(&applied(REFRESH_TOKEN)).unwrap();
         applied["metadata"]["annotations"]["note"] = copied.clone().into();
         let annotations = BTreeMap::from([
             (LAST_APPLIED_ANNOTATION.to_owned(), applied.to_string()),
             ("note".to_owned(), copied),
         ]);
+        let secret = SecretView {
+            annotations: &annotations,
+            ..intake()
+        };
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::CredentialsInMetadata);
+        assert!(
+            d.message.starts_with("metadata.annotations[\"note\"]"),
+            "{}",
+            d.message
+        );
+        // A value only in the last-applied configuration, outside data and stringData, is
+        // found there.
+        applied["metadata"]["annotations"]["note"] = "harmless".into();
+        applied["comment"] = std::str::from_utf8(CLIENT_SECRET).unwrap().into();
+        let annotations =
+            BTreeMap::from([(LAST_APPLIED_ANNOTATION.to_owned(), applied.to_string())]);
         let secret = SecretView {
             annotations: &annotations,
             ..intake()
