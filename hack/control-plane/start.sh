@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts a real control plane on loopback: etcd plus kube-apiserver with TLS, RBAC, a
 # ServiceAccount issuer and signing key (TokenRequest/TokenReview work) and an admin kubeconfig.
+# The API server's audit log (audit.log in the state directory) is written with the audit policy
+# docs/security-model.md recommends (deploy/audit-policy.yaml), so tests can check it too.
 # OwnerReferencesPermissionEnforcement is on, as in many production clusters: an owner reference
 # with blockOwnerDeletion then needs update on the owner's finalizers, and the RBAC tier
 # (tests/rbac.rs) would catch a chart that lacks it.
@@ -91,6 +93,8 @@ echo "http://127.0.0.1:$etcd_port" >"$state/etcd-endpoint"
   --api-audiences https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range 10.0.0.0/24 \
   --enable-priority-and-fairness=false \
+  --audit-policy-file "$here/../../deploy/audit-policy.yaml" \
+  --audit-log-path "$state/audit.log" --audit-log-maxsize 50 --audit-log-maxbackup 1 \
   --allow-privileged=false \
   --endpoint-reconciler-type none \
   --v 1 >"$state/apiserver.log" 2>&1 &
