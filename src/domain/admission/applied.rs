@@ -136,7 +136,7 @@ mod tests {
     use super::*;
     use crate::domain::admission::INTAKE_KEYS;
 
-    /// What kubectl 1.36 writes for examples/intake-secret.yaml (values replaced).
+    /// What kubectl writes for an intake file with `type: Opaque` (values replaced).
     const APPLIED: &str = concat!(
         r#"{"apiVersion":"v1","kind":"Secret","metadata":{"annotations":{},"labels":{"#,
         r#""connectors.openteam.io/connection":"acme-us","connectors.openteam.io/secret-role":"#,
