@@ -272,6 +272,16 @@ fn intake(name: &str, string_data: bool) -> Value {
     secret
 }
 
+/// An intake as `kubectl apply -f` sends it: the file, and the file again in kubectl's
+/// last-applied annotation.
+fn applied_intake() -> Value {
+    let file = intake("acme-us-lwa", true);
+    let mut object = file.clone();
+    object["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/last-applied-configuration": format!("{file}\n")});
+    object
+}
+
 fn sealed_secret(name: &str, envelope: &[u8]) -> Value {
     json!({
         "apiVersion": "v1",
@@ -1575,6 +1585,10 @@ fn fixtures() -> Vec<Vec<u8>> {
             &pod("gw", NS, Some("gw-main"), runtime_volume()),
         ))
         .body(),
+        as_user(Review::secret("UPDATE").in_namespace(NS), ALICE)
+            .old(sealed_secret("acme-us-lwa", b"{}"))
+            .object(applied_intake())
+            .body(),
         as_user(
             Review::workload("UPDATE", "CronJob").in_namespace(NS),
             ALICE,
@@ -1627,7 +1641,7 @@ proptest! {
     }
 
     #[test]
-    fn truncated_reviews_are_answered_invalid(which in 0usize..6, cut in 0.0f64..1.0, mutate in any::<bool>()) {
+    fn truncated_reviews_are_answered_invalid(which in 0usize..7, cut in 0.0f64..1.0, mutate in any::<bool>()) {
         let (runtime, admission) = handler();
         let body = &fixtures()[which];
         let end = ((body.len() as f64) * cut) as usize;
@@ -1674,7 +1688,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_objects_never_panic(which in 0usize..6, value in arb_json(), mutate in any::<bool>()) {
+    fn arbitrary_objects_never_panic(which in 0usize..7, value in arb_json(), mutate in any::<bool>()) {
         let (runtime, admission) = handler();
         let mut review: Value = serde_json::from_slice(&fixtures()[which]).unwrap();
         review["request"]["object"] = value;
