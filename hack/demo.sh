@@ -52,8 +52,9 @@ on_exit() { local rc=$?; if [[ $rc -ne 0 && -d "$state" ]]; then stop >/dev/null
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # --- prerequisites, each with its fix
-command -v go >/dev/null || [[ -x "${ASO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/amazon-seller-operator}/control-plane/${ASO_K8S_VERSION:-v1.36.3}/kube-apiserver" ]] ||
-  fail "Go is needed once to build kube-apiserver: install Go 1.26+ (https://go.dev/dl) and put it on PATH"
+cached="${ASO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/amazon-seller-operator}/control-plane/${ASO_K8S_VERSION:-v1.36.3}"
+command -v go >/dev/null || { [[ -x "$cached/kube-apiserver" ]] && [[ -x "$cached/kube-controller-manager" ]]; } ||
+  fail "Go is needed once to build kube-apiserver and kube-controller-manager: install Go 1.26+ (https://go.dev/dl) and put it on PATH"
 command -v etcd >/dev/null || fail "etcd is missing: sudo apt-get install -y etcd-server"
 command -v kubectl >/dev/null || fail "kubectl is missing: install kubectl (https://kubernetes.io/docs/tasks/tools/)"
 for tool in curl openssl python3; do

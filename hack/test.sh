@@ -53,8 +53,10 @@ trap cleanup EXIT
 
 if [[ -z "${ASO_TEST_KUBECONFIG:-}" ]]; then
   need_apt etcd etcd-server
+  # etcdctl: tests read what the API server stored for a Secret straight from etcd.
+  need_apt etcdctl etcd-client
   state="$(mktemp -d -t aso-control-plane.XXXXXX)"
-  echo "starting the test control plane (etcd + kube-apiserver) in $state" >&2
+  echo "starting the test control plane (etcd, kube-apiserver, kube-controller-manager) in $state" >&2
   ASO_TEST_KUBECONFIG="$(hack/control-plane/start.sh "$state")"
   export ASO_TEST_KUBECONFIG
 fi

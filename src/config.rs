@@ -450,6 +450,18 @@ pub struct WebhookArgs {
         default_value = "openteam:security-reviewers"
     )]
     pub reviewer_groups: Vec<String>,
+    /// Identities that create pods, ReplicaSets and Jobs for an owner object (repeat the flag
+    /// or separate with commas): they may put a connection's runtime Secret to use only in an
+    /// object with a controller ownerReference, made from a template a Team member wrote. The
+    /// default covers the kube-controller-manager with and without per-controller
+    /// ServiceAccounts.
+    #[arg(
+        long = "workload-controller",
+        env = "ASO_WORKLOAD_CONTROLLER",
+        value_delimiter = ',',
+        default_value = "system:kube-controller-manager,system:serviceaccount:kube-system:replicaset-controller,system:serviceaccount:kube-system:deployment-controller,system:serviceaccount:kube-system:statefulset-controller,system:serviceaccount:kube-system:daemon-set-controller,system:serviceaccount:kube-system:job-controller,system:serviceaccount:kube-system:cronjob-controller"
+    )]
+    pub workload_controllers: Vec<String>,
     /// Serve the runtime credential endpoint
     /// `GET /v1/namespaces/<namespace>/connections/<name>/token` on the webhook's HTTPS server
     /// (`--webhook-addr`), for connections with `spec.delivery` `Endpoint` or `Both`. Callers

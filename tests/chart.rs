@@ -831,6 +831,7 @@ fn webhook_configurations_fail_closed_with_each_certificate_mode() {
         for name in [
             "secrets.connectors.openteam.io",
             "pods.connectors.openteam.io",
+            "workloads.connectors.openteam.io",
             "intake.secrets.connectors.openteam.io",
         ] {
             assert_eq!(

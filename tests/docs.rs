@@ -51,3 +51,51 @@ fn every_test_the_security_model_names_exists() {
         "docs/security-model.md names tests that do not exist: {missing:?}"
     );
 }
+
+/// The audit policy docs/security-model.md recommends (deploy/audit-policy.yaml) records
+/// Secrets and token-bearing requests at `Metadata` level at most, never with bodies: the first
+/// rule that matches a request decides, so every rule that could match one of them before an
+/// unconditional match must be `None` or `Metadata`. (The test control plane also runs with it,
+/// so the API server itself has accepted it.)
+#[test]
+fn the_recommended_audit_policy_never_records_secret_bodies() {
+    let text = std::fs::read_to_string(repo_path("deploy/audit-policy.yaml")).unwrap();
+    let policy: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(policy["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(policy["kind"], "Policy");
+    let rules = policy["rules"].as_array().expect("rules");
+    for (group, resource) in [
+        ("", "secrets"),
+        ("", "serviceaccounts/token"),
+        ("authentication.k8s.io", "tokenreviews"),
+    ] {
+        let mut decided = false;
+        for rule in rules {
+            let matches = match rule["resources"].as_array() {
+                None => true,
+                Some(kinds) => kinds.iter().any(|k| {
+                    k["group"].as_str().unwrap_or("") == group
+                        && k["resources"].as_array().is_none_or(|r| {
+                            r.iter().any(|r| r == resource || r == "*" || r == "*/*")
+                        })
+                }),
+            };
+            if !matches || rule.get("nonResourceURLs").is_some() {
+                continue;
+            }
+            let level = rule["level"].as_str().unwrap_or("");
+            assert!(
+                matches!(level, "None" | "Metadata"),
+                "{group}/{resource} may be recorded at level {level}: {rule}"
+            );
+            let conditional = ["users", "userGroups", "verbs", "namespaces"]
+                .iter()
+                .any(|k| rule.get(*k).is_some());
+            if !conditional {
+                decided = true;
+                break;
+            }
+        }
+        assert!(decided, "no rule decides {group}/{resource}");
+    }
+}

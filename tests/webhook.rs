@@ -23,7 +23,8 @@ use amazon_seller_operator::observability::metrics::Metrics;
 
 use support::eventually::eventually;
 use support::webhook::{
-    Captured, FakeCluster, Review, RunningWebhook, TestPki, admission, https_client, pod,
+    Captured, FakeCluster, Review, RunningWebhook, TestPki, admission, https_client, owned_by, pod,
+    workload,
 };
 
 const ALICE: (&str, &[&str]) = (
@@ -44,6 +45,42 @@ const BUILDER_SA: (&str, &[&str]) = (
     &["system:serviceaccounts", "system:serviceaccounts:team-acme"],
 );
 const REVIEWER: (&str, &[&str]) = ("rita@example.com", &["security-reviewers"]);
+/// The kube-controller-manager's controllers, with `--use-service-account-credentials`.
+const REPLICASET_CONTROLLER: (&str, &[&str]) = (
+    "system:serviceaccount:kube-system:replicaset-controller",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:kube-system",
+    ],
+);
+const DEPLOYMENT_CONTROLLER: (&str, &[&str]) = (
+    "system:serviceaccount:kube-system:deployment-controller",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:kube-system",
+    ],
+);
+const CRONJOB_CONTROLLER: (&str, &[&str]) = (
+    "system:serviceaccount:kube-system:cronjob-controller",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:kube-system",
+    ],
+);
+const GARBAGE_COLLECTOR: (&str, &[&str]) = (
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:kube-system",
+    ],
+);
+const OTHER_NAMESPACE_SA: (&str, &[&str]) = (
+    "system:serviceaccount:team-globex:builder",
+    &[
+        "system:serviceaccounts",
+        "system:serviceaccounts:team-globex",
+    ],
+);
 
 const NS: &str = "team-acme";
 const CLIENT_ID: &str = "amzn1.application-oa2-client.0123abcdef";
@@ -233,6 +270,16 @@ fn intake(name: &str, string_data: bool) -> Value {
         secret["data"] = Value::Object(encoded);
     }
     secret
+}
+
+/// An intake as `kubectl apply -f` sends it: the file, and the file again in kubectl's
+/// last-applied annotation.
+fn applied_intake() -> Value {
+    let file = intake("acme-us-lwa", true);
+    let mut object = file.clone();
+    object["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/last-applied-configuration": format!("{file}\n")});
+    object
 }
 
 fn sealed_secret(name: &str, envelope: &[u8]) -> Value {
@@ -452,6 +499,77 @@ async fn an_intake_secret_is_sealed_before_it_is_stored_and_no_plaintext_leaks()
             );
         }
     }
+}
+
+#[tokio::test]
+async fn an_intake_applied_with_kubectl_is_stored_without_plaintext_in_any_annotation() {
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+    let h = Harness::start().await;
+    // What `kubectl apply -f` sends: the file, and the file again in the annotation.
+    let file = intake("acme-us-lwa", true);
+    let mut object = file.clone();
+    object["metadata"]["annotations"] = json!({
+        LAST_APPLIED: format!("{file}\n"),
+        "team.example/owner": "alice",
+    });
+    let answer = h
+        .mutate(&as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(object.clone()))
+        .await;
+    assert!(answer.allowed(), "{answer:?}");
+    assert_eq!(answer.reason(), "sealed_intake");
+    let mut stored = object.clone();
+    json_patch::patch(&mut stored, &answer.patch().unwrap()).unwrap();
+    let stored_text = stored.to_string();
+    for plaintext in PLAINTEXTS {
+        assert!(!stored_text.contains(plaintext), "stored: {stored_text}");
+        assert!(!stored_text.contains(&B64.encode(plaintext)));
+    }
+    // The annotation keeps everything but the credential keys: kubectl's next three-way merge
+    // neither deletes the envelope nor meets a type it did not apply.
+    let annotations = &stored["metadata"]["annotations"];
+    assert_eq!(annotations["team.example/owner"], "alice");
+    let kept = annotations[LAST_APPLIED].as_str().unwrap();
+    assert!(kept.ends_with('\n'));
+    let mut expected = file.clone();
+    expected.as_object_mut().unwrap().remove("stringData");
+    assert_eq!(serde_json::from_str::<Value>(kept).unwrap(), expected);
+    let validated = h
+        .validate(&as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(stored))
+        .await;
+    assert!(validated.allowed(), "{validated:?}");
+
+    // A value in another annotation is refused, naming the annotation, never the value.
+    let mut copied = object.clone();
+    copied["metadata"]["annotations"]["team.example/backup"] = format!("rt={REFRESH_TOKEN}").into();
+    let answer = h
+        .mutate(&as_user(Review::secret("CREATE").in_namespace(NS), ALICE).object(copied))
+        .await;
+    answer.denied(
+        "credentials_in_metadata",
+        "metadata.annotations[\"team.example/backup\"]: holds a credential value",
+    );
+    assert!(answer.patch().is_none());
+    // A last-applied configuration the mutating webhook left (it was not sealing) is refused.
+    let mut sealed = sealed_secret(
+        "acme-us-lwa",
+        &envelope(&h.keyring.read().unwrap(), "acme-us-lwa"),
+    );
+    sealed["metadata"]["annotations"] = json!({LAST_APPLIED: format!("{file}\n")});
+    let answer = h
+        .validate(&as_user(Review::secret("UPDATE").in_namespace(NS), ALICE).object(sealed))
+        .await;
+    answer.denied(
+        "plaintext_credentials",
+        "metadata.annotations[\"kubectl.kubernetes.io/last-applied-configuration\"]: holds plaintext LWA credentials (stringData.clientId)",
+    );
+    for plaintext in PLAINTEXTS {
+        assert!(!answer.message().contains(plaintext));
+    }
+    let audit = h.audit.text();
+    for plaintext in PLAINTEXTS {
+        assert!(!audit.contains(plaintext), "the audit log leaks a value");
+    }
+    h.server.stop().await;
 }
 
 #[tokio::test]
@@ -763,6 +881,306 @@ async fn pod_rules_over_https() {
         metrics.contains("resource=\"pods_ephemeralcontainers\""),
         "{metrics}"
     );
+    h.server.stop().await;
+}
+
+#[tokio::test]
+async fn using_a_connection_needs_the_teams_identity_over_https() {
+    let h = Harness::start().await;
+    let create =
+        |user, pod: Value| as_user(Review::pod("CREATE").in_namespace(NS), user).object(pod);
+    let gateway = pod("gw", NS, Some("gw-main"), runtime_volume());
+
+    // Another Team's member, a ServiceAccount of another namespace and the operator may not,
+    // even for a listed gateway; the denial names the requester and the Team.
+    h.validate(&create(MALLORY, gateway.clone())).await.denied(
+        "not_team_member",
+        "\"mallory@example.com\" is not a member of team \"acme\" (group \"openteam:team:acme\")",
+    );
+    for user in [OTHER_NAMESPACE_SA, OPERATOR] {
+        h.validate(&create(user, gateway.clone()))
+            .await
+            .denied("not_team_member", "is not a member of team \"acme\"");
+    }
+    // The Team, an admin and a ServiceAccount of the namespace may.
+    for user in [ALICE, ADMIN, BUILDER_SA] {
+        let a = h.validate(&create(user, gateway.clone())).await;
+        assert!(a.allowed(), "{}: {a:?}", user.0);
+    }
+    // A workload controller only for a pod it makes for an owner.
+    let owned = owned_by(gateway.clone(), "apps/v1", "ReplicaSet", "gw-5d8f9c");
+    let a = h
+        .validate(&create(REPLICASET_CONTROLLER, owned.clone()))
+        .await;
+    assert!(a.allowed(), "{a:?}");
+    h.validate(&create(REPLICASET_CONTROLLER, gateway.clone()))
+        .await
+        .denied("not_team_member", "replicaset-controller");
+    h.validate(&create(MALLORY, owned.clone()))
+        .await
+        .denied("not_team_member", "mallory");
+
+    // An update that leaves the spec and the gateway label alone needs no Team (the garbage
+    // collector orphaning the pod); one that changes the image does.
+    let mut orphaned = owned.clone();
+    orphaned["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let update = |user| as_user(Review::pod("UPDATE").in_namespace(NS), user);
+    let a = h
+        .validate(
+            &update(GARBAGE_COLLECTOR)
+                .old(owned.clone())
+                .object(orphaned),
+        )
+        .await;
+    assert!(a.allowed(), "{a:?}");
+    let mut swapped = gateway.clone();
+    swapped["spec"]["containers"][0]["image"] = "registry.example/evil:1".into();
+    h.validate(&update(MALLORY).old(gateway.clone()).object(swapped))
+        .await
+        .denied("not_team_member", "mallory");
+    // And so does an ephemeral container, even one that only mounts the volume.
+    let mut debugged = gateway.clone();
+    debugged["spec"]["ephemeralContainers"] = json!([{"name": "debug", "image": "busybox",
+        "volumeMounts": [{"name": "token", "mountPath": "/t"}]}]);
+    h.validate(&as_user(
+        Review::ephemeral_containers(debugged).old(gateway.clone()),
+        MALLORY,
+    ))
+    .await
+    .denied("not_team_member", "mallory");
+
+    let audit = h.audit.text();
+    let denied = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["actor"] == "mallory@example.com" && r["action"] == "pod_create")
+        .unwrap_or_else(|| panic!("no record of mallory's pod in {audit}"));
+    assert_eq!(denied["category"], "authentication");
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["reason"], "not_team_member");
+    assert_eq!(denied["team"], "acme");
+    assert_eq!(denied["connection"], "acme-us");
+    h.server.stop().await;
+}
+
+#[tokio::test]
+async fn workload_rules_over_https() {
+    let h = Harness::start().await;
+    let gateway = pod("gw", NS, Some("gw-main"), runtime_volume());
+    let create = |user, kind: &str, object: Value| {
+        as_user(Review::workload("CREATE", kind).in_namespace(NS), user).object(object)
+    };
+
+    // Every kind: the Team may, another Team's member may not.
+    for kind in [
+        "Deployment",
+        "ReplicaSet",
+        "StatefulSet",
+        "DaemonSet",
+        "Job",
+        "CronJob",
+    ] {
+        let object = workload(kind, "gw", NS, &gateway);
+        let a = h.validate(&create(ALICE, kind, object.clone())).await;
+        assert!(a.allowed(), "{kind}: {a:?}");
+        h.validate(&create(MALLORY, kind, object)).await.denied(
+            "not_team_member",
+            "\"mallory@example.com\" is not a member of team \"acme\"",
+        );
+    }
+
+    // The template is judged by the pod rules, named by its path in the workload.
+    let unlabelled = pod("gw", NS, None, runtime_volume());
+    h.validate(&create(
+        ALICE,
+        "Deployment",
+        workload("Deployment", "gw", NS, &unlabelled),
+    ))
+    .await
+    .denied(
+        "missing_gateway_label",
+        "spec.template.metadata.labels[\"connectors.openteam.io/gateway\"]: missing",
+    );
+    let mut env = runtime_volume();
+    env["containers"][0]["env"] = json!([{"name": "TOKEN", "valueFrom":
+        {"secretKeyRef": {"name": "acme-us-sp-api", "key": "access_token"}}}]);
+    h.validate(&create(ALICE, "CronJob", workload("CronJob", "sync", NS, &pod("gw", NS, Some("gw-main"), env))))
+        .await
+        .denied(
+            "env_reference",
+            "spec.jobTemplate.spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef: runtime Secret",
+        );
+    let mut sub_path = runtime_volume();
+    sub_path["containers"][0]["volumeMounts"][0]["subPath"] = "access_token".into();
+    h.validate(&create(
+        ALICE,
+        "StatefulSet",
+        workload(
+            "StatefulSet",
+            "gw",
+            NS,
+            &pod("gw", NS, Some("gw-main"), sub_path),
+        ),
+    ))
+    .await
+    .denied(
+        "sub_path_mount",
+        "spec.template.spec.containers[0].volumeMounts[0].subPath",
+    );
+    h.validate(&create(
+        ALICE,
+        "DaemonSet",
+        workload(
+            "DaemonSet",
+            "gw",
+            NS,
+            &pod("gw", NS, Some("gw-globex"), runtime_volume()),
+        ),
+    ))
+    .await
+    .denied(
+        "gateway_not_listed",
+        "spec.template.metadata.labels[\"connectors.openteam.io/gateway\"]: gateway \"gw-globex\"",
+    );
+    h.validate(&create(
+        ALICE,
+        "Job",
+        workload(
+            "Job",
+            "leak",
+            NS,
+            &pod(
+                "gw",
+                NS,
+                Some("gw-main"),
+                json!({"volumes": [{"name": "c", "secret": {"secretName": "acme-us-lwa"}}]}),
+            ),
+        ),
+    ))
+    .await
+    .denied(
+        "sealed_secret_reference",
+        "spec.template.spec.volumes[0].secret: Secret \"acme-us-lwa\" holds sealed LWA credentials",
+    );
+
+    // Controllers make workloads for their owners: a Deployment's ReplicaSet, a CronJob's Job.
+    let replicaset = owned_by(
+        workload("ReplicaSet", "gw-5d8f9c", NS, &gateway),
+        "apps/v1",
+        "Deployment",
+        "gw",
+    );
+    let a = h
+        .validate(&create(
+            DEPLOYMENT_CONTROLLER,
+            "ReplicaSet",
+            replicaset.clone(),
+        ))
+        .await;
+    assert!(a.allowed(), "{a:?}");
+    let job = owned_by(
+        workload("Job", "sync-29000000", NS, &gateway),
+        "batch/v1",
+        "CronJob",
+        "sync",
+    );
+    let a = h.validate(&create(CRONJOB_CONTROLLER, "Job", job)).await;
+    assert!(a.allowed(), "{a:?}");
+    // Not without an owner.
+    h.validate(&create(
+        DEPLOYMENT_CONTROLLER,
+        "ReplicaSet",
+        workload("ReplicaSet", "gw-x", NS, &gateway),
+    ))
+    .await
+    .denied("not_team_member", "deployment-controller");
+
+    // Scaling leaves the template alone: anyone RBAC lets may; changing the template is a use.
+    let deployment = workload("Deployment", "gw", NS, &gateway);
+    let update = |user| {
+        as_user(
+            Review::workload("UPDATE", "Deployment").in_namespace(NS),
+            user,
+        )
+    };
+    let mut scaled = deployment.clone();
+    scaled["spec"]["replicas"] = 5.into();
+    scaled["metadata"]["labels"] = json!({"team.example/owner": "platform"});
+    let a = h
+        .validate(&update(MALLORY).old(deployment.clone()).object(scaled))
+        .await;
+    assert!(a.allowed(), "{a:?}");
+    let mut swapped = deployment.clone();
+    swapped["spec"]["template"]["spec"]["containers"][0]["image"] =
+        "registry.example/evil:1".into();
+    h.validate(&update(MALLORY).old(deployment.clone()).object(swapped))
+        .await
+        .denied("not_team_member", "mallory");
+
+    // A workload whose template is not a pod template is malformed, never allowed.
+    let mut broken = deployment.clone();
+    broken["spec"]["template"]["spec"]["containers"] = "not a list".into();
+    let response = h
+        .post("/validate", create(ALICE, "Deployment", broken).body())
+        .await;
+    let answer: Value = json_body(response).await;
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 400);
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has no valid pod template")
+    );
+    // An ordinary Deployment is unrelated to the operator, whoever makes it.
+    let web = workload("Deployment", "web", NS, &pod("web", NS, None, json!({})));
+    let a = h.validate(&create(MALLORY, "Deployment", web)).await;
+    assert!(a.allowed());
+    assert_eq!(a.reason(), "none");
+
+    let metrics = h.metrics.encode().unwrap();
+    for series in [
+        "amazon_seller_admission_requests_total{decision=\"denied\",operation=\"CREATE\",reason=\"not_team_member\",resource=\"deployments\"} 1",
+        "amazon_seller_admission_requests_total{decision=\"allowed\",operation=\"CREATE\",reason=\"none\",resource=\"cronjobs\"} 1",
+        "amazon_seller_admission_requests_total{decision=\"invalid\",operation=\"CREATE\",reason=\"malformed_object\",resource=\"deployments\"} 1",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in\n{metrics}");
+    }
+    let audit = h.audit.text();
+    let records: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for action in [
+        "deployment_create",
+        "deployment_update",
+        "replicaset_create",
+        "statefulset_create",
+        "daemonset_create",
+        "job_create",
+        "cronjob_create",
+    ] {
+        assert!(
+            records.iter().any(|r| r["action"] == action),
+            "no {action} record in {audit}"
+        );
+    }
+    let denied = records
+        .iter()
+        .find(|r| {
+            r["action"] == "deployment_create"
+                && r["outcome"] == "denied"
+                && r["reason"] == "not_team_member"
+        })
+        .unwrap_or_else(|| panic!("no denied deployment in {audit}"));
+    assert_eq!(denied["category"], "authentication");
+    assert_eq!(denied["actor"], "mallory@example.com");
+    assert_eq!(denied["gateway"], "gw-main");
+    let report = audit::verify(BufReader::new(audit.as_bytes()), VerifyOptions::default()).unwrap();
+    assert!(report.is_intact(), "{report:?}");
     h.server.stop().await;
 }
 
@@ -1156,6 +1574,38 @@ fn fixtures() -> Vec<Vec<u8>> {
             .old(namespace(Some("acme")))
             .object(namespace(None))
             .body(),
+        as_user(
+            Review::workload("CREATE", "Deployment").in_namespace(NS),
+            MALLORY,
+        )
+        .object(workload(
+            "Deployment",
+            "gw",
+            NS,
+            &pod("gw", NS, Some("gw-main"), runtime_volume()),
+        ))
+        .body(),
+        as_user(Review::secret("UPDATE").in_namespace(NS), ALICE)
+            .old(sealed_secret("acme-us-lwa", b"{}"))
+            .object(applied_intake())
+            .body(),
+        as_user(
+            Review::workload("UPDATE", "CronJob").in_namespace(NS),
+            ALICE,
+        )
+        .old(workload(
+            "CronJob",
+            "sync",
+            NS,
+            &pod("gw", NS, None, json!({})),
+        ))
+        .object(workload(
+            "CronJob",
+            "sync",
+            NS,
+            &pod("gw", NS, Some("gw-main"), runtime_volume()),
+        ))
+        .body(),
     ]
 }
 
@@ -1191,7 +1641,7 @@ proptest! {
     }
 
     #[test]
-    fn truncated_reviews_are_answered_invalid(which in 0usize..4, cut in 0.0f64..1.0, mutate in any::<bool>()) {
+    fn truncated_reviews_are_answered_invalid(which in 0usize..7, cut in 0.0f64..1.0, mutate in any::<bool>()) {
         let (runtime, admission) = handler();
         let body = &fixtures()[which];
         let end = ((body.len() as f64) * cut) as usize;
@@ -1206,7 +1656,39 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_objects_never_panic(which in 0usize..4, value in arb_json(), mutate in any::<bool>()) {
+    fn a_denied_pod_or_template_stays_denied_for_the_same_reason_in_any_order(
+        case in 0usize..4,
+        extra in 0usize..4,
+        seeds in proptest::collection::vec(any::<usize>(), 2),
+        kind in prop_oneof![Just("Pod"), Just("Deployment"), Just("StatefulSet"), Just("CronJob")],
+    ) {
+        // Decided reviews on a thread without a subscriber of its own, while another test's
+        // capturing subscriber is the only one registered, would make tracing cache "never"
+        // for the decision's log line in every thread (it asks only the registering thread's
+        // subscriber then): a subscriber here keeps that test's capture working.
+        let _quiet = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(std::io::sink)
+                .finish(),
+        );
+        let (runtime, admission) = handler();
+        let (pod, user, reason) = denied_pod(case, extra);
+        let pod = reordered(pod, &seeds);
+        let review = if kind == "Pod" {
+            as_user(Review::pod("CREATE").in_namespace(NS), user).object(pod)
+        } else {
+            as_user(Review::workload("CREATE", kind).in_namespace(NS), user)
+                .object(workload(kind, "gw", NS, &pod))
+        };
+        let answer = runtime.block_on(admission.review_json(Webhook::Validate, &review.body()));
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        prop_assert_eq!(&answer["response"]["allowed"], &Value::Bool(false), "{}", answer);
+        prop_assert_eq!(&answer["response"]["auditAnnotations"]["reason"], reason);
+    }
+
+    #[test]
+    fn arbitrary_objects_never_panic(which in 0usize..7, value in arb_json(), mutate in any::<bool>()) {
         let (runtime, admission) = handler();
         let mut review: Value = serde_json::from_slice(&fixtures()[which]).unwrap();
         review["request"]["object"] = value;
@@ -1215,6 +1697,54 @@ proptest! {
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         prop_assert!(answer["response"]["allowed"].is_boolean());
     }
+}
+
+/// A pod that breaks exactly one rule, with the reason it is denied for: another Team's
+/// member with a listed gateway, no gateway label, the token through `env` or through a
+/// `subPath` mount. Around the offending parts: `extra` unrelated volumes and containers.
+fn denied_pod(
+    case: usize,
+    extra: usize,
+) -> (Value, (&'static str, &'static [&'static str]), &'static str) {
+    let mut volumes = vec![json!({"name": "token", "secret": {"secretName": "acme-us-sp-api"}})];
+    let mut containers = vec![json!({"name": "main", "image": "gw:1",
+        "volumeMounts": [{"name": "token", "mountPath": "/var/run/sp-api"}]})];
+    for i in 0..extra {
+        volumes
+            .push(json!({"name": format!("v{i}"), "secret": {"secretName": format!("app-{i}")}}));
+        containers.push(json!({"name": format!("side{i}"), "image": "side:1",
+            "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": format!("app-{i}"), "key": "k"}}}],
+            "volumeMounts": [{"name": format!("v{i}"), "mountPath": "/v", "subPath": "k"}]}));
+    }
+    let (gateway, user, reason) = match case {
+        0 => (Some("gw-main"), MALLORY, "not_team_member"),
+        1 => (None, ALICE, "missing_gateway_label"),
+        2 => {
+            containers[0]["env"] = json!([{"name": "T", "valueFrom":
+                {"secretKeyRef": {"name": "acme-us-sp-api", "key": "access_token"}}}]);
+            (Some("gw-main"), ALICE, "env_reference")
+        }
+        _ => {
+            containers[0]["volumeMounts"][0]["subPath"] = "access_token".into();
+            (Some("gw-main"), ALICE, "sub_path_mount")
+        }
+    };
+    let spec = json!({"volumes": volumes, "containers": containers});
+    (pod("gw", NS, gateway, spec), user, reason)
+}
+
+/// `pod` with its volumes and containers rotated by a seed each and, for odd seeds,
+/// reversed; its labels untouched.
+fn reordered(mut pod: Value, seeds: &[usize]) -> Value {
+    for (list, seed) in [("volumes", seeds[0]), ("containers", seeds[1])] {
+        let items = pod["spec"][list].as_array_mut().unwrap();
+        let n = items.len();
+        items.rotate_left(seed % n);
+        if seed % 2 == 1 {
+            items.reverse();
+        }
+    }
+    pod
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {

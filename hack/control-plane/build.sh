@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds a real kube-apiserver from the Go module proxy into a cache outside the checkout.
+# Builds a real Kubernetes component (kube-apiserver by default, or kube-controller-manager)
+# from the Go module proxy into a cache outside the checkout.
 #
 # k8s.io/kubernetes is not meant to be consumed as a module: its go.mod requires every
 # staging module (k8s.io/api, k8s.io/apiserver, ...) at v0.0.0 and replaces them with
 # ./staging paths. We read that replace block from the published go.mod and point each
 # staging module at its published v0.<minor>.<patch> tag instead, which is the same code.
 #
+# Usage: build.sh [kube-apiserver|kube-controller-manager]
 # Prints the path of the binary on stdout; progress goes to stderr.
 #
 # Two runs at once (two demos, a demo and a test run) must not build into the same directory:
@@ -13,10 +15,15 @@
 # and then uses its binary. A binary that is already there is used without taking the lock.
 set -euo pipefail
 
+COMPONENT="${1:-kube-apiserver}"
+case "$COMPONENT" in
+  kube-apiserver|kube-controller-manager) ;;
+  *) echo "error: unknown component $COMPONENT (kube-apiserver or kube-controller-manager)" >&2; exit 2 ;;
+esac
 K8S_VERSION="${ASO_K8S_VERSION:-v1.36.3}"
 CACHE_ROOT="${ASO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/amazon-seller-operator}"
 OUT_DIR="$CACHE_ROOT/control-plane/$K8S_VERSION"
-BIN="$OUT_DIR/kube-apiserver"
+BIN="$OUT_DIR/$COMPONENT"
 
 built() { [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; }
 if built; then
@@ -29,27 +36,28 @@ command -v flock >/dev/null 2>&1 ||
   { echo "error: flock is required (apt-get install -y util-linux)" >&2; exit 1; }
 exec 9>"$OUT_DIR.lock"
 if ! flock -n 9; then
-  echo "another run is building kube-apiserver $K8S_VERSION into $OUT_DIR; waiting for it to finish" >&2
+  echo "another run is building $COMPONENT $K8S_VERSION into $OUT_DIR; waiting for it to finish" >&2
   flock 9
 fi
 if built; then
-  echo "kube-apiserver $K8S_VERSION is ready (built by the other run)" >&2
+  echo "$COMPONENT $K8S_VERSION is ready (built by the other run)" >&2
   echo "$BIN"
   exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "error: Go is required to build kube-apiserver (install Go 1.26 or newer and put it on PATH)" >&2
+  echo "error: Go is required to build $COMPONENT (install Go 1.26 or newer and put it on PATH)" >&2
   exit 1
 fi
 
 staging_version="v0.${K8S_VERSION#v1.}"
-work="$OUT_DIR/build"
+# One work directory per component: two components may be built at the same time.
+work="$OUT_DIR/build-$COMPONENT"
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 
-echo "building kube-apiserver $K8S_VERSION from the Go module proxy: once, about 5 minutes on 2 cores" >&2
+echo "building $COMPONENT $K8S_VERSION from the Go module proxy: once, about 5 minutes on 2 cores" >&2
 echo "  (later runs reuse it from $OUT_DIR; downloads go to Go's module cache, $(go env GOMODCACHE))" >&2
 gomod_file=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
 if [[ ! -f "$gomod_file" ]]; then
@@ -70,18 +78,18 @@ go_directive=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod_file" | head -n1)
   echo ")"
 } > go.mod
 
-cat > tools.go <<'GO'
+cat > tools.go <<GO
 //go:build tools
 
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import _ "k8s.io/kubernetes/cmd/$COMPONENT"
 GO
 
 go mod tidy >&2
-echo "compiling kube-apiserver (the longest step; no output until it is done)" >&2
+echo "compiling $COMPONENT (the longest step; no output until it is done)" >&2
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION" \
-  -o "$BIN.tmp" k8s.io/kubernetes/cmd/kube-apiserver >&2
+  -o "$BIN.tmp" "k8s.io/kubernetes/cmd/$COMPONENT" >&2
 mv "$BIN.tmp" "$BIN"
 cd /
 rm -rf "$work"

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Starts a real control plane on loopback: etcd plus kube-apiserver with TLS, RBAC, a
 # ServiceAccount issuer and signing key (TokenRequest/TokenReview work) and an admin kubeconfig.
+# The API server's audit log (audit.log in the state directory) is written with the audit policy
+# docs/security-model.md recommends (deploy/audit-policy.yaml), so tests can check it too.
 # OwnerReferencesPermissionEnforcement is on, as in many production clusters: an owner reference
 # with blockOwnerDeletion then needs update on the owner's finalizers, and the RBAC tier
 # (tests/rbac.rs) would catch a chart that lacks it.
-# Like controller-runtime's envtest there is no kubelet, scheduler or controller-manager:
-# objects are admitted and stored, pods never run, and nothing garbage-collects.
+# A kube-controller-manager runs only the deployment and replicaset controllers, with a
+# ServiceAccount per controller (--use-service-account-credentials, as kubeadm sets it): a
+# Deployment gets its ReplicaSet and pods from the real controllers, as the identities the
+# admission webhook sees in a cluster. Otherwise, like controller-runtime's envtest, there is no
+# kubelet, scheduler or other controller: pods are stored but never run, and nothing
+# garbage-collects.
 #
 # Usage: start.sh STATE_DIR
-# Prints the kubeconfig path on stdout; stop with stop.sh STATE_DIR.
+# Prints the kubeconfig path on stdout; stop with stop.sh STATE_DIR. The state directory also
+# holds etcd-endpoint (the etcd client URL, for tests that read what was stored).
 set -euo pipefail
 
 state="${1:?usage: start.sh STATE_DIR}"
@@ -24,6 +31,7 @@ done
 ETCD="${ETCD:-$(command -v etcd || true)}"
 [[ -n "$ETCD" ]] || fail "etcd is required: apt-get install -y etcd-server (or set ETCD=/path/to/etcd)"
 APISERVER="$("$here/build.sh")"
+CONTROLLER_MANAGER="$("$here/build.sh" kube-controller-manager)"
 
 if [[ -f "$state/apiserver.pid" ]] && kill -0 "$(cat "$state/apiserver.pid")" 2>/dev/null; then
   fail "a control plane is already running from $state (stop it with $here/stop.sh $state)"
@@ -54,6 +62,13 @@ if [[ ! -f "$pki/ca.crt" ]]; then
   ossl genrsa -out "$pki/sa.key" 2048
   ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 fi
+if [[ ! -f "$pki/controller-manager.crt" ]]; then
+  # The identity the bootstrap RBAC policy gives the controller-manager.
+  ossl req -newkey rsa:2048 -nodes -keyout "$pki/controller-manager.key" \
+    -out "$pki/controller-manager.csr" -subj "/CN=system:kube-controller-manager"
+  ossl x509 -req -in "$pki/controller-manager.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 3650 -out "$pki/controller-manager.crt" -extfile "$pki/admin.ext"
+fi
 
 # --- etcd
 rm -rf "$state/etcd-data"
@@ -63,6 +78,7 @@ rm -rf "$state/etcd-data"
   --initial-cluster "aso-test=http://127.0.0.1:$etcd_peer_port" \
   --unsafe-no-fsync --log-level warn >"$state/etcd.log" 2>&1 &
 echo $! >"$state/etcd.pid"
+echo "http://127.0.0.1:$etcd_port" >"$state/etcd-endpoint"
 
 # --- kube-apiserver
 "$APISERVER" \
@@ -77,13 +93,16 @@ echo $! >"$state/etcd.pid"
   --api-audiences https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range 10.0.0.0/24 \
   --enable-priority-and-fairness=false \
+  --audit-policy-file "$here/../../deploy/audit-policy.yaml" \
+  --audit-log-path "$state/audit.log" --audit-log-maxsize 50 --audit-log-maxbackup 1 \
   --allow-privileged=false \
   --endpoint-reconciler-type none \
   --v 1 >"$state/apiserver.log" 2>&1 &
 echo $! >"$state/apiserver.pid"
 
 b64() { base64 -w0 <"$1"; }
-cat >"$state/kubeconfig" <<KUBECONFIG
+kubeconfig() { # kubeconfig USER CERT_PREFIX
+  cat <<KUBECONFIG
 apiVersion: v1
 kind: Config
 clusters:
@@ -92,20 +111,41 @@ clusters:
     server: https://127.0.0.1:$api_port
     certificate-authority-data: $(b64 "$pki/ca.crt")
 users:
-- name: aso-test-admin
+- name: $1
   user:
-    client-certificate-data: $(b64 "$pki/admin.crt")
-    client-key-data: $(b64 "$pki/admin.key")
+    client-certificate-data: $(b64 "$pki/$2.crt")
+    client-key-data: $(b64 "$pki/$2.key")
 contexts:
 - name: aso-test
-  context: {cluster: aso-test, user: aso-test-admin}
+  context: {cluster: aso-test, user: $1}
 current-context: aso-test
 KUBECONFIG
+}
+kubeconfig aso-test-admin admin >"$state/kubeconfig"
+kubeconfig system:kube-controller-manager controller-manager >"$state/controller-manager.kubeconfig"
+
+start_controller_manager() {
+  "$CONTROLLER_MANAGER" \
+    --kubeconfig "$state/controller-manager.kubeconfig" \
+    --controllers deployment,replicaset \
+    --use-service-account-credentials \
+    --leader-elect=false \
+    --secure-port 0 \
+    --v 1 >"$state/controller-manager.log" 2>&1 &
+  echo $! >"$state/controller-manager.pid"
+}
 
 # --- wait until ready (the first start runs all post-start hooks: bootstrap RBAC etc.)
 for _ in $(seq 1 120); do
   if curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
       "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
+    start_controller_manager
+    sleep 1
+    if ! kill -0 "$(cat "$state/controller-manager.pid")" 2>/dev/null; then
+      tail -n 20 "$state/controller-manager.log" >&2
+      "$here/stop.sh" "$state" || true
+      fail "kube-controller-manager exited during start-up (log: $state/controller-manager.log)"
+    fi
     echo "$state/kubeconfig"
     exit 0
   fi

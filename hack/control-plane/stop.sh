@@ -2,7 +2,7 @@
 # Stops a control plane started by start.sh STATE_DIR. Safe to call twice.
 set -uo pipefail
 state="${1:?usage: stop.sh STATE_DIR}"
-for name in apiserver etcd; do
+for name in controller-manager apiserver etcd; do
   pidfile="$state/$name.pid"
   [[ -f "$pidfile" ]] || continue
   pid="$(cat "$pidfile")"

@@ -531,6 +531,7 @@ mod tests {
             admin_groups: vec!["platform-admins".into()],
             reviewer_groups: Vec::new(),
             operator_username: "system:serviceaccount:aso:amazon-seller-operator".into(),
+            workload_controllers: Vec::new(),
         };
         let keyring = Arc::new(RwLock::new(Keyring::generate(jiff::Timestamp::now())));
         let admission = Arc::new(Reviewer::new(

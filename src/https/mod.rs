@@ -146,6 +146,7 @@ pub fn policy(args: &WebhookArgs, operator_namespace: &str) -> Policy {
         team_group_prefix: args.team_group_prefix.clone(),
         admin_groups: args.admin_groups.clone(),
         reviewer_groups: args.reviewer_groups.clone(),
+        workload_controllers: args.workload_controllers.clone(),
         operator_username: Policy::service_account_username(
             operator_namespace,
             &args.operator_service_account,

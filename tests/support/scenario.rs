@@ -164,8 +164,9 @@ impl IntoFuture for ScenarioBuilder {
     }
 }
 
-/// A namespace with `labels` and its `default` ServiceAccount (the test plane runs no
-/// controller-manager to make it, and the ServiceAccount admission plugin wants it for pods).
+/// A namespace with `labels` and its `default` ServiceAccount (the test plane's
+/// controller-manager runs no serviceaccount controller to make it, and the ServiceAccount
+/// admission plugin wants it for pods).
 async fn namespace(client: &Client, prefix: &str, labels: BTreeMap<String, String>) -> String {
     let name = create_labelled_namespace(client, prefix, labels).await;
     let account: ServiceAccount =

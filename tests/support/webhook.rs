@@ -200,6 +200,11 @@ pub fn test_policy() -> Policy {
         admin_groups: vec!["platform-admins".into()],
         reviewer_groups: vec!["security-reviewers".into()],
         operator_username: "system:serviceaccount:aso:amazon-seller-operator".into(),
+        workload_controllers:
+            amazon_seller_operator::domain::admission::DEFAULT_WORKLOAD_CONTROLLERS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
     }
 }
 
@@ -311,6 +316,12 @@ impl Review {
         review.0["request"]["requestSubResource"] = "ephemeralcontainers".into();
         review.clone().old(pod.clone()).object(pod)
     }
+    /// A review of a workload `kind` (`Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet`,
+    /// `Job`, `CronJob`).
+    pub fn workload(operation: &str, kind: &str) -> Self {
+        let (group, resource) = workload_resource(kind);
+        Self::new(operation, group, "v1", resource, kind)
+    }
     pub fn secret(operation: &str) -> Self {
         Self::new(operation, "", "v1", "secrets", "Secret")
     }
@@ -395,6 +406,52 @@ pub fn pod(name: &str, namespace: &str, gateway: Option<&str>, spec: Value) -> V
     });
     merge(&mut pod["spec"], spec);
     pod
+}
+
+/// The API group and resource of a workload kind.
+pub fn workload_resource(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "Deployment" => ("apps", "deployments"),
+        "ReplicaSet" => ("apps", "replicasets"),
+        "StatefulSet" => ("apps", "statefulsets"),
+        "DaemonSet" => ("apps", "daemonsets"),
+        "Job" => ("batch", "jobs"),
+        "CronJob" => ("batch", "cronjobs"),
+        other => panic!("not a workload kind: {other}"),
+    }
+}
+
+/// A workload of `kind` named `name` whose pod template is `pod`'s labels and spec (a
+/// CronJob's under `spec.jobTemplate.spec.template`), with the selector a controller needs.
+pub fn workload(kind: &str, name: &str, namespace: &str, pod: &Value) -> Value {
+    let labels = pod["metadata"]["labels"].clone();
+    let template = json!({"metadata": {"labels": labels}, "spec": pod["spec"]});
+    let (group, _) = workload_resource(kind);
+    let selector = json!({"matchLabels": {"app": labels["app"]}});
+    let spec = match kind {
+        "CronJob" => {
+            json!({"schedule": "@hourly", "jobTemplate": {"spec": {"template": template}}})
+        }
+        "Job" => json!({"template": template}),
+        "StatefulSet" => json!({"selector": selector, "serviceName": name, "template": template}),
+        _ => json!({"selector": selector, "template": template}),
+    };
+    json!({
+        "apiVersion": format!("{group}/v1"),
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec
+    })
+}
+
+/// `object` with a controller `ownerReference` to `kind` `name`, as a controller sets it.
+pub fn owned_by(mut object: Value, api_version: &str, kind: &str, name: &str) -> Value {
+    object["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": api_version, "kind": kind, "name": name,
+        "uid": "6a0e7c3e-0000-4000-8000-000000000001",
+        "controller": true, "blockOwnerDeletion": true
+    }]);
+    object
 }
 
 /// JSON merge (objects merged key by key, anything else replaced).

@@ -105,6 +105,10 @@ pub(super) fn policy() -> Policy {
         admin_groups: vec!["platform-admins".into()],
         reviewer_groups: vec!["security-reviewers".into()],
         operator_username: Policy::service_account_username("aso", "amazon-seller-operator"),
+        workload_controllers: super::DEFAULT_WORKLOAD_CONTROLLERS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect(),
     }
 }
 
@@ -196,6 +200,7 @@ impl<'a> SecretView<'a> {
             name,
             type_: None,
             labels: &NO_LABELS,
+            annotations: &NO_LABELS,
             data: BTreeMap::new(),
             has_string_data: false,
         }

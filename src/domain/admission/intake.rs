@@ -7,6 +7,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use zeroize::Zeroizing;
+
+use super::applied::{LAST_APPLIED_ANNOTATION, metadata_holding, needles, scrub_last_applied};
 use super::{Concern, Decision, Mutation, Reason, SecretRequest, SecretView};
 use crate::crypto::{self, Credentials, PublicKey, SealContext, SecretString};
 use crate::names::{
@@ -36,6 +39,15 @@ pub const INTAKE_KEYS: [&str; 5] = [
 /// The intake keys that must be present.
 pub const REQUIRED_INTAKE_KEYS: [&str; 3] =
     [INTAKE_CLIENT_ID, INTAKE_CLIENT_SECRET, INTAKE_REFRESH_TOKEN];
+
+/// The intake keys whose values are credentials (the expiry time is not): none may appear in
+/// an annotation or label.
+const SEALED_VALUE_KEYS: [&str; 4] = [
+    INTAKE_CLIENT_ID,
+    INTAKE_CLIENT_SECRET,
+    INTAKE_REFRESH_TOKEN,
+    INTAKE_NEXT_CLIENT_SECRET,
+];
 
 pub(super) fn seal_intake(
     request: &SecretRequest<'_>,
@@ -142,6 +154,25 @@ pub(super) fn seal_intake(
     ]) {
         return deny(Reason::InvalidIntake, err.to_string());
     }
+    // `kubectl apply` wrote the file, plaintext and all, into its last-applied configuration:
+    // it is kept without the credential keys. Anywhere else in the metadata a value is refused.
+    let last_applied = secret
+        .annotations
+        .get(LAST_APPLIED_ANNOTATION)
+        .and_then(|applied| scrub_last_applied(applied, &INTAKE_KEYS));
+    let values = SEALED_VALUE_KEYS
+        .iter()
+        .filter_map(|key| secret.data.get(key).copied());
+    let needles = Zeroizing::new(needles(values));
+    if let Some(field) = metadata_holding(secret, last_applied.as_deref(), &needles) {
+        return deny(
+            Reason::CredentialsInMetadata,
+            format!(
+                "{field}: holds a credential value of this intake: annotations and labels are \
+                 stored as they are written, never sealed; remove the value and apply again"
+            ),
+        );
+    }
     let context = SealContext {
         team_id: team,
         namespace: request.namespace,
@@ -153,6 +184,7 @@ pub(super) fn seal_intake(
             decision.patch = Some(Mutation::SealCredentials {
                 envelope,
                 remove_string_data: secret.has_string_data,
+                last_applied,
             });
             decision
         }
@@ -205,6 +237,8 @@ mod tests {
         CLIENT_ID, CLIENT_SECRET, FakeCluster, NS, REFRESH_TOKEN, alice, assert_no_plaintext,
         mutate, mutate_in, root,
     };
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::crypto::Keyring;
 
@@ -251,6 +285,7 @@ mod tests {
         let Some(Mutation::SealCredentials {
             envelope,
             remove_string_data,
+            last_applied: None,
         }) = d.patch
         else {
             panic!("no patch");
@@ -396,5 +431,150 @@ mod tests {
         assert_eq!(d.reason, Reason::None);
         assert_eq!(d.concern, Concern::Unrelated);
         assert!(d.patch.is_none());
+    }
+
+    /// kubectl's last-applied configuration of [`intake`] applied from a file as `stringData`.
+    fn applied(refresh_token: &[u8]) -> String {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "acme-us-lwa", "namespace": NS, "annotations": {},
+                         "labels": {SECRET_ROLE_LABEL: ROLE_LWA_CREDENTIALS}},
+            "stringData": {
+                INTAKE_CLIENT_ID: std::str::from_utf8(CLIENT_ID).unwrap(),
+                INTAKE_CLIENT_SECRET: std::str::from_utf8(CLIENT_SECRET).unwrap(),
+                INTAKE_REFRESH_TOKEN: std::str::from_utf8(refresh_token).unwrap(),
+            }
+        })
+        .to_string()
+            + "\n"
+    }
+
+    #[test]
+    fn a_kubectl_applied_intake_keeps_its_last_applied_configuration_without_the_values() {
+        let annotations = BTreeMap::from([
+            (LAST_APPLIED_ANNOTATION.to_owned(), applied(REFRESH_TOKEN)),
+            ("team.example/owner".to_owned(), "alice".to_owned()),
+        ]);
+        let secret = SecretView {
+            annotations: &annotations,
+            ..intake()
+        };
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::SealedIntake, "{d:?}");
+        assert_no_plaintext(&d);
+        let Some(Mutation::SealCredentials {
+            last_applied: Some(last_applied),
+            ..
+        }) = &d.patch
+        else {
+            panic!("the last-applied configuration is not rewritten: {d:?}");
+        };
+        for needle in [
+            "topsecretvalue",
+            "PlaintextRefresh",
+            "0123abcd",
+            "stringData",
+        ] {
+            assert!(!last_applied.contains(needle), "{needle}: {last_applied}");
+        }
+        // Everything else stays, `type: Opaque` included, so kubectl's next three-way merge
+        // neither deletes the envelope nor sees a type it did not apply.
+        let kept: serde_json::Value = serde_json::from_str(last_applied).unwrap();
+        assert_eq!(kept["type"], "Opaque");
+        assert_eq!(kept["metadata"]["name"], "acme-us-lwa");
+        assert_eq!(
+            kept["metadata"]["labels"][SECRET_ROLE_LABEL],
+            ROLE_LWA_CREDENTIALS
+        );
+        assert!(last_applied.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_rotated_token_applied_again_is_sealed_and_scrubbed_again() {
+        let rotated: &[u8] = b"Atzr|IwEBIRotatedRefreshValue";
+        let annotations = BTreeMap::from([(LAST_APPLIED_ANNOTATION.to_owned(), applied(rotated))]);
+        let old = SecretView::test("acme-us-lwa")
+            .of_type(LWA_CREDENTIALS_SECRET_TYPE)
+            .with_role(ROLE_LWA_CREDENTIALS)
+            .with_data("sealed", b"{}");
+        // kubectl's patch sends the file's type and stringData; `data` keeps the old envelope.
+        let new = SecretView {
+            annotations: &annotations,
+            ..old
+                .clone()
+                .of_type("Opaque")
+                .with_data(INTAKE_CLIENT_ID, CLIENT_ID)
+                .with_data(INTAKE_CLIENT_SECRET, CLIENT_SECRET)
+                .with_data(INTAKE_REFRESH_TOKEN, rotated)
+        };
+        let d = mutate_update(old, new);
+        assert_eq!(d.reason, Reason::SealedIntake, "{d:?}");
+        let Some(Mutation::SealCredentials {
+            last_applied: Some(last_applied),
+            ..
+        }) = &d.patch
+        else {
+            panic!("not sealed and scrubbed: {d:?}");
+        };
+        assert!(!last_applied.contains("RotatedRefresh"), "{last_applied}");
+    }
+
+    #[test]
+    fn a_credential_value_in_another_annotation_or_a_label_is_refused_naming_it() {
+        let copied = format!("backup of {}", std::str::from_utf8(CLIENT_SECRET).unwrap());
+        let encoded = B64.encode(REFRESH_TOKEN);
+        for (key, value, field) in [
+            ("note", copied.as_str(), "metadata.annotations[\"note\"]"),
+            ("b64", encoded.as_str(), "metadata.annotations[\"b64\"]"),
+        ] {
+            let annotations = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+            let secret = SecretView {
+                annotations: &annotations,
+                ..intake()
+            };
+            let d = mutate_create(secret);
+            assert_eq!(d.reason, Reason::CredentialsInMetadata, "{d:?}");
+            assert!(d.message.starts_with(field), "{}", d.message);
+            assert!(d.patch.is_none());
+            assert_no_plaintext(&d);
+        }
+        // kubectl copies the file's annotations into its last-applied configuration: the
+        // denial names the annotation as written, not kubectl's copy.
+        let mut applied: serde_json::Value = serde_json::from_str(&applied(REFRESH_TOKEN)).unwrap();
+        applied["metadata"]["annotations"]["note"] = copied.clone().into();
+        let annotations = BTreeMap::from([
+            (LAST_APPLIED_ANNOTATION.to_owned(), applied.to_string()),
+            ("note".to_owned(), copied),
+        ]);
+        let secret = SecretView {
+            annotations: &annotations,
+            ..intake()
+        };
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::CredentialsInMetadata);
+        assert!(
+            d.message.starts_with("metadata.annotations[\"note\"]"),
+            "{}",
+            d.message
+        );
+        // A value only in the last-applied configuration, outside data and stringData, is
+        // found there.
+        applied["metadata"]["annotations"]["note"] = "harmless".into();
+        applied["comment"] = std::str::from_utf8(CLIENT_SECRET).unwrap().into();
+        let annotations =
+            BTreeMap::from([(LAST_APPLIED_ANNOTATION.to_owned(), applied.to_string())]);
+        let secret = SecretView {
+            annotations: &annotations,
+            ..intake()
+        };
+        let d = mutate_create(secret);
+        assert_eq!(d.reason, Reason::CredentialsInMetadata);
+        assert!(
+            d.message.starts_with(&format!(
+                "metadata.annotations[{LAST_APPLIED_ANNOTATION:?}]"
+            )),
+            "{}",
+            d.message
+        );
     }
 }

@@ -13,6 +13,7 @@
 //! Messages name the field and the rule and never contain a secret value: plaintext intake
 //! values are only ever passed to [`crypto::seal`](crate::crypto::seal), never formatted.
 
+mod applied;
 mod connection;
 #[cfg(test)]
 mod fixtures;
@@ -29,6 +30,7 @@ use std::fmt;
 use super::validation::{RUNTIME_SECRET_SUFFIX, TOKEN_STORE_SUFFIX};
 use crate::names::SECRET_ROLE_LABEL;
 
+pub use applied::LAST_APPLIED_ANNOTATION;
 pub use connection::{ConnectionRequest, admit_connection};
 pub use intake::{
     INTAKE_CLIENT_ID, INTAKE_CLIENT_SECRET, INTAKE_CLIENT_SECRET_EXPIRES_AT, INTAKE_KEYS,
@@ -59,7 +61,25 @@ pub struct Policy {
     pub reviewer_groups: Vec<String>,
     /// The operator's user name, `system:serviceaccount:<namespace>:<name>`.
     pub operator_username: String,
+    /// Identities that create pods (and pod-owning workloads) for an owner object: the
+    /// kube-controller-manager, as one identity or one ServiceAccount per controller. They may
+    /// use a connection's runtime Secret only in an object with a controller `ownerReference`,
+    /// that is, one stamped out from a template a Team member wrote.
+    pub workload_controllers: Vec<String>,
 }
+
+/// [`Policy::workload_controllers`] by default: the kube-controller-manager with and without
+/// per-controller ServiceAccounts (`--use-service-account-credentials`), for every controller
+/// that creates pods, ReplicaSets or Jobs from a template.
+pub const DEFAULT_WORKLOAD_CONTROLLERS: [&str; 7] = [
+    "system:kube-controller-manager",
+    "system:serviceaccount:kube-system:replicaset-controller",
+    "system:serviceaccount:kube-system:deployment-controller",
+    "system:serviceaccount:kube-system:statefulset-controller",
+    "system:serviceaccount:kube-system:daemon-set-controller",
+    "system:serviceaccount:kube-system:job-controller",
+    "system:serviceaccount:kube-system:cronjob-controller",
+];
 
 impl Policy {
     /// The user name Kubernetes gives a ServiceAccount.
@@ -90,6 +110,30 @@ impl Policy {
             g.strip_prefix(self.team_group_prefix.as_str())
                 .is_some_and(|t| t == team)
         })
+    }
+
+    /// Whether `requester` is a ServiceAccount of `namespace`.
+    fn is_service_account_of(requester: &Requester<'_>, namespace: &str) -> bool {
+        requester
+            .username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|rest| rest.split_once(':'))
+            .is_some_and(|(ns, name)| ns == namespace && !name.is_empty())
+    }
+
+    /// Whether `requester` may put a connection of `team` in `namespace` to use in an object:
+    /// a member of the Team, an admin, a ServiceAccount of the namespace, or a workload
+    /// controller creating the object for its owner (`owned`: it has a controller
+    /// ownerReference).
+    fn may_use(&self, requester: &Requester<'_>, team: &str, namespace: &str, owned: bool) -> bool {
+        self.is_member(requester, team)
+            || self.is_admin(requester)
+            || Self::is_service_account_of(requester, namespace)
+            || (owned
+                && self
+                    .workload_controllers
+                    .iter()
+                    .any(|c| c == requester.username))
     }
 
     /// Team member, admin or the operator.
@@ -212,12 +256,16 @@ pub struct Subject {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Mutation {
     /// Replace the Secret's data with `{sealed: envelope}`, set its type to
-    /// `connectors.openteam.io/lwa-credentials` and drop `stringData`.
+    /// `connectors.openteam.io/lwa-credentials` and drop `stringData`; replace kubectl's
+    /// last-applied configuration with `last_applied` when there is one.
     SealCredentials {
         /// The sealed envelope (ciphertext, not secret).
         envelope: Vec<u8>,
         /// Whether the object has a `stringData` field to remove.
         remove_string_data: bool,
+        /// The [`LAST_APPLIED_ANNOTATION`] without the credential keys, when the object
+        /// carries one that held them.
+        last_applied: Option<String>,
     },
 }
 
@@ -227,10 +275,15 @@ impl fmt::Debug for Mutation {
             Mutation::SealCredentials {
                 envelope,
                 remove_string_data,
+                last_applied,
             } => f
                 .debug_struct("SealCredentials")
                 .field("envelope_bytes", &envelope.len())
                 .field("remove_string_data", remove_string_data)
+                .field(
+                    "last_applied_bytes",
+                    &last_applied.as_ref().map(String::len),
+                )
                 .finish(),
         }
     }
@@ -337,8 +390,8 @@ fn verb(operation: Operation) -> &'static str {
 }
 
 /// A Secret as the rules see it. `data` holds `data` and `stringData` merged (the API server
-/// merges them the same way), so its values may be plaintext credentials: `Debug` prints the
-/// keys only.
+/// merges them the same way), so its values may be plaintext credentials, as may annotations:
+/// `Debug` prints the keys only.
 #[derive(Clone)]
 pub struct SecretView<'a> {
     /// `metadata.name` (empty when only `generateName` is set).
@@ -347,6 +400,9 @@ pub struct SecretView<'a> {
     pub type_: Option<&'a str>,
     /// `metadata.labels`.
     pub labels: &'a BTreeMap<String, String>,
+    /// `metadata.annotations`: kubectl's last-applied configuration among them may hold the
+    /// plaintext the Secret was applied with.
+    pub annotations: &'a BTreeMap<String, String>,
     /// Every data key with its value.
     pub data: BTreeMap<&'a str, &'a [u8]>,
     /// Whether the object carries a `stringData` field.
@@ -359,6 +415,10 @@ impl fmt::Debug for SecretView<'_> {
             .field("name", &self.name)
             .field("type", &self.type_)
             .field("labels", &self.labels)
+            .field(
+                "annotation_keys",
+                &self.annotations.keys().collect::<Vec<_>>(),
+            )
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .finish()
     }

@@ -1,7 +1,11 @@
-//! The pod rules: which pods may use a connection's runtime Secret, and how.
+//! The pod rules: which pods may use a connection's runtime Secret, how, and who may put one
+//! to use. A workload's pod template (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job,
+//! CronJob) is judged by the same rules as a pod, so a controller only ever stamps out pods
+//! from templates the rules allowed.
 
 use super::{
-    Concern, ConnectionFacts, Decision, Findings, Lookup, Operation, Reason, Requester, Subject,
+    Concern, ConnectionFacts, Decision, Findings, Lookup, Operation, Policy, Reason, Requester,
+    Subject,
 };
 use crate::domain::validation::RUNTIME_SECRET_SUFFIX;
 use crate::names::{GATEWAY_LABEL, ROLE_LWA_CREDENTIALS, ROLE_RUNTIME_TOKEN, ROLE_TOKEN_STORE};
@@ -47,19 +51,40 @@ pub struct VolumeMount {
     pub sub_path: bool,
 }
 
-/// A pod as the rules see it: its gateway label and every Secret reference in containers,
-/// init containers, ephemeral containers and volumes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A pod (or a workload's pod template) as the rules see it: its gateway label, whether a
+/// controller owns it, and every Secret reference in containers, init containers, ephemeral
+/// containers and volumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodView {
-    /// The `connectors.openteam.io/gateway` label.
+    /// The `connectors.openteam.io/gateway` label (of the pod, or of the template).
     pub gateway: Option<String>,
+    /// Where the labels are, for messages: `metadata.labels` for a pod,
+    /// `spec.template.metadata.labels` for a workload's template.
+    pub labels_field: &'static str,
+    /// The object (the pod, or the workload) has a controller `ownerReference`: a workload
+    /// controller made it from its owner's template.
+    pub owned_by_controller: bool,
     /// Every reference to a Secret.
     pub references: Vec<SecretReference>,
     /// Every volume mount.
     pub mounts: Vec<VolumeMount>,
 }
 
-/// A request about a pod (create, update, or the `ephemeralcontainers` subresource).
+impl Default for PodView {
+    /// A pod without labels, owner or references.
+    fn default() -> Self {
+        PodView {
+            gateway: None,
+            labels_field: "metadata.labels",
+            owned_by_controller: false,
+            references: Vec::new(),
+            mounts: Vec::new(),
+        }
+    }
+}
+
+/// A request about a pod (create, update, or the `ephemeralcontainers` subresource), or about
+/// a workload with a pod template (create, update).
 #[derive(Clone, Debug)]
 pub struct PodRequest<'a> {
     /// The pod's namespace.
@@ -70,6 +95,12 @@ pub struct PodRequest<'a> {
     pub requester: Requester<'a>,
     /// The pod as it will be.
     pub pod: &'a PodView,
+    /// Whether the pod's spec (a workload's template spec) or its gateway label differs from
+    /// the stored object's; always true on create. Only such a request can put a connection to
+    /// a new use, so only such a request is judged on who asks: an update that leaves both
+    /// alone (labels, finalizers, owner references, a workload's replica count; the garbage
+    /// collector orphaning or finishing a foreground delete) needs no Team.
+    pub spec_changed: bool,
 }
 
 enum Referenced {
@@ -121,15 +152,57 @@ fn referenced(
     Referenced::Other
 }
 
-/// The pod rules: every reference to a runtime Secret requires the pod's gateway label to be
-/// listed in that connection's `spec.gateways`, and must be a whole-volume mount (`env`,
-/// `envFrom` and `subPath` never see a refreshed token); no pod may reference sealed
+/// The pod rules, for pods and workloads' pod templates alike: a pod that references a
+/// connection's runtime Secret is made (or its spec or gateway label changed) by a member of
+/// the connection's Team, an admin, a ServiceAccount of the namespace, or a workload
+/// controller for its owner; every reference to a runtime Secret requires the pod's gateway
+/// label to be listed in that connection's `spec.gateways`, and must be a whole-volume mount
+/// (`env`, `envFrom` and `subPath` never see a refreshed token); no pod may reference sealed
 /// credentials or a sealed token store.
-pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
+pub fn admit_pod(policy: &Policy, lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
     let pod = request.pod;
     let connections = lookup.connections(request.namespace);
     let team = lookup.namespace_team(request.namespace);
     let mut findings = Findings::default();
+    // Who may use a connection comes first: the denial then names the identity rule. Only a
+    // new or changed pod (template) can put a connection to a new use.
+    let mut used: Vec<&ConnectionFacts> = Vec::new();
+    for reference in pod.references.iter().filter(|_| request.spec_changed) {
+        if let Referenced::Runtime {
+            connection: Some(connection),
+            ..
+        } = referenced(request.namespace, &reference.secret, &connections, lookup)
+            && !used.iter().any(|c| c.name == connection.name)
+            && let Some(known) = connections.iter().find(|c| c.name == connection.name)
+        {
+            used.push(known);
+        }
+    }
+    let mut identity_refused = false;
+    for connection in &used {
+        if !policy.may_use(
+            &request.requester,
+            &connection.team_id,
+            request.namespace,
+            pod.owned_by_controller,
+        ) {
+            identity_refused = true;
+            findings.violation(
+                Reason::NotTeamMember,
+                format!(
+                    "{:?} is not a member of team {:?} (group \"{}{}\"): only the Team's \
+                     members, admins, ServiceAccounts of namespace {:?} or a workload controller \
+                     making the pod for its owner may use connection {:?}'s runtime Secret",
+                    request.requester.username,
+                    connection.team_id,
+                    policy.team_group_prefix,
+                    connection.team_id,
+                    request.namespace,
+                    connection.name
+                ),
+            );
+        }
+    }
     let mut runtime_connection: Option<String> = None;
     let mut checked_gateways: Vec<String> = Vec::new();
     let mut references_credentials = false;
@@ -206,8 +279,9 @@ pub fn admit_pod(lookup: &dyn Lookup, request: &PodRequest<'_>) -> Decision {
         }
     }
 
-    let concern = if runtime_connection.is_some() || references_credentials || pod.gateway.is_some()
-    {
+    let concern = if identity_refused {
+        Concern::Identity
+    } else if runtime_connection.is_some() || references_credentials || pod.gateway.is_some() {
         Concern::Gateway
     } else {
         Concern::Unrelated
@@ -244,11 +318,12 @@ fn check_gateway(
         return;
     };
     let (name, listed) = (&connection.name, connection.gateways.join(", "));
+    let labels = pod.labels_field;
     match pod.gateway.as_deref() {
         None => findings.violation(
             Reason::MissingGatewayLabel,
             format!(
-                "metadata.labels[{GATEWAY_LABEL:?}]: missing: only pods of a gateway listed in \
+                "{labels}[{GATEWAY_LABEL:?}]: missing: only pods of a gateway listed in \
                  connection {name:?} spec.gateways ({listed}) may use runtime Secret {secret:?} \
                  ({field})"
             ),
@@ -256,7 +331,7 @@ fn check_gateway(
         Some(gateway) if !connection.gateways.iter().any(|g| g == gateway) => findings.violation(
             Reason::GatewayNotListed,
             format!(
-                "metadata.labels[{GATEWAY_LABEL:?}]: gateway {gateway:?} is not listed in \
+                "{labels}[{GATEWAY_LABEL:?}]: gateway {gateway:?} is not listed in \
                  connection {name:?} spec.gateways ({listed}), so it may not use runtime Secret \
                  {secret:?} ({field})"
             ),
@@ -267,7 +342,7 @@ fn check_gateway(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{FakeCluster, NS, alice};
+    use super::super::fixtures::{FakeCluster, NS, alice, eve, mallory, operator, policy, root};
     use super::*;
 
     /// The runtime Secret of connection `acme-us`, which lists gateway `gw-main`.
@@ -279,6 +354,8 @@ mod tests {
         fn test() -> Self {
             PodView {
                 gateway: None,
+                labels_field: "metadata.labels",
+                owned_by_controller: false,
                 references: Vec::new(),
                 mounts: vec![VolumeMount {
                     field: "spec.containers[0].volumeMounts[0]".into(),
@@ -322,13 +399,36 @@ mod tests {
 
     /// The decision on Alice creating `pod` in `cluster`.
     fn admit_in(cluster: &FakeCluster, pod: &PodView) -> Decision {
+        admit_as(cluster, alice(), pod)
+    }
+
+    /// The decision on `requester` creating `pod` in `cluster`.
+    fn admit_as(cluster: &FakeCluster, requester: Requester<'_>, pod: &PodView) -> Decision {
         admit_pod(
+            &policy(),
             cluster,
             &PodRequest {
                 namespace: NS,
                 operation: Operation::Create,
-                requester: alice(),
+                requester,
                 pod,
+                spec_changed: true,
+            },
+        )
+    }
+
+    /// The decision on `requester` updating `pod` in `cluster`, changing its spec or gateway
+    /// label or not.
+    fn update_as(requester: Requester<'_>, pod: &PodView, spec_changed: bool) -> Decision {
+        admit_pod(
+            &policy(),
+            &FakeCluster::acme(),
+            &PodRequest {
+                namespace: NS,
+                operation: Operation::Update,
+                requester,
+                pod,
+                spec_changed,
             },
         )
     }
@@ -517,5 +617,167 @@ mod tests {
         assert_eq!(d.reason, Reason::None);
         assert_eq!(d.concern, Concern::Unrelated);
         assert!(!d.subject.runtime_access);
+    }
+
+    /// Someone whom RBAC lets create pods in the namespace: `username` in no Team group.
+    fn someone(username: &'static str) -> Requester<'static> {
+        Requester {
+            username,
+            groups: &[],
+        }
+    }
+
+    fn listed_gateway_pod() -> PodView {
+        PodView::test()
+            .gateway("gw-main")
+            .mounting_the_runtime_secret()
+    }
+
+    #[test]
+    fn another_teams_member_may_not_use_the_runtime_secret_even_as_a_listed_gateway() {
+        let cluster = FakeCluster::acme();
+        for (who, requester) in [("mallory", mallory()), ("eve", eve())] {
+            let d = admit_as(&cluster, requester, &listed_gateway_pod());
+            assert!(!d.allowed, "{who}: {d:?}");
+            assert_eq!(d.reason, Reason::NotTeamMember, "{who}");
+            assert_eq!(d.concern, Concern::Identity, "{who}");
+            assert!(d.message.contains(&format!("{who:?}")), "{}", d.message);
+            assert!(d.message.contains("team \"acme\""), "{}", d.message);
+            assert_eq!(d.subject.connection.as_deref(), Some("acme-us"));
+        }
+    }
+
+    #[test]
+    fn the_teams_members_admins_and_the_namespaces_service_accounts_may_use_it() {
+        let cluster = FakeCluster::acme();
+        let team_ci = someone("system:serviceaccount:team-acme:ci");
+        for (who, requester) in [("alice", alice()), ("root", root()), ("ci", team_ci)] {
+            let d = admit_as(&cluster, requester, &listed_gateway_pod());
+            assert!(d.allowed, "{who}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_service_account_of_another_namespace_may_not_use_it() {
+        let cluster = FakeCluster::acme();
+        for username in [
+            "system:serviceaccount:team-globex:ci",
+            "system:serviceaccount:team-acme-evil:ci",
+            "system:serviceaccount:team-acme:",
+            "system:serviceaccount:kube-system:replicaset-controller",
+        ] {
+            let d = admit_as(&cluster, someone(username), &listed_gateway_pod());
+            assert_eq!(d.reason, Reason::NotTeamMember, "{username}: {d:?}");
+        }
+        // Nor the operator: it never makes pods.
+        let d = admit_as(&cluster, operator(), &listed_gateway_pod());
+        assert_eq!(d.reason, Reason::NotTeamMember);
+    }
+
+    #[test]
+    fn a_workload_controller_may_use_it_only_for_an_owned_object() {
+        let cluster = FakeCluster::acme();
+        let owned = PodView {
+            owned_by_controller: true,
+            ..listed_gateway_pod()
+        };
+        for username in [
+            "system:kube-controller-manager",
+            "system:serviceaccount:kube-system:replicaset-controller",
+            "system:serviceaccount:kube-system:job-controller",
+        ] {
+            assert!(
+                admit_as(&cluster, someone(username), &owned).allowed,
+                "{username}"
+            );
+            let d = admit_as(&cluster, someone(username), &listed_gateway_pod());
+            assert_eq!(
+                d.reason,
+                Reason::NotTeamMember,
+                "{username} without an owner"
+            );
+        }
+        // An owner reference is no pass for anyone else.
+        let d = admit_as(&cluster, mallory(), &owned);
+        assert_eq!(d.reason, Reason::NotTeamMember);
+    }
+
+    #[test]
+    fn the_identity_rule_comes_first_and_the_other_rules_still_report() {
+        let d = admit_as(
+            &FakeCluster::acme(),
+            mallory(),
+            &PodView::test()
+                .gateway("gw-other")
+                .mounting_the_runtime_secret(),
+        );
+        assert_eq!(d.reason, Reason::NotTeamMember);
+        assert!(d.message.contains("gw-other"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_pod_that_uses_no_connection_needs_no_team() {
+        let d = admit_as(
+            &FakeCluster::acme(),
+            mallory(),
+            &PodView::test().mounting("unrelated-secret"),
+        );
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.concern, Concern::Unrelated);
+    }
+
+    #[test]
+    fn an_update_that_leaves_spec_and_gateway_alone_needs_no_team() {
+        // The garbage collector orphaning a gateway pod, or anyone relabelling it otherwise.
+        let pod = listed_gateway_pod();
+        let gc = someone("system:serviceaccount:kube-system:generic-garbage-collector");
+        for requester in [gc, mallory()] {
+            let d = update_as(requester, &pod, false);
+            assert!(d.allowed, "{d:?}");
+            assert_eq!(d.concern, Concern::Gateway);
+            // The same update changing the spec (an image, an ephemeral container) is judged.
+            let d = update_as(requester, &pod, true);
+            assert_eq!(d.reason, Reason::NotTeamMember, "{d:?}");
+        }
+        // The gateway rules still apply to every update.
+        let d = update_as(
+            mallory(),
+            &PodView::test().mounting_the_runtime_secret(),
+            false,
+        );
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
+    }
+
+    #[test]
+    fn a_workload_template_is_judged_by_the_same_rules_naming_its_fields() {
+        let template = PodView {
+            labels_field: "spec.template.metadata.labels",
+            ..PodView::test().referencing(
+                "spec.template.spec.volumes[0].secret",
+                RUNTIME_SECRET,
+                ReferenceKind::Volume,
+            )
+        };
+        let d = admit(&template);
+        assert_eq!(d.reason, Reason::MissingGatewayLabel);
+        assert!(
+            d.message.starts_with(
+                "spec.template.metadata.labels[\"connectors.openteam.io/gateway\"]: missing"
+            ),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .ends_with("(spec.template.spec.volumes[0].secret)"),
+            "{}",
+            d.message
+        );
+        let d = admit_as(
+            &FakeCluster::acme(),
+            mallory(),
+            &template.gateway("gw-main"),
+        );
+        assert_eq!(d.reason, Reason::NotTeamMember);
     }
 }

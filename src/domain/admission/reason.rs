@@ -83,6 +83,8 @@ reasons! {
     TypeImmutable => "type_immutable",
     /// Denied: sealing failed; nothing was stored.
     SealFailed => "seal_failed",
+    /// Denied: an annotation or label holds one of the intake's credential values.
+    CredentialsInMetadata => "credentials_in_metadata",
 
     // Pods.
     /// Denied: a pod references sealed credentials or a token store.
@@ -134,7 +136,7 @@ mod tests {
     /// Every reason with the word it is known by outside the process. Changing a word here
     /// changes metric labels, audit records and alert queries: update docs/webhook.md, the
     /// runbooks and deploy/prometheus/ with it.
-    const WIRE_NAMES: [(Reason, &str); 34] = [
+    const WIRE_NAMES: [(Reason, &str); 35] = [
         (Reason::None, "none"),
         (Reason::Unrelated, "unrelated"),
         (Reason::Cleanup, "cleanup"),
@@ -159,6 +161,7 @@ mod tests {
         (Reason::NameRequired, "name_required"),
         (Reason::TypeImmutable, "type_immutable"),
         (Reason::SealFailed, "seal_failed"),
+        (Reason::CredentialsInMetadata, "credentials_in_metadata"),
         (Reason::SealedSecretReference, "sealed_secret_reference"),
         (Reason::EnvReference, "env_reference"),
         (Reason::UnsupportedReference, "unsupported_reference"),

@@ -2,6 +2,7 @@
 //! Secrets belong to the namespace's Team and hold exactly one sealed envelope. Sealing a
 //! plaintext intake is [`super::intake`]'s.
 
+use super::applied::{LAST_APPLIED_ANNOTATION, applied_credential_keys};
 use super::intake::{INTAKE_KEYS, envelope_key_id, seal_intake};
 use super::{
     Concern, ConnectionFacts, Decision, Findings, Lookup, Policy, Reason, SecretRequest, SecretView,
@@ -221,6 +222,21 @@ fn credentials_content(
         return Decision::allow(Reason::None, Concern::Unrelated);
     };
     let mut findings = Findings::default();
+    // The mutating webhook scrubs it while sealing; this catches what it never saw (a Secret
+    // without the role label) or could not seal (an annotation written on its own).
+    if let Some(applied) = secret.annotations.get(LAST_APPLIED_ANNOTATION)
+        && let Some(key) = applied_credential_keys(applied, &INTAKE_KEYS).first()
+    {
+        findings.violation(
+            Reason::PlaintextCredentials,
+            format!(
+                "metadata.annotations[{LAST_APPLIED_ANNOTATION:?}]: holds plaintext LWA \
+                 credentials ({key}): they are removed from kubectl's last-applied \
+                 configuration only while the same request's plaintext is sealed; apply the \
+                 intake Secret again, or remove the annotation"
+            ),
+        );
+    }
     if secret.type_ != Some(LWA_CREDENTIALS_SECRET_TYPE) {
         findings.violation(
             Reason::WrongSecretType,
@@ -271,6 +287,8 @@ mod tests {
         REFRESH_TOKEN, alice, assert_no_plaintext, garbage_collector, mallory, operator, root,
         validate, validate_with_keys,
     };
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::crypto::{self, Credentials, Keyring, SealContext};
 
@@ -482,5 +500,44 @@ mod tests {
         assert_eq!(d.reason, Reason::PlaintextCredentials);
         assert!(d.message.starts_with("data.refreshToken: plaintext"));
         assert_no_plaintext(&d);
+    }
+
+    #[test]
+    fn plaintext_in_the_last_applied_configuration_reaching_validation_is_denied() {
+        // `kubectl apply set-last-applied`, or a credentials-typed Secret without the role
+        // label (the mutating webhook never sees it): nothing scrubbed the annotation.
+        let applied =
+            r#"{"kind":"Secret","stringData":{"refreshToken":"Atzr|IwEBIPlaintextRefresh"}}"#;
+        let annotations =
+            BTreeMap::from([(LAST_APPLIED_ANNOTATION.to_owned(), applied.to_owned())]);
+        let secret = SecretView {
+            annotations: &annotations,
+            ..sealed(b"{}")
+        };
+        let d = validate(&SecretRequest::create(alice(), secret));
+        assert_eq!(d.reason, Reason::PlaintextCredentials, "{d:?}");
+        assert!(
+            d.message.starts_with(&format!(
+                "metadata.annotations[{LAST_APPLIED_ANNOTATION:?}]: holds plaintext LWA \
+                 credentials (stringData.refreshToken)"
+            )),
+            "{}",
+            d.message
+        );
+        assert_no_plaintext(&d);
+        // Scrubbed, it passes.
+        let scrubbed = BTreeMap::from([(
+            LAST_APPLIED_ANNOTATION.to_owned(),
+            r#"{"kind":"Secret","type":"Opaque"}"#.to_owned(),
+        )]);
+        let ring = keyring();
+        let envelope = envelope(&ring);
+        let secret = SecretView {
+            annotations: &scrubbed,
+            ..sealed(&envelope)
+        };
+        let ids = vec![ring.active().id().to_owned()];
+        let d = validate_with_keys(&SecretRequest::create(alice(), secret), &ids);
+        assert!(d.allowed, "{d:?}");
     }
 }

@@ -129,11 +129,20 @@ mod tests {
             vec!["one".to_owned()],
             vec!["quoted \"two\"".to_owned(), "line\nthree".to_owned()],
         ];
-        let seal = |remove_string_data| Mutation::SealCredentials {
+        let seal = |remove_string_data, last_applied: Option<&str>| Mutation::SealCredentials {
             envelope: (0..=255u8).chain([0, 9, 10, 99, 100]).collect(),
             remove_string_data,
+            last_applied: last_applied.map(str::to_owned),
         };
-        let patches = [None, Some(seal(true)), Some(seal(false))];
+        let patches = [
+            None,
+            Some(seal(true, None)),
+            Some(seal(false, None)),
+            Some(seal(
+                true,
+                Some("{\"kind\":\"Secret\",\"type\":\"Opaque\"}\n"),
+            )),
+        ];
         let mut checked = 0;
         for uid in uids {
             for allowed in [true, false] {
@@ -162,7 +171,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 144);
+        assert_eq!(checked, 192);
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //!
 //! - `failurePolicy: Fail` everywhere: no webhook, no write (credentials are never stored
 //!   unsealed, runtime Secrets never reach an unlisted pod).
-//! - Pods, Secrets and connections: only in Team-labelled namespaces (`namespaceSelector`).
-//!   Pods and Secrets deliberately have no `objectSelector`: a pod without the gateway label or
-//!   a forged runtime Secret without labels must still be judged.
+//! - Pods, workloads, Secrets and connections: only in Team-labelled namespaces
+//!   (`namespaceSelector`). Pods, workloads and Secrets deliberately have no `objectSelector`:
+//!   a pod without the gateway label or a forged runtime Secret without labels must still be
+//!   judged.
+//! - Workloads with a pod template (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs,
+//!   CronJobs), created or changed: their template is judged by the pod rules.
 //! - Namespaces: only those carrying the Team label before or after (`objectSelector` on the
 //!   label key), so unrelated namespace updates never wait on the webhook.
 //! - The intake mutation: only Secrets labelled `secret-role=lwa-credentials`.
@@ -20,6 +23,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
+use super::workload::Workload;
 use crate::api::GROUP;
 use crate::names::{ROLE_LWA_CREDENTIALS, SECRET_ROLE_LABEL, TEAM_LABEL};
 
@@ -29,6 +33,8 @@ pub const CONNECTIONS_WEBHOOK: &str = "connections.connectors.openteam.io";
 pub const SECRETS_WEBHOOK: &str = "secrets.connectors.openteam.io";
 /// Name of the validating webhook for pods and their ephemeral containers.
 pub const PODS_WEBHOOK: &str = "pods.connectors.openteam.io";
+/// Name of the validating webhook for workloads with a pod template.
+pub const WORKLOADS_WEBHOOK: &str = "workloads.connectors.openteam.io";
 /// Name of the validating webhook for namespaces' Team label.
 pub const NAMESPACES_WEBHOOK: &str = "namespaces.connectors.openteam.io";
 /// Name of the validating webhook for `SecurityLogReview`s.
@@ -173,6 +179,22 @@ fn rule(group: &str, version: &str, resources: &[&str], operations: &[&str]) -> 
     }
 }
 
+/// One rule per API group of [`Workload::ALL`], its resources in that order; create and
+/// update (a template cannot be put to use any other way).
+fn workload_rules() -> Vec<RuleWithOperations> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for workload in Workload::ALL {
+        match groups.iter_mut().find(|(g, _)| *g == workload.group()) {
+            Some((_, resources)) => resources.push(workload.resource()),
+            None => groups.push((workload.group(), vec![workload.resource()])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, resources)| rule(group, "v1", &resources, &["CREATE", "UPDATE"]))
+        .collect()
+}
+
 /// The common fields of one validating webhook.
 struct Hook {
     name: &'static str,
@@ -210,6 +232,12 @@ fn hooks(options: &Options) -> Vec<Hook> {
                 &["pods", "pods/ephemeralcontainers"],
                 &["CREATE", "UPDATE"],
             )],
+            namespace_selector: team_namespaces.clone(),
+            object_selector: None,
+        },
+        Hook {
+            name: WORKLOADS_WEBHOOK,
+            rules: workload_rules(),
             namespace_selector: team_namespaces,
             object_selector: None,
         },
@@ -230,7 +258,7 @@ fn hooks(options: &Options) -> Vec<Hook> {
 }
 
 /// The ValidatingWebhookConfiguration: connections, Secrets, pods (and ephemeral containers),
-/// namespaces' Team label, security log reviews.
+/// workloads' pod templates, namespaces' Team label, security log reviews.
 pub fn validating(options: &Options) -> ValidatingWebhookConfiguration {
     let webhooks = hooks(options)
         .into_iter()
@@ -305,7 +333,7 @@ mod tests {
     fn every_webhook_fails_closed_without_side_effects() {
         let validating = validating(&service());
         let hooks = validating.webhooks.unwrap();
-        assert_eq!(hooks.len(), 5);
+        assert_eq!(hooks.len(), 6);
         for hook in &hooks {
             assert_eq!(
                 hook.failure_policy.as_deref(),
@@ -367,6 +395,27 @@ mod tests {
             pods.object_selector.is_none(),
             "pods must not be skippable by label"
         );
+    }
+
+    #[test]
+    fn workloads_with_a_pod_template_are_judged_on_create_and_update_in_team_namespaces() {
+        let hooks = validating(&service()).webhooks.unwrap();
+        let workloads = hooks.iter().find(|h| h.name == WORKLOADS_WEBHOOK).unwrap();
+        assert_eq!(
+            serde_json::to_value(&workloads.rules).unwrap(),
+            serde_json::json!([
+                {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"]},
+                {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["jobs", "cronjobs"]}
+            ])
+        );
+        assert!(
+            workloads.object_selector.is_none(),
+            "workloads must not be skippable by label"
+        );
+        let pods = hooks.iter().find(|h| h.name == PODS_WEBHOOK).unwrap();
+        assert_eq!(workloads.namespace_selector, pods.namespace_selector);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod answer;
 pub mod configuration;
 mod parse;
 pub mod views;
+mod workload;
 
 use std::sync::{Arc, RwLock};
 
@@ -29,8 +30,11 @@ use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
 use crate::observability::metrics::{AccessOutcome, AdmissionDecision, Metrics};
 use answer::Verdict;
 use parse::{Objects, Request, parse};
+use views::gateway_label;
+use workload::template_changed;
 
-pub use views::{json_patch, pod_view, secret_view};
+pub use views::{json_patch, pod_view, secret_view, template_view};
+pub use workload::Workload;
 
 /// Which webhook a review came in on (its path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +70,8 @@ enum Kind {
     Secret,
     Pod,
     PodEphemeralContainers,
+    /// A workload with a pod template.
+    Workload(Workload),
     Namespace,
     Other,
 }
@@ -80,6 +86,9 @@ impl Kind {
             ("", "pods", None) => Kind::Pod,
             ("", "pods", Some("ephemeralcontainers")) => Kind::PodEphemeralContainers,
             ("", "namespaces", None) => Kind::Namespace,
+            (group, resource, None) => {
+                Workload::of(group, resource).map_or(Kind::Other, Kind::Workload)
+            }
             _ => Kind::Other,
         }
     }
@@ -92,6 +101,7 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::Pod => "pods",
             Kind::PodEphemeralContainers => "pods_ephemeralcontainers",
+            Kind::Workload(workload) => workload.resource(),
             Kind::Namespace => "namespaces",
             Kind::Other => "other",
         }
@@ -110,6 +120,7 @@ impl Kind {
             (Kind::Pod, Create) => "pod_create",
             (Kind::Pod, Update) => "pod_update",
             (Kind::PodEphemeralContainers, _) => "pod_ephemeral_containers",
+            (Kind::Workload(workload), _) => workload.action(operation),
             (Kind::Namespace, Create) => "namespace_create",
             (Kind::Namespace, Update) => "namespace_update",
             (Kind::Review, Create) => "review_create",
@@ -125,7 +136,11 @@ impl Kind {
     fn needs_cluster(self) -> bool {
         matches!(
             self,
-            Kind::Connection | Kind::Secret | Kind::Pod | Kind::PodEphemeralContainers
+            Kind::Connection
+                | Kind::Secret
+                | Kind::Pod
+                | Kind::PodEphemeralContainers
+                | Kind::Workload(_)
         )
     }
 }
@@ -339,17 +354,54 @@ impl Reviewer {
                 })
             }
             Kind::Pod | Kind::PodEphemeralContainers => {
-                let Some(pod) = objects.pod()? else {
+                let (pod, old) = objects.pods()?;
+                let Some(pod) = pod else {
                     return Ok(unrelated());
                 };
+                let spec_changed = old.as_ref().is_none_or(|old| {
+                    old.spec != pod.spec
+                        || gateway_label(&old.metadata) != gateway_label(&pod.metadata)
+                });
                 let view = pod_view(&pod);
                 Ok(admission::admit_pod(
+                    &self.policy,
                     lookup,
                     &PodRequest {
                         namespace,
                         operation: op,
                         requester,
                         pod: &view,
+                        spec_changed,
+                    },
+                ))
+            }
+            Kind::Workload(workload) => {
+                // Only the general reader reads workloads: their objects are untyped.
+                let (object, old) = objects.dynamic();
+                let Some(object) = object else {
+                    return Ok(unrelated());
+                };
+                let template = workload
+                    .template(object)
+                    .ok_or("the object has no valid pod template")?;
+                let old_template = match old {
+                    Some(old) => Some(
+                        workload
+                            .template(old)
+                            .ok_or("the old object has no valid pod template")?,
+                    ),
+                    None => None,
+                };
+                let view = workload.view(object, &template);
+                Ok(admission::admit_pod(
+                    &self.policy,
+                    lookup,
+                    &PodRequest {
+                        namespace,
+                        operation: op,
+                        requester,
+                        pod: &view,
+                        spec_changed: template_changed(old_template.as_ref(), &template),
                     },
                 ))
             }

@@ -9,11 +9,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EphemeralContainer, Pod, Secret, VolumeMount,
+    Container, EnvFromSource, EnvVar, EphemeralContainer, Pod, PodSpec, PodTemplateSpec, Secret,
+    VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::domain::admission::{
-    self, Mutation, PodView, ReferenceKind, SecretReference, SecretView,
+    self, LAST_APPLIED_ANNOTATION, Mutation, PodView, ReferenceKind, SecretReference, SecretView,
 };
 use crate::names::{GATEWAY_LABEL, LWA_CREDENTIALS_SECRET_TYPE, SEALED_KEY};
 
@@ -34,27 +36,65 @@ pub fn secret_view(secret: &Secret) -> SecretView<'_> {
         name: secret.metadata.name.as_deref().unwrap_or(""),
         type_: secret.type_.as_deref(),
         labels: secret.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+        annotations: secret.metadata.annotations.as_ref().unwrap_or(&NO_LABELS),
         data,
         has_string_data: secret.string_data.is_some(),
     }
+}
+
+/// The `connectors.openteam.io/gateway` label among `metadata`'s labels.
+pub fn gateway_label(metadata: &ObjectMeta) -> Option<&String> {
+    metadata.labels.as_ref().and_then(|l| l.get(GATEWAY_LABEL))
+}
+
+/// Whether `metadata` names a controller owner.
+fn owned_by_controller(metadata: &ObjectMeta) -> bool {
+    metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
 }
 
 /// The rules' view of a pod: its gateway label, every Secret reference (volumes, projected
 /// sources, volume drivers' credentials, image pull Secrets, and `env`/`envFrom` of
 /// containers, init containers and ephemeral containers) and every volume mount.
 pub fn pod_view(pod: &Pod) -> PodView {
-    let mut view = PodView {
-        gateway: pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(GATEWAY_LABEL))
-            .cloned(),
+    let view = PodView {
+        gateway: gateway_label(&pod.metadata).cloned(),
+        owned_by_controller: owned_by_controller(&pod.metadata),
         ..PodView::default()
     };
-    let Some(spec) = &pod.spec else {
-        return view;
+    match &pod.spec {
+        Some(spec) => spec_view(view, spec, "spec"),
+        None => view,
+    }
+}
+
+/// The rules' view of a workload's pod template at `template_field` (`spec.template`): the
+/// template's gateway label and Secret references, named by their paths in the workload, and
+/// whether the workload itself has a controller owner (a ReplicaSet of a Deployment, a Job of
+/// a CronJob).
+pub fn template_view(
+    workload: &ObjectMeta,
+    template: &PodTemplateSpec,
+    template_field: &str,
+    labels_field: &'static str,
+) -> PodView {
+    let view = PodView {
+        gateway: template.metadata.as_ref().and_then(gateway_label).cloned(),
+        labels_field,
+        owned_by_controller: owned_by_controller(workload),
+        ..PodView::default()
     };
+    match &template.spec {
+        Some(spec) => spec_view(view, spec, &join(template_field, ".spec")),
+        None => view,
+    }
+}
+
+/// `view` with every Secret reference and volume mount of `spec`, whose field path is `prefix`.
+fn spec_view(mut view: PodView, spec: &PodSpec, prefix: &str) -> PodView {
     // Field paths are put together with `join` rather than `format!`: this runs for every pod
     // the API server admits, and the common paths need one allocation each.
     let mut push = |field: String, secret: &str, kind: ReferenceKind, volume: Option<&str>| {
@@ -66,7 +106,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
         });
     };
     for (i, volume) in spec.volumes.iter().flatten().enumerate() {
-        let field = indexed("", "spec.volumes", i);
+        let field = indexed(prefix, ".volumes", i);
         let name = Some(volume.name.as_str());
         if let Some(secret) = volume
             .secret
@@ -166,7 +206,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
     }
     for (i, reference) in spec.image_pull_secrets.iter().flatten().enumerate() {
         push(
-            format!("spec.imagePullSecrets[{i}]"),
+            indexed(prefix, ".imagePullSecrets", i),
             &reference.name,
             ReferenceKind::ImagePullSecret,
             None,
@@ -176,13 +216,13 @@ pub fn pod_view(pod: &Pod) -> PodView {
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| (indexed("", "spec.containers", i), parts(c)));
+        .map(|(i, c)| (indexed(prefix, ".containers", i), parts(c)));
     let init = spec
         .init_containers
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, c)| (indexed("", "spec.initContainers", i), parts(c)));
+        .map(|(i, c)| (indexed(prefix, ".initContainers", i), parts(c)));
     let ephemeral = spec
         .ephemeral_containers
         .iter()
@@ -190,11 +230,11 @@ pub fn pod_view(pod: &Pod) -> PodView {
         .enumerate()
         .map(|(i, c)| {
             (
-                indexed("", "spec.ephemeralContainers", i),
+                indexed(prefix, ".ephemeralContainers", i),
                 ephemeral_parts(c),
             )
         });
-    for (prefix, (env, env_from, mounts)) in containers.chain(init).chain(ephemeral) {
+    for (container, (env, env_from, mounts)) in containers.chain(init).chain(ephemeral) {
         for (j, var) in env.iter().enumerate() {
             if let Some(selector) = var
                 .value_from
@@ -202,7 +242,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
                 .and_then(|v| v.secret_key_ref.as_ref())
             {
                 push(
-                    format!("{prefix}.env[{j}].valueFrom.secretKeyRef"),
+                    format!("{container}.env[{j}].valueFrom.secretKeyRef"),
                     &selector.name,
                     ReferenceKind::EnvValueFrom,
                     None,
@@ -212,7 +252,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
         for (j, source) in env_from.iter().enumerate() {
             if let Some(secret) = &source.secret_ref {
                 push(
-                    format!("{prefix}.envFrom[{j}].secretRef"),
+                    format!("{container}.envFrom[{j}].secretRef"),
                     &secret.name,
                     ReferenceKind::EnvFrom,
                     None,
@@ -226,7 +266,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
                     .as_deref()
                     .is_some_and(|s| !s.is_empty());
             view.mounts.push(admission::VolumeMount {
-                field: indexed(&prefix, ".volumeMounts", j),
+                field: indexed(&container, ".volumeMounts", j),
                 volume: mount.name.clone(),
                 sub_path,
             });
@@ -278,6 +318,7 @@ pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
         Mutation::SealCredentials {
             envelope,
             remove_string_data,
+            last_applied,
         } => {
             // `add` replaces a member that exists, so these work whatever the object holds.
             let mut ops = vec![
@@ -293,6 +334,17 @@ pub fn json_patch(mutation: &Mutation) -> json_patch::Patch {
             if *remove_string_data {
                 ops.push(PatchOperation::Remove(RemoveOperation {
                     path: PointerBuf::from_tokens(["stringData"]),
+                }));
+            }
+            // The annotation exists (it is what was scrubbed); `add` replaces its value.
+            if let Some(last_applied) = last_applied {
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: PointerBuf::from_tokens([
+                        "metadata",
+                        "annotations",
+                        LAST_APPLIED_ANNOTATION,
+                    ]),
+                    value: last_applied.as_str().into(),
                 }));
             }
             json_patch::Patch(ops)

@@ -20,7 +20,6 @@ use std::fmt;
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{
     AdmissionRequest, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation as KubeOperation,
 };
@@ -63,8 +62,11 @@ pub(super) enum Objects {
         object: Option<Box<DynamicObject>>,
         old: Option<Box<DynamicObject>>,
     },
-    /// A pod (or its `ephemeralcontainers`): the rules read only the object.
-    Pod(Option<Box<Pod>>),
+    /// A pod (or its `ephemeralcontainers`): the old pod only tells whether the spec changed.
+    Pod {
+        object: Option<Box<Pod>>,
+        old: Option<Box<Pod>>,
+    },
     Secret {
         object: Option<Box<Secret>>,
         old: Option<Box<Secret>>,
@@ -123,12 +125,15 @@ impl Objects {
         }
     }
 
-    /// The pod (see [`Objects::connections`]).
-    pub fn pod(self) -> Result<Option<Pod>, &'static str> {
+    /// The pod and the old pod (see [`Objects::connections`]).
+    pub fn pods(self) -> Result<(Option<Pod>, Option<Pod>), &'static str> {
         const OBJECT: &str = "the object is not a valid Pod";
         match self {
-            Objects::Dynamic { object, .. } => typed(object, OBJECT),
-            Objects::Pod(pod) => Ok(pod.map(|pod| *pod)),
+            Objects::Dynamic { object, old } => Ok((
+                typed(object, OBJECT)?,
+                typed(old, "the old object is not a valid Pod")?,
+            )),
+            Objects::Pod { object, old } => Ok((object.map(|o| *o), old.map(|o| *o))),
             _ => Err(OBJECT),
         }
     }
@@ -396,57 +401,23 @@ impl Typing {
 /// What `object` or `oldObject` was read as.
 enum Read {
     Pod(Option<Box<Pod>>),
-    /// An object the rules do not read, checked as the general reader checks it.
-    Checked,
     Secret(Option<Box<Secret>>),
     Connection(Option<Box<AmazonSellerConnection>>),
 }
 
-/// An object the general reader accepts, read without keeping it: its `metadata` (the only
-/// field a `DynamicObject` types) must be valid object metadata.
-struct Checked;
-
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CheckedVisitor;
-        impl<'de> Visitor<'de> for CheckedVisitor {
-            type Value = Checked;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-                while let Some(key) = map.next_key::<Str<'de>>()? {
-                    if key.0 == "metadata" {
-                        map.next_value::<ObjectMeta>()?;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Checked)
-            }
-        }
-        deserializer.deserialize_map(CheckedVisitor)
-    }
-}
-
-/// Reads `object` (or `oldObject`, when `old`) as the type `typing` says.
+/// Reads `object` or `oldObject` as the type `typing` says.
 struct ObjectFor {
     typing: Typing,
-    old: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectFor {
     type Value = Read;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Read, D::Error> {
-        Ok(match (self.typing, self.old) {
-            (Typing::Pod, false) => Read::Pod(Object::seed().deserialize(deserializer)?),
-            (Typing::Pod, true) => {
-                Object::<Checked>::seed().deserialize(deserializer)?;
-                Read::Checked
-            }
-            (Typing::Secret, _) => Read::Secret(Object::seed().deserialize(deserializer)?),
-            (Typing::Connection, _) => Read::Connection(Object::seed().deserialize(deserializer)?),
+        Ok(match self.typing {
+            Typing::Pod => Read::Pod(Object::seed().deserialize(deserializer)?),
+            Typing::Secret => Read::Secret(Object::seed().deserialize(deserializer)?),
+            Typing::Connection => Read::Connection(Object::seed().deserialize(deserializer)?),
         })
     }
 }
@@ -515,7 +486,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                     let Some(typing) = typing else {
                         return Err(decline());
                     };
-                    let read = map.next_value_seed(ObjectFor { typing, old })?;
+                    let read = map.next_value_seed(ObjectFor { typing })?;
                     once(
                         if old { &mut old_object } else { &mut object },
                         (typing, read),
@@ -552,11 +523,17 @@ impl<'de> Visitor<'de> for RequestVisitor {
         let object = object.map(|(_, read)| read);
         let old_object = old_object.map(|(_, read)| read);
         let objects = match typing {
-            Typing::Pod => match object {
-                Some(Read::Pod(pod)) => Objects::Pod(pod),
-                None => Objects::Pod(None),
-                _ => return Err(decline()),
-            },
+            Typing::Pod => {
+                let pod = |read| match read {
+                    Some(Read::Pod(pod)) => Ok(pod),
+                    None => Ok(None),
+                    _ => Err(decline()),
+                };
+                Objects::Pod {
+                    object: pod(object)?,
+                    old: pod(old_object)?,
+                }
+            }
             Typing::Secret => {
                 let secret = |read| match read {
                     Some(Read::Secret(secret)) => Ok(secret),

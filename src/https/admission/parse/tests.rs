@@ -26,7 +26,10 @@ fn same(body: &[u8]) -> bool {
     let json = |o: &dyn erased_json::ToValue| o.to_value();
     let typed = |objects: Objects| -> Result<(Value, Value), &'static str> {
         Ok(match typing {
-            Typing::Pod => (json(&objects.pod()?), Value::Null),
+            Typing::Pod => {
+                let (object, old) = objects.pods()?;
+                (json(&object), json(&old))
+            }
             Typing::Secret => {
                 let (object, old) = objects.secrets()?;
                 (json(&object), json(&old))
