@@ -18,6 +18,7 @@ mod mocked_api;
 pub mod opened;
 pub mod plan;
 pub mod reconcile;
+pub mod relisted;
 pub mod tally;
 
 use std::sync::atomic::{AtomicBool, Ordering};

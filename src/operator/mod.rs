@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lease;
 pub mod permissions;
 pub mod preflight;
+pub mod sealed;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
