@@ -77,6 +77,7 @@ impl Connection {
                 renew_before: "20m".into(),
                 suspended: false,
                 delivery: Delivery::Secret,
+                on_unauthorized_mount: Default::default(),
             },
         );
         connection.metadata.namespace = Some(NAMESPACE.into());
