@@ -94,6 +94,18 @@ impl Connection {
         self.next_generation()
     }
 
+    /// With `spec.gateways`.
+    pub fn with_gateways(mut self, gateways: &[&str]) -> Self {
+        self.0.spec.gateways = gateways.iter().map(|g| (*g).to_owned()).collect();
+        self.next_generation()
+    }
+
+    /// With `spec.onUnauthorizedMount: Evict`.
+    pub fn evicting(mut self) -> Self {
+        self.0.spec.on_unauthorized_mount = crate::domain::OnUnauthorizedMount::Evict;
+        self.next_generation()
+    }
+
     /// With `spec.marketplace`.
     pub fn with_marketplace(mut self, marketplace: &str) -> Self {
         self.0.spec.marketplace = marketplace.into();
@@ -315,7 +327,10 @@ pub fn context(
         concurrency: 1,
         tally: Default::default(),
         lwa_qps: 5.0,
+        drift: Default::default(),
     };
+    // No pod or namespace watch runs here: an empty, listed view.
+    ctx.drift.assume_listed("");
     (Arc::new(ctx), buffer)
 }
 

@@ -372,6 +372,7 @@ fn controller_context(
         concurrency: args.reconcile_concurrency,
         tally: Default::default(),
         lwa_qps: args.lwa_qps,
+        drift: Default::default(),
     }))
 }
 
