@@ -133,7 +133,7 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
         .iter()
         .map(|r| r["alert"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(alerts.len(), 12, "{alerts:?}");
+    assert_eq!(alerts.len(), 13, "{alerts:?}");
     for alert in &alerts {
         assert!(fired.contains(alert), "{alert} has no test where it fires");
         assert!(
@@ -206,6 +206,7 @@ fn populated_metrics() -> Metrics {
     m.set_connection_counts([("acme", true, 2), ("acme", false, 1)]);
     m.set_token_expiry("team-acme", "acme-us", "acme", 1_800_000_000);
     m.set_client_secret_expiry("team-acme", "acme-us", 1_900_000_000);
+    m.set_unauthorized_mounts("team-acme", "acme-us", 1);
     m.record_refresh("acme", RefreshOutcome::Success, "none");
     m.observe_lwa_request(Duration::from_millis(120));
     m.record_reconcile("success", Duration::from_millis(15));
@@ -357,11 +358,14 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
         return;
     };
 
-    // The operator side: a registry with one token about to expire, one healthy token, and a
-    // last security review 15 days ago.
+    // The operator side: a registry with one token about to expire, one healthy token, a pod
+    // outside the rules using acme-us's Secrets (none for acme-de), and a last security review
+    // 15 days ago.
     let metrics = Metrics::new().unwrap();
     metrics.set_token_expiry("team-acme", "acme-us", "acme", now() + 60);
     metrics.set_token_expiry("team-acme", "acme-de", "acme", now() + 3600);
+    metrics.set_unauthorized_mounts("team-acme", "acme-us", 1);
+    metrics.set_unauthorized_mounts("team-acme", "acme-de", 0);
     metrics.set_security_log_review_last(Some(now() - 15 * 86400));
     let state = AdminState::new(metrics);
     state.set_ready(true);
@@ -405,6 +409,7 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
     // group is evaluated on its own schedule, so wait until they have cleared as well.
     let expected = [
         ("AmazonSellerTokenExpiringWithoutRefresh", "acme-us"),
+        ("AmazonSellerUnauthorizedMounts", "acme-us"),
         ("AmazonSellerSecurityLogReviewOverdue", ""),
     ];
     let cleared = ["AmazonSellerOperatorDown", "AmazonSellerWebhookDown"];
@@ -437,13 +442,24 @@ async fn real_prometheus_scrapes_the_admin_server_and_raises_the_alerts() {
         panic!("{timed_out}\nprometheus log:\n{log}")
     });
 
-    // The healthy token raises nothing.
+    // The healthy token, and a connection whose pods all follow the rules, raise nothing.
     let names: Vec<&(String, String)> = alerts.keys().collect();
-    assert!(
-        !alerts.contains_key(&(
-            "AmazonSellerTokenExpiringWithoutRefresh".to_owned(),
-            "acme-de".to_owned()
+    for quiet in [
+        "AmazonSellerTokenExpiringWithoutRefresh",
+        "AmazonSellerUnauthorizedMounts",
+    ] {
+        assert!(
+            !alerts.contains_key(&(quiet.to_owned(), "acme-de".to_owned())),
+            "{names:?}"
+        );
+    }
+    // Access that no longer holds fires at once (no `for:`), not merely pending.
+    assert_eq!(
+        alerts.get(&(
+            "AmazonSellerUnauthorizedMounts".to_owned(),
+            "acme-us".to_owned()
         )),
+        Some(&"firing".to_owned()),
         "{names:?}"
     );
     let (status, body) = http_get(web, "/api/v1/query?query=amazon_seller_build_info")

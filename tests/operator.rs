@@ -860,3 +860,91 @@ async fn key_creation_rotation_and_resealing_are_audited() {
     }
     assert!(!logs.text().contains(&seller.refresh_token));
 }
+
+/// `amazon_seller_sealed_secrets{key_id}` for `key`, as the operator exports it now.
+fn sealed_to(metrics: &Metrics, key: &str) -> Option<i64> {
+    let series = format!("amazon_seller_sealed_secrets{{key_id=\"{key}\"}} ");
+    metrics
+        .encode()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()).and_then(|v| v.parse().ok()))
+}
+
+/// Waits (up to 15 s) until the gauge reads `expected` for each key.
+async fn gauge_reads(operator: &Operator, expected: &[(&str, i64)], after: &str) {
+    eventually(
+        format!("amazon_seller_sealed_secrets {expected:?} after {after}"),
+        Duration::from_secs(15),
+    )
+    .until(
+        async || {
+            expected
+                .iter()
+                .map(|(key, _)| sealed_to(&operator.metrics, key))
+                .collect::<Vec<_>>()
+        },
+        |seen| {
+            seen.iter()
+                .zip(expected)
+                .all(|(seen, (_, want))| *seen == Some(*want))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_sealed_secrets_gauge_moves_when_a_secret_is_added_resealed_sealed_or_deleted() {
+    let Some(client) =
+        cluster("the_sealed_secrets_gauge_moves_when_a_secret_is_added_resealed_sealed_or_deleted")
+            .await
+    else {
+        return;
+    };
+    let lwa = LwaEmulator::start().await;
+    let seller = lwa.new_seller();
+    let s = Scenario::builder(&client).await;
+    let store = s.key_store();
+    let first = store.bootstrap(jiff::Timestamp::now()).await.unwrap();
+    let k1 = first.active().id().to_owned();
+    let operator = start(&s, &lwa, "aso-sealed-count");
+    gauge_reads(&operator, &[(&k1, 0)], "the start").await;
+
+    // Added: a credentials Secret sealed to the active key.
+    s.seal("acme-lwa", &seller).await;
+    gauge_reads(&operator, &[(&k1, 1)], "adding a Secret").await;
+
+    // Re-sealed: a rotation, and the operator seals the Secret again to the new key.
+    let (_, k2) = store.rotate(jiff::Timestamp::now()).await.unwrap();
+    gauge_reads(&operator, &[(&k1, 0), (&k2, 1)], "the re-seal").await;
+
+    // Sealed: the Team applies credentials sealed to the old public key (a stale manifest).
+    let context = amazon_seller_operator::crypto::SealContext {
+        team_id: &s.team,
+        namespace: &s.namespace,
+        secret_name: "acme-lwa",
+    };
+    let stale = support::scenario::sealed_secret(
+        &first.active().public_key(),
+        &context,
+        &s.namespace,
+        &seller.credentials(),
+    );
+    s.secrets()
+        .patch(
+            "acme-lwa",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "data": stale.data })),
+        )
+        .await
+        .unwrap();
+    gauge_reads(&operator, &[(&k1, 1), (&k2, 0)], "sealing to the old key").await;
+
+    // Deleted.
+    s.secrets()
+        .delete("acme-lwa", &DeleteParams::default())
+        .await
+        .unwrap();
+    gauge_reads(&operator, &[(&k1, 0), (&k2, 0)], "deleting the Secret").await;
+    operator.stop().await;
+}

@@ -8,8 +8,9 @@
 //!    kubeconfig impersonating it): start-up, the admission webhook with self-managed
 //!    certificates becoming ready (cluster view synced, CA in both configurations), a
 //!    connection becoming Ready (delivery `Both`), a gateway pod fetching its token from the
-//!    credential endpoint, Events, suspend, two key rotations with online re-sealing, and
-//!    deletion through the finalizer, with no forbidden error.
+//!    credential endpoint, Events, a pod outside the rules found and evicted, suspend, two key
+//!    rotations with online re-sealing, and deletion through the finalizer, with no forbidden
+//!    error.
 //! 3. The same scenario runs once without each rendered rule, and must then fail at the step
 //!    that rule serves: so no rule is superfluous.
 //!
@@ -22,7 +23,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -796,6 +797,43 @@ async fn steps(
     })
     .await?;
 
+    // drift: a pod that mounts the runtime Secret as a gateway the connection does not list
+    // (the webhook here judges no namespace, as if it had been down) is found by the pod watch
+    // and named in the condition.
+    let intruder = GatewayPod::new("intruder")
+        .for_gateway("gw-intruder")
+        .mounting("acme-de-sp-api")
+        .create(admin, &install.team_ns)
+        .await;
+    until("drift", timeout, operator, || async {
+        let (c, _) = connection_and_runtime().await?;
+        let named = c
+            .status
+            .as_ref()
+            .is_some_and(|s| s.unauthorized_pods.iter().any(|p| p.name == "intruder"));
+        Ok(has_condition(&c, "UnauthorizedMounts", "True") && named)
+    })
+    .await?;
+
+    // evict: with `onUnauthorizedMount: Evict` the pod is evicted (Eviction API).
+    connections
+        .patch(
+            "acme-de",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "onUnauthorizedMount": "Evict" } })),
+        )
+        .await
+        .map_err(|e| Failed {
+            step: "evict",
+            detail: e.to_string(),
+        })?;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &install.team_ns);
+    until("evict", timeout, operator, || async {
+        let pod = pods.get_opt("intruder").await.map_err(|e| e.to_string())?;
+        Ok(pod.is_none_or(|p| p.metadata.uid != intruder.metadata.uid))
+    })
+    .await?;
+
     // suspend: containment removes the runtime Secret.
     connections
         .patch(
@@ -919,7 +957,7 @@ async fn the_operator_runs_its_whole_scenario_as_the_charts_service_account() {
 /// listing again, so a missing `watch` alone would only slow the operator down, not stop it;
 /// the rule as a whole is what the table proves necessary.
 fn expected_failure(rule: &str) -> &'static str {
-    let table: [(&str, &str); 22] = [
+    let table: [(&str, &str); 24] = [
         // Start-up lists SecurityLogReviews (preflight) before anything else.
         (
             r#"cluster: ["securitylogreviews"] ["list","watch"]"#,
@@ -973,6 +1011,14 @@ fn expected_failure(rule: &str) -> &'static str {
             r#"watched namespace: ["amazonsellerconnections/status"] ["patch"]"#,
             "ready",
         ),
+        // The pods are never listed, so no runtime Secret is created: a pod outside the rules
+        // might already name it.
+        (r#"watched namespace: ["pods"] ["list","watch"]"#, "ready"),
+        // The pod outside the rules is reported but never evicted.
+        (
+            r#"watched namespace: ["pods/eviction"] ["create"]"#,
+            "evict",
+        ),
         // The runtime Secret's server-side apply needs both create and patch to create it.
         (r#"watched namespace: ["secrets"] ["create"]"#, "ready"),
         (r#"watched namespace: ["secrets"] ["patch"]"#, "ready"),
@@ -1001,7 +1047,7 @@ async fn removing_any_one_chart_rule_makes_the_scenario_fail_where_that_rule_is_
     let template = Install::new(&admin, &tools, true).await;
     let rules = template.rules();
     template.cleanup().await;
-    assert_eq!(rules.len(), 22, "{rules:#?}");
+    assert_eq!(rules.len(), 24, "{rules:#?}");
     // Runs go in parallel, nine at a time. A whole scenario takes about two seconds; a run
     // without a needed rule waits 12 s at the step that needs it.
     let limit = Arc::new(Semaphore::new(9));

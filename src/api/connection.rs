@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{self, SpecView};
-pub use crate::domain::{Delivery, Environment};
+pub use crate::domain::{Delivery, Environment, OnUnauthorizedMount};
 
 /// What the Team asks for: which seller, marketplace and credentials, and which gateways may use
 /// the runtime Secret.
@@ -116,6 +116,18 @@ pub struct AmazonSellerConnectionSpec {
     /// operator keeps the token sealed in `<name>-sp-api-sealed`, which no pod may mount.
     #[serde(default)]
     pub delivery: Delivery,
+
+    /// What the operator does about a pod in this namespace that references the runtime Secret
+    /// (or the sealed credentials or token store) outside the rules: a pod admitted before this
+    /// connection existed, a gateway removed from `spec.gateways`, a changed gateway label, or a
+    /// namespace given to another Team. `Report` (default): the condition
+    /// `UnauthorizedMounts`, a Warning Event and an audit record naming the pod, the metric
+    /// `amazon_seller_unauthorized_mounts` and its alert. `Evict`: the same, and the pod is
+    /// evicted through the Eviction API (PodDisruptionBudgets apply; a controller that owns the
+    /// pod makes a new one, which the admission webhook judges). Either way the runtime Secret
+    /// is not created while such a pod names it.
+    #[serde(default)]
+    pub on_unauthorized_mount: OnUnauthorizedMount,
 }
 
 fn default_renew_before() -> String {
@@ -174,13 +186,36 @@ pub struct AmazonSellerConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Standard conditions: `Ready`, `CredentialsValid`, `Suspended`.
+    /// Pods in this namespace that reference the runtime Secret, the sealed credentials or the
+    /// token store outside the rules (see `spec.onUnauthorizedMount`), by name, at most 16; the
+    /// condition `UnauthorizedMounts` gives their number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "atomic"))]
+    pub unauthorized_pods: Vec<UnauthorizedPod>,
+
+    /// Standard conditions: `Ready`, `CredentialsValid`, `Suspended`, and
+    /// `UnauthorizedMounts` once a pod outside the rules was found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend(
         "x-kubernetes-list-type" = "map",
         "x-kubernetes-list-map-keys" = ["type"]
     ))]
     pub conditions: Vec<Condition>,
+}
+
+/// A pod found referencing a connection's Secrets outside the rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnauthorizedPod {
+    /// The pod's name, in the connection's namespace.
+    #[schemars(length(max = 253))]
+    pub name: String,
+
+    /// The first rule it breaks: `team_mismatch`, `missing_gateway_label`,
+    /// `gateway_not_listed`, `env_reference`, `sub_path_mount`, `unsupported_reference` or
+    /// `sealed_secret_reference`.
+    #[schemars(length(max = 48))]
+    pub reason: String,
 }
 
 impl AmazonSellerConnectionSpec {

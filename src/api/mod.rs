@@ -6,7 +6,7 @@ pub mod review;
 
 pub use connection::{
     AmazonSellerConnection, AmazonSellerConnectionSpec, AmazonSellerConnectionStatus, Delivery,
-    Environment,
+    Environment, OnUnauthorizedMount, UnauthorizedPod,
 };
 pub use review::{SecurityLogReview, SecurityLogReviewSpec};
 

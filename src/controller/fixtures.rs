@@ -77,6 +77,7 @@ impl Connection {
                 renew_before: "20m".into(),
                 suspended: false,
                 delivery: Delivery::Secret,
+                on_unauthorized_mount: Default::default(),
             },
         );
         connection.metadata.namespace = Some(NAMESPACE.into());
@@ -90,6 +91,18 @@ impl Connection {
     /// With `spec.delivery`.
     pub fn with_delivery(mut self, delivery: Delivery) -> Self {
         self.0.spec.delivery = delivery;
+        self.next_generation()
+    }
+
+    /// With `spec.gateways`.
+    pub fn with_gateways(mut self, gateways: &[&str]) -> Self {
+        self.0.spec.gateways = gateways.iter().map(|g| (*g).to_owned()).collect();
+        self.next_generation()
+    }
+
+    /// With `spec.onUnauthorizedMount: Evict`.
+    pub fn evicting(mut self) -> Self {
+        self.0.spec.on_unauthorized_mount = crate::domain::OnUnauthorizedMount::Evict;
         self.next_generation()
     }
 
@@ -314,7 +327,10 @@ pub fn context(
         concurrency: 1,
         tally: Default::default(),
         lwa_qps: 5.0,
+        drift: Default::default(),
     };
+    // No pod or namespace watch runs here: an empty, listed view.
+    ctx.drift.assume_listed("");
     (Arc::new(ctx), buffer)
 }
 

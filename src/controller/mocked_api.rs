@@ -551,3 +551,179 @@ async fn a_controller_stopped_before_its_first_list_stops_at_once() {
         "the controller did not stop within 5 s of the shutdown"
     );
 }
+
+/// A pod of the test namespace labelled as gateway `gw-old` that mounts the runtime Secret, as
+/// the pod watch delivers it into the context's view (the namespace is Team acme's).
+fn old_gateway_pod(ctx: &Context<ScriptedLwa>) {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "old-gateway", "namespace": fixtures::NAMESPACE, "uid": "uid-old",
+                     "labels": {crate::names::GATEWAY_LABEL: "gw-old"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}],
+                 "volumes": [{"name": "token", "secret": {"secretName": runtime()}}]}
+    }))
+    .unwrap_or_else(|err| panic!("pod: {err}"));
+    ctx.drift.set_team("", fixtures::NAMESPACE, Some("acme"));
+    ctx.drift
+        .observe_pod("", &kube::runtime::watcher::Event::Apply(pod));
+}
+
+/// `spec.onUnauthorizedMount: Evict` with a gateway no longer listed: after the status names
+/// the pod (and its Event), the pod is evicted through the Eviction API on condition of its
+/// uid, and the eviction is audited and announced. The runtime Secret stays for the listed
+/// gateways.
+#[tokio::test]
+async fn evict_evicts_a_pod_outside_the_rules_by_uid_after_reporting_it() {
+    let connected = connect().await;
+    let credentials = sealed_credentials(&connected.keyring);
+    let clock = Arc::new(ManualClock::new(clock::add(
+        start(),
+        Duration::from_secs(60),
+    )));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(
+        client,
+        ScriptedLwa::default(),
+        clock,
+        connected.keyring.clone(),
+    );
+    old_gateway_pod(&ctx);
+    let connection = Connection::test()
+        .with_status(connected.status.clone())
+        .with_gateways(&["gw-main"])
+        .evicting()
+        .build();
+    let mut eviction = None;
+    let mut events = Vec::new();
+    let mut status = None;
+    let action = reconcile(
+        &ctx,
+        &connection,
+        async |api| {
+            api.get_secret(&runtime(), Some(&connected.runtime)).await;
+            // A new generation: a leftover token store is looked for once more.
+            api.get_secret(&store(), None).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials))
+                .await;
+            status = Some(api.apply_status(&connection).await);
+            events.push(api.create_event().await);
+            let received = api
+                .expect(
+                    http::Method::POST,
+                    "/api/v1/namespaces/team-acme/pods/old-gateway/eviction?",
+                )
+                .await;
+            eviction = Some(received.body.clone());
+            received.answer(201, &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}));
+            events.push(api.create_event().await);
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("reconcile: {err}"));
+    assert_eq!(
+        eviction.unwrap_or_default(),
+        serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": "old-gateway", "namespace": "team-acme"},
+            "deleteOptions": {"preconditions": {"uid": "uid-old"}},
+        })
+    );
+    let status = status.unwrap_or_default();
+    assert!(reasons(&status).contains(&condition(
+        "UnauthorizedMounts",
+        "True",
+        "PodsOutsideRules"
+    )));
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.0.as_str(), e.1.as_str()))
+            .collect::<Vec<_>>(),
+        [("Warning", "UnauthorizedMount"), ("Normal", "PodEvicted")]
+    );
+    assert_eq!(
+        audit.records(),
+        [
+            "unauthorized_mount/failure/gateway_not_listed",
+            "evict_pod/success/gateway_not_listed"
+        ]
+    );
+    assert!(
+        audit.text().contains("\"pod\":\"old-gateway\""),
+        "{}",
+        audit.text()
+    );
+    assert!(
+        audit.text().contains("\"gateway\":\"gw-old\""),
+        "{}",
+        audit.text()
+    );
+    assert_ne!(action, Action::requeue(Duration::from_secs(30)));
+    assert_eq!(lwa_calls(&ctx), 0);
+}
+
+/// An eviction a PodDisruptionBudget refuses (429) is reported and tried again in 30 s.
+#[tokio::test]
+async fn a_refused_eviction_is_reported_and_tried_again() {
+    let connected = connect().await;
+    let credentials = sealed_credentials(&connected.keyring);
+    let clock = Arc::new(ManualClock::new(clock::add(
+        start(),
+        Duration::from_secs(60),
+    )));
+    let (client, mut api) = mock_api();
+    let (ctx, audit) = fixtures::context(
+        client,
+        ScriptedLwa::default(),
+        clock,
+        connected.keyring.clone(),
+    );
+    old_gateway_pod(&ctx);
+    let connection = Connection::test()
+        .with_status(connected.status.clone())
+        .with_gateways(&["gw-main"])
+        .evicting()
+        .build();
+    let mut failed = None;
+    let action = reconcile(
+        &ctx,
+        &connection,
+        async |api| {
+            api.get_secret(&runtime(), Some(&connected.runtime)).await;
+            api.get_secret(&store(), None).await;
+            api.get_secret(fixtures::CREDENTIALS, Some(&credentials))
+                .await;
+            api.apply_status(&connection).await;
+            api.create_event().await;
+            api.expect(
+                http::Method::POST,
+                "/api/v1/namespaces/team-acme/pods/old-gateway/eviction?",
+            )
+            .await
+            .answer(
+                429,
+                &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "TooManyRequests", "code": 429,
+                    "message": "Cannot evict pod as it would violate the pod's disruption budget."}),
+            );
+            failed = Some(api.create_event().await);
+        },
+        &mut api,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("reconcile: {err}"));
+    let failed = failed.unwrap_or_default();
+    assert_eq!(
+        (failed.0.as_str(), failed.1.as_str()),
+        ("Warning", "EvictionFailed")
+    );
+    assert!(failed.2.contains("PodDisruptionBudget"), "{}", failed.2);
+    assert_eq!(
+        audit.records(),
+        [
+            "unauthorized_mount/failure/gateway_not_listed",
+            "evict_pod/failure/gateway_not_listed"
+        ]
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+}

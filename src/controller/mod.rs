@@ -4,20 +4,26 @@
 //! connections; runtime Secrets and token stores it owns (`secret-role` `runtime-token` or
 //! `token-store`), so a deleted or edited one is repaired at once; and sealed credentials Secrets
 //! (`secret-role=lwa-credentials`), mapped to the connections that name them through an index
-//! kept from the connection watch ([`credential_users`]), not a scan of the cache.
+//! kept from the connection watch ([`credential_users`]), not a scan of the cache. For drift
+//! ([`drift`]): pods of the watched namespaces, trimmed on arrival to their Secret references
+//! ([`pods`]), and the watched namespaces' Team labels (metadata only), each change mapped to
+//! the connections it concerns.
 //!
 //! One reconcile is [`reconcile`](mod@reconcile), the I/O (reads, the LWA call, writes), around [`plan`], the
 //! pure rules that decide what to write and report from what was read.
 
 pub mod applied;
 pub mod credential_users;
+pub mod drift;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod mocked_api;
 pub mod opened;
 pub mod plan;
+pub mod pods;
 pub mod reconcile;
+pub mod relisted;
 pub mod tally;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +104,15 @@ pub const RBAC: &[Permission] = &[
         &["list", "watch"],
         Scope::Cluster,
     ),
+    // `drift::pod_triggers`: the pods of the watched namespaces, trimmed to their Secret
+    // references as they arrive.
+    Permission::new("", "pods", &["list", "watch"], Scope::Watched),
+    // `drift::team_triggers`: the Team label of the watched namespaces, metadata only (a
+    // namespace-scoped install selects each by `metadata.name`).
+    Permission::new("", "namespaces", &["list", "watch"], Scope::Cluster),
+    // `reconcile::evict`: `spec.onUnauthorizedMount: Evict` evicts a pod outside the rules
+    // through the Eviction API.
+    Permission::new("", "pods/eviction", &["create"], Scope::Watched),
 ];
 
 /// Everything a reconcile needs, shared by all of them. `S` is how tokens are obtained: the LWA
@@ -131,6 +146,8 @@ pub struct Context<S: TokenSource = LwaClient> {
     pub tally: Arc<tally::Tally>,
     /// The configured LWA rate limit (`--lwa-qps`), exported beside the demand.
     pub lwa_qps: f64,
+    /// The pods and namespace Teams the drift rule reads, kept by the controllers' watches.
+    pub drift: Arc<drift::DriftView>,
 }
 
 impl<S: TokenSource> Context<S> {
@@ -382,6 +399,18 @@ pub async fn run<S: TokenSource>(
         .touched_objects();
     let controller = Controller::for_stream(connection_events, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.concurrency));
+    let pod_triggers = drift::pod_triggers(
+        ctx.drift.clone(),
+        ctx.client.clone(),
+        namespace,
+        users.clone(),
+    );
+    let team_triggers = drift::team_triggers(
+        ctx.drift.clone(),
+        ctx.client.clone(),
+        namespace,
+        store.clone(),
+    );
     let counter = tokio::spawn(tally::count(
         store,
         namespace.unwrap_or_default().to_owned(),
@@ -392,6 +421,8 @@ pub async fn run<S: TokenSource>(
     let shutdown = shutdown.shared();
     let running = controller
         .reconcile_on(woken(&ctx.engine, namespace))
+        .reconcile_on(pod_triggers)
+        .reconcile_on(team_triggers)
         .owns(secrets.clone(), runtime_secrets)
         .watches(secrets, credential_secrets, move |secret: Secret| {
             users.users(&secret.namespace().unwrap_or_default(), &secret.name_any())

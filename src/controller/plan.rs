@@ -5,14 +5,17 @@
 //! A reconcile ([`super::reconcile::apply`]) alternates I/O and the pure steps here:
 //!
 //! 1. observe: the runtime Secret, and the token store when [`looks_for_token_store`] says so;
-//! 2. [`gate`]: an invalid spec or a suspended connection stops before the credentials;
+//!    the pods of the namespace from the controller's trimmed pod cache, judged by
+//!    [`drift::judge`];
+//! 2. [`gate`]: an invalid spec or a suspended connection stops before the credentials, and so
+//!    does a runtime Secret that [`drift::withholds`] (a pod outside the rules names it);
 //! 3. observe: the credentials Secret, checked by [`sealed_envelope`];
 //! 4. the engine's [`RefreshDecision`], turned by [`refresh_step`] into keep, wait, blocked, or
 //!    ask LWA;
 //! 5. open the credentials (unless a kept token makes that needless) and, if the step says so,
 //!    ask LWA through the engine;
 //! 6. [`plan`]: conditions and status, which Secrets to write or delete, Events, audit records,
-//!    metric updates, when to look again ([`ReconcilePlan`]);
+//!    metric updates, pods to evict, when to look again ([`ReconcilePlan`]);
 //! 7. apply the plan.
 //!
 //! The LWA call sits between two pure steps: [`refresh_step`] decides whether to make it, and
@@ -35,6 +38,7 @@ use crate::secrets::runtime_secret::{self, Metadata, Published};
 use crate::secrets::token_store;
 
 mod conditions;
+pub mod drift;
 mod intent;
 mod outputs;
 mod status;
@@ -43,9 +47,10 @@ use intent::intend;
 use status::{status_of, transitions};
 
 pub use conditions::{CredentialsRejection, LwaVerdict};
+pub use drift::FoundPod;
 pub use outputs::{
-    AuditNote, EventKind, EventNote, MetricUpdates, ReconcilePlan, Report, SecretChange,
-    TokenExpiry,
+    AuditNote, EventKind, EventNote, Eviction, MetricUpdates, PodReport, ReconcilePlan, Report,
+    SecretChange, TokenExpiry,
 };
 
 /// How often a connection that cannot work until someone fixes something is looked at again:
@@ -108,6 +113,9 @@ pub enum Stop {
     },
     /// `spec.suspended`: containment.
     Suspended,
+    /// The runtime Secret does not exist and a pod outside the rules already names it: it is
+    /// not created, and nothing is refreshed, until that pod is gone or allowed.
+    Withheld,
 }
 
 /// Step 2: whether the reconcile goes on to the credentials.
@@ -262,13 +270,15 @@ pub struct ReconcileInputs<'a> {
     pub secrets: &'a ObservedSecrets,
     /// How far it got.
     pub progress: Progress,
+    /// The pods of the namespace outside the rules ([`drift::judge`]).
+    pub pods: &'a [FoundPod],
 }
 
 /// Step 6: the plan.
 pub fn plan(inputs: &ReconcileInputs<'_>) -> ReconcilePlan {
     let connection = inputs.connection;
     let secrets = inputs.secrets;
-    let intent = intend(inputs);
+    let mut intent = intend(inputs);
     let delivery: Delivery = connection.spec.delivery;
     let market = marketplace::lookup(&connection.spec.marketplace).ok();
     let (runtime_secret, token_store, token_expiry) = match (&intent.publish, market) {
@@ -316,26 +326,42 @@ pub fn plan(inputs: &ReconcileInputs<'_>) -> ReconcilePlan {
                 TokenExpiry::Set(token.expires_at.as_second()),
             )
         }
+        // Withheld: the runtime Secret does not exist, and a token store (delivery `Both`) is
+        // left as it is.
+        _ if matches!(inputs.progress, Progress::Stopped(Stop::Withheld)) => {
+            (SecretChange::Keep, SecretChange::Keep, TokenExpiry::Clear)
+        }
         _ => (
             delete_if(secrets.runtime.is_some()),
             delete_if(secrets.store.is_some()),
             TokenExpiry::Clear,
         ),
     };
-    let status = status_of(connection, &intent, market, inputs.now);
+    let drift = drift::plan(connection, inputs.pods);
+    intent.conditions.extend(drift.condition);
+    let mut status = status_of(connection, &intent, market, inputs.now);
+    status.unauthorized_pods = drift.listed;
+    let mut reports = transitions(connection, &status);
+    reports.extend(drift::newly_listed(
+        connection,
+        connection.status.as_ref(),
+        inputs.pods,
+    ));
     ReconcilePlan {
         metrics: MetricUpdates {
             client_secret_expiry: intent.client_secret_expiry,
             refresh: intent.refresh_metric,
             lwa_latency: intent.lwa_latency,
             token_expiry,
+            unauthorized_mounts: inputs.pods.len(),
         },
         audit: intent.audit,
         runtime_secret,
         token_store,
         problem: intent.problem,
         status_changed: connection.status.as_ref() != Some(&status),
-        transitions: transitions(connection, &status),
+        transitions: reports,
+        evictions: drift.evictions,
         status,
         events: intent.events,
         requeue: intent.requeue,

@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::plan::{
-    self, AuditNote, CredentialsState, EventKind, EventNote, Gate, ObservedSecrets, Progress,
-    ReconcileInputs, ReconcilePlan, RefreshAttempt, RefreshStep, SecretChange, TokenExpiry,
-    TokenOutcome,
+    self, AuditNote, CredentialsState, EventKind, EventNote, Eviction, Gate, ObservedSecrets,
+    PodReport, Progress, ReconcileInputs, ReconcilePlan, RefreshAttempt, RefreshStep, SecretChange,
+    Stop, TokenExpiry, TokenOutcome,
 };
 use super::{Context, Error};
 use crate::api::AmazonSellerConnection;
@@ -32,6 +32,12 @@ use crate::names::FIELD_MANAGER;
 use crate::observability::audit::{AuditEvent, Category, Outcome};
 use crate::secrets::runtime_secret::{self, Published};
 use crate::secrets::token_store;
+
+/// How long a reconcile waits for the first pod and namespace lists before it looks again.
+const LIST_WAIT: Duration = Duration::from_secs(10);
+
+/// When a failed eviction (a PodDisruptionBudget, an API error) is tried again.
+const EVICTION_RETRY: Duration = Duration::from_secs(30);
 
 /// What a reconcile of a live connection did: when to look again, and what keeps the
 /// connection from working, if anything (the reconcile is counted as failed with it).
@@ -50,11 +56,30 @@ pub async fn apply<S: TokenSource>(
 ) -> Result<Applied, Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let key = ConnectionKey::new(&namespace, &connection.name_any());
+    // The pods must be known before anything is published: a runtime Secret created now could
+    // go to a pod outside the rules.
+    if !ctx.drift.wait_listed(&namespace, LIST_WAIT).await {
+        tracing::warn!(connection = %key, "the pods or the namespace of the connection are not listed yet; looking again shortly");
+        return Ok(Applied {
+            action: Action::requeue(LIST_WAIT),
+            problem: Some("pods_not_listed"),
+        });
+    }
+    let found = plan::drift::judge(
+        &connection,
+        ctx.drift.team_of(&namespace).as_deref(),
+        &ctx.drift.pods_in(&namespace),
+    );
     let now = ctx.clock.now();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let observed = observe_secrets(&connection, &ctx, &secrets, &key).await?;
     let progress = match plan::gate(&connection) {
         Gate::Stop(stop) => Progress::Stopped(stop),
+        Gate::Proceed { .. }
+            if plan::drift::withholds(&connection, observed.runtime.is_some(), &found) =>
+        {
+            Progress::Stopped(Stop::Withheld)
+        }
         Gate::Proceed { renew_before } => {
             let current = observed.token_in_use(now);
             let found = Found {
@@ -73,6 +98,7 @@ pub async fn apply<S: TokenSource>(
         now,
         secrets: &observed,
         progress,
+        pods: &found,
     });
     execute(&connection, &ctx, &secrets, &key, plan).await
 }
@@ -319,6 +345,8 @@ async fn execute<S: TokenSource>(
             .set_token_expiry(&namespace, &name, team, expires),
         TokenExpiry::Clear => ctx.metrics.clear_token_expiry(&namespace, &name, team),
     }
+    ctx.metrics
+        .set_unauthorized_mounts(&namespace, &name, metrics.unauthorized_mounts);
 
     let version = connection.resource_version();
     if ctx
@@ -349,18 +377,128 @@ async fn execute<S: TokenSource>(
             match report {
                 plan::Report::Audit(note) => audit(ctx, connection, note),
                 plan::Report::Event(note) => ctx.publish(&event(note), &reference).await,
+                plan::Report::UnauthorizedMount(found) => {
+                    audit_pod(
+                        ctx,
+                        connection,
+                        "unauthorized_mount",
+                        Outcome::Failure,
+                        found,
+                    );
+                    ctx.publish(&event(&found.event), &reference).await;
+                }
             }
         }
     }
     for note in &plan.events {
         ctx.publish(&event(note), &connection.object_ref(&())).await;
     }
+    let mut requeue = plan.requeue;
+    for eviction in &plan.evictions {
+        if !evict(ctx, connection, eviction).await {
+            requeue = Some(requeue.map_or(EVICTION_RETRY, |r| r.min(EVICTION_RETRY)));
+        }
+    }
     Ok(Applied {
-        action: plan
-            .requeue
-            .map_or_else(Action::await_change, Action::requeue),
+        action: requeue.map_or_else(Action::await_change, Action::requeue),
         problem: plan.problem,
     })
+}
+
+/// Evicts a pod outside the rules through the Eviction API, on condition that it is still the
+/// pod judged (its uid), auditing and announcing the outcome. Returns whether the pod is gone or
+/// going (false: try again later).
+async fn evict<S: TokenSource>(
+    ctx: &Context<S>,
+    connection: &AmazonSellerConnection,
+    eviction: &Eviction,
+) -> bool {
+    let namespace = connection.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Built by hand: kube's `EvictParams` serializes its options as `delete_options`, which the
+    // API server ignores, and the uid precondition must apply.
+    let body = json!({
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": { "name": eviction.pod, "namespace": namespace },
+        "deleteOptions": { "preconditions": { "uid": eviction.uid } },
+    });
+    let sent = pods
+        .create_subresource::<_, serde_json::Value>(
+            "eviction",
+            &eviction.pod,
+            &PostParams::default(),
+            &body,
+        )
+        .await;
+    let report = PodReport {
+        pod: eviction.pod.clone(),
+        gateway: eviction.gateway.clone(),
+        reason: eviction.reason,
+        event: EventNote {
+            kind: EventKind::Normal,
+            reason: "PodEvicted",
+            note: format!(
+                "evicted pod {} ({}): it used this connection's Secrets outside the rules",
+                eviction.pod, eviction.reason
+            ),
+        },
+    };
+    let (outcome, report, done) = match sent {
+        Ok(_) => (Outcome::Success, report, true),
+        // Gone already, or replaced by another pod of that name (judged on its own).
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+            return true;
+        }
+        Err(err) => {
+            let why = match &err {
+                kube::Error::Api(status) if status.code == 429 => {
+                    "a PodDisruptionBudget does not allow it now".to_owned()
+                }
+                other => other.to_string(),
+            };
+            tracing::warn!(connection = %format!("{namespace}/{}", connection.name_any()), pod = %eviction.pod, "failed to evict a pod outside the rules: {why}");
+            let note = format!(
+                "failed to evict pod {} ({}): {why}; trying again in {}s",
+                eviction.pod,
+                eviction.reason,
+                EVICTION_RETRY.as_secs()
+            );
+            let event = EventNote {
+                kind: EventKind::Warning,
+                reason: "EvictionFailed",
+                note,
+            };
+            (Outcome::Failure, PodReport { event, ..report }, false)
+        }
+    };
+    audit_pod(ctx, connection, "evict_pod", outcome, &report);
+    ctx.publish(&event(&report.event), &connection.object_ref(&()))
+        .await;
+    done
+}
+
+/// One `gateway_activity` audit record about a pod and `connection`.
+fn audit_pod<S: TokenSource>(
+    ctx: &Context<S>,
+    connection: &AmazonSellerConnection,
+    action: &'static str,
+    outcome: Outcome,
+    report: &PodReport,
+) {
+    let mut record = AuditEvent::new(Category::GatewayActivity, action, outcome)
+        .actor(&ctx.identity)
+        .team(&connection.spec.team_id)
+        .namespace(&connection.namespace().unwrap_or_default())
+        .connection(&connection.name_any())
+        .pod(&report.pod)
+        .reason(report.reason);
+    if let Some(gateway) = &report.gateway {
+        record = record.gateway(gateway);
+    }
+    if let Err(err) = ctx.audit.record(record) {
+        tracing::error!(error = %err, "failed to write an audit record");
+    }
 }
 
 /// Writes a Secret the operator owns with server-side apply, taking over its fields.

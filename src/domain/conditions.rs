@@ -9,6 +9,9 @@ pub const READY: &str = "Ready";
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 /// `Suspended`: the connection is contained (`spec.suspended: true`).
 pub const SUSPENDED: &str = "Suspended";
+/// `UnauthorizedMounts`: pods reference the connection's Secrets outside the rules (present
+/// once such a pod was found; `False` again when none is left).
+pub const UNAUTHORIZED_MOUNTS: &str = "UnauthorizedMounts";
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

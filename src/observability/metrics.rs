@@ -152,6 +152,7 @@ struct Inner {
     sealed_secrets: IntGaugeVec,
     key_created: GaugeVec,
     client_secret_expiry: GaugeVec,
+    unauthorized_mounts: IntGaugeVec,
     review_last: Gauge,
     lwa_demand: Gauge,
     lwa_rate_limit: Gauge,
@@ -320,6 +321,12 @@ impl Metrics {
                 "When a connection's LWA client secret expires, Unix seconds.",
                 &["namespace", "connection"],
             )?,
+            unauthorized_mounts: int_gauge_vec(
+                r,
+                "amazon_seller_unauthorized_mounts",
+                "Pods that reference a connection's runtime Secret, sealed credentials or token store outside the rules (a gateway no longer listed, a pod admitted before its connection existed, a changed gateway label or Team).",
+                &["namespace", "connection"],
+            )?,
             review_last: register(
                 r,
                 "amazon_seller_security_log_review_last_timestamp_seconds",
@@ -418,6 +425,18 @@ impl Metrics {
     pub fn forget_connection(&self, namespace: &str, connection: &str, team: &str) {
         self.clear_token_expiry(namespace, connection, team);
         self.clear_client_secret_expiry(namespace, connection);
+        let _ = self
+            .inner
+            .unauthorized_mounts
+            .remove_label_values(&[identifier(namespace), identifier(connection)]);
+    }
+
+    /// Records how many pods reference the Secrets of `namespace/connection` outside the rules.
+    pub fn set_unauthorized_mounts(&self, namespace: &str, connection: &str, pods: usize) {
+        self.inner
+            .unauthorized_mounts
+            .with_label_values(&[identifier(namespace), identifier(connection)])
+            .set(i64::try_from(pods).unwrap_or(i64::MAX));
     }
 
     /// Counts one token refresh attempt. `reason` is a bounded category such as an LWA error
@@ -595,6 +614,8 @@ mod tests {
         m.set_client_secret_expiry("team-acme", "acme-us", 1_900_000_000);
         m.set_token_expiry("team-acme", "acme-de", "acme", 1_800_000_100);
         m.set_client_secret_expiry("team-acme", "acme-de", 1_900_000_100);
+        m.set_unauthorized_mounts("team-acme", "acme-us", 2);
+        m.set_unauthorized_mounts("team-acme", "acme-de", 0);
 
         m.forget_connection("team-acme", "acme-us", "acme");
 
@@ -613,6 +634,10 @@ mod tests {
             )
             .len(),
             1
+        );
+        assert_eq!(
+            samples(&text, "amazon_seller_unauthorized_mounts"),
+            ["amazon_seller_unauthorized_mounts{connection=\"acme-de\",namespace=\"team-acme\"} 0"]
         );
         // Forgetting twice (or an unknown connection) is harmless.
         m.forget_connection("team-acme", "acme-us", "acme");

@@ -1,7 +1,9 @@
 //! The operator's keys while it runs: bootstrapped at start, then followed. Every replica reloads
 //! the keyring when the key Secret changes (so all can open credentials sealed to a new key);
 //! the leader publishes the public key and re-seals the credentials in the watched namespaces
-//! to the active key.
+//! to the active key. Every replica exports the keys' ages and how many credentials Secrets are
+//! sealed to each, recounted from a watch of those Secrets ([`sealed`](super::sealed)) at every
+//! change of a Secret or of the keyring.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,27 +12,29 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use super::RunError;
 use super::preflight::classify;
+use super::sealed::{self, SealedCount};
 use crate::controller::Context;
 use crate::crypto::Keyring;
 use crate::keystore::{self, KeyStore, KeyStoreError};
+use crate::names::{ROLE_LWA_CREDENTIALS, SECRET_ROLE_LABEL};
 use crate::observability::audit::{AuditEvent, AuditLog, Category, Outcome};
-use crate::observability::metrics::{KeyStats, Metrics};
 use crate::rbac::{Names, Permission, Scope};
 
 /// The permissions of [`follow`] (see [`crate::rbac`]): a watcher on the key Secret alone (field
-/// selector `metadata.name`, which RBAC matches against resourceNames for list and watch).
-pub const RBAC: &[Permission] =
-    &[
-        Permission::new("", "secrets", &["list", "watch"], Scope::OperatorNamespace)
-            .named(Names::KeySecret),
-    ];
+/// selector `metadata.name`, which RBAC matches against resourceNames for list and watch), and
+/// one on the credentials Secrets of the watched namespaces (label-selected) for the count of
+/// Secrets per key.
+pub const RBAC: &[Permission] = &[
+    Permission::new("", "secrets", &["list", "watch"], Scope::OperatorNamespace)
+        .named(Names::KeySecret),
+    Permission::new("", "secrets", &["list", "watch"], Scope::Watched),
+];
 
 /// Loads the keyring, creating it (and auditing that) on the first start.
 pub async fn bootstrap(
@@ -56,30 +60,45 @@ pub async fn bootstrap(
 }
 
 /// Exports every key's creation time and how many credentials Secrets in the watched
-/// namespaces are sealed to it.
-async fn export_key_metrics(
-    client: &Client,
-    namespaces: &[Option<String>],
-    metrics: &Metrics,
-    keyring: &Keyring,
-) {
-    let in_use = match keystore::keys_in_use_in(client, namespaces).await {
-        Ok(in_use) => in_use,
-        Err(err) => {
-            tracing::warn!("cannot count sealed Secrets per key: {err}");
-            Default::default()
-        }
+/// namespaces are sealed to it, once the count has listed them all.
+fn export_key_metrics(ctx: &Context, count: &SealedCount) {
+    let Some(counts) = count.counts() else {
+        return;
     };
-    let stats: Vec<KeyStats> = keyring
-        .keys()
-        .iter()
-        .map(|key| KeyStats {
-            key_id: key.id().to_owned(),
-            created_at: key.created_at().as_second(),
-            sealed_secrets: in_use.get(key.id()).copied().unwrap_or(0) as i64,
+    let stats = {
+        let keyring = ctx
+            .keyring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sealed::key_stats(&keyring, &counts)
+    };
+    ctx.metrics.set_encryption_keys(&stats);
+}
+
+/// Keeps `count` from the credentials Secrets of `namespace` (or all), exporting the per-key
+/// gauges at every change.
+async fn count_sealed(ctx: Arc<Context>, count: Arc<SealedCount>, namespace: Option<String>) {
+    let api: Api<Secret> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let scope = namespace.unwrap_or_default();
+    let config =
+        watcher::Config::default().labels(&format!("{SECRET_ROLE_LABEL}={ROLE_LWA_CREDENTIALS}"));
+    watcher::watcher(api, config)
+        .default_backoff()
+        .for_each(|event| {
+            match event {
+                Ok(event) => {
+                    if count.observe(&scope, &event) {
+                        export_key_metrics(&ctx, &count);
+                    }
+                }
+                Err(err) => tracing::debug!("credentials Secret watch: {err}"),
+            }
+            futures::future::ready(())
         })
-        .collect();
-    metrics.set_encryption_keys(&stats);
+        .await;
 }
 
 /// One `connector_setup` / `reseal_credentials` record per credentials Secret a re-sealing pass
@@ -118,6 +137,12 @@ pub async fn follow(
     stop: impl Future<Output = ()>,
 ) {
     let pace = Duration::from_secs_f64(1.0 / reseal_qps);
+    let count = Arc::new(SealedCount::new(&namespaces));
+    let counting = futures::future::join_all(
+        namespaces
+            .iter()
+            .map(|ns| count_sealed(ctx.clone(), count.clone(), ns.clone())),
+    );
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), store.namespace());
     let config = watcher::Config::default().fields(&format!("metadata.name={}", store.name()));
     // Backoff on errors: without it a lost API server turns this watch into a busy loop.
@@ -129,6 +154,7 @@ pub async fn follow(
         let store = store.clone();
         let leader = leader.clone();
         let namespaces = namespaces.clone();
+        let count = count.clone();
         async move {
             if let Err(err) = change {
                 tracing::debug!("key Secret watch: {err}");
@@ -187,11 +213,12 @@ pub async fn follow(
                     Err(err) => tracing::warn!("re-sealing failed: {err}"),
                 }
             }
-            export_key_metrics(&ctx.client, &namespaces, &ctx.metrics, &keyring).await;
+            export_key_metrics(&ctx, &count);
         }
     });
     tokio::select! {
         _ = work => {}
+        _ = counting => {}
         _ = stop => {}
     }
 }

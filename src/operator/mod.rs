@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lease;
 pub mod permissions;
 pub mod preflight;
+pub mod sealed;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -371,6 +372,7 @@ fn controller_context(
         concurrency: args.reconcile_concurrency,
         tally: Default::default(),
         lwa_qps: args.lwa_qps,
+        drift: Default::default(),
     }))
 }
 

@@ -119,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn features_off_need_fewer_permissions() {
+    fn features_off_need_no_more_permissions() {
         let all = required_grants(Features::ALL);
         let controller_only = required_grants(Features::default());
         let files_mode = required_grants(Features {
@@ -128,6 +128,8 @@ mod tests {
             credential_endpoint: false,
         });
         assert!(controller_only.is_subset(&files_mode) && files_mode.is_subset(&all));
-        assert!(controller_only.len() < files_mode.len() && files_mode.len() < all.len());
+        // The webhook's cluster view (namespaces, connections, Secrets) watches nothing the
+        // controller does not watch itself; its certificates and the endpoint add rights.
+        assert!(files_mode.len() < all.len());
     }
 }

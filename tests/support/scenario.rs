@@ -505,7 +505,8 @@ impl Connection {
 #[derive(Clone, Debug)]
 pub struct GatewayPod {
     name: String,
-    gateway: String,
+    gateway: Option<String>,
+    mounts: Option<String>,
 }
 
 impl GatewayPod {
@@ -513,14 +514,49 @@ impl GatewayPod {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
-            gateway: name.to_owned(),
+            gateway: Some(name.to_owned()),
+            mounts: None,
         }
     }
 
     /// Labelled as gateway `gateway` instead.
     pub fn for_gateway(mut self, gateway: &str) -> Self {
-        self.gateway = gateway.to_owned();
+        self.gateway = Some(gateway.to_owned());
         self
+    }
+
+    /// Without the gateway label.
+    pub fn without_gateway_label(mut self) -> Self {
+        self.gateway = None;
+        self
+    }
+
+    /// Mounting Secret `secret` (a runtime Secret, say) as a whole volume at `/var/run/token`.
+    pub fn mounting(mut self, secret: &str) -> Self {
+        self.mounts = Some(secret.to_owned());
+        self
+    }
+
+    /// The pod object (not created).
+    pub fn object(&self) -> Pod {
+        let mut pod = json!({
+            "metadata": { "name": self.name },
+            "spec": {
+                "serviceAccountName": self.name,
+                "automountServiceAccountToken": false,
+                "containers": [{ "name": "gateway", "image": "registry.example.com/gateway:1" }],
+            }
+        });
+        if let Some(gateway) = &self.gateway {
+            pod["metadata"]["labels"] = json!({ GATEWAY_LABEL: gateway });
+        }
+        if let Some(secret) = &self.mounts {
+            pod["spec"]["volumes"] =
+                json!([{ "name": "token", "secret": { "secretName": secret } }]);
+            pod["spec"]["containers"][0]["volumeMounts"] =
+                json!([{ "name": "token", "mountPath": "/var/run/token", "readOnly": true }]);
+        }
+        serde_json::from_value(pod).unwrap()
     }
 
     /// Creates the ServiceAccount and the pod in `namespace`.
@@ -531,17 +567,8 @@ impl GatewayPod {
             .create(&PostParams::default(), &account)
             .await
             .unwrap();
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": { "name": self.name, "labels": { GATEWAY_LABEL: self.gateway } },
-            "spec": {
-                "serviceAccountName": self.name,
-                "automountServiceAccountToken": false,
-                "containers": [{ "name": "gateway", "image": "registry.example.com/gateway:1" }],
-            }
-        }))
-        .unwrap();
         Api::<Pod>::namespaced(client.clone(), namespace)
-            .create(&PostParams::default(), &pod)
+            .create(&PostParams::default(), &self.object())
             .await
             .unwrap()
     }

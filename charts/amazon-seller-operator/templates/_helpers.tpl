@@ -134,6 +134,15 @@ that each rule is needed.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [patch]
+# Pods are watched (each trimmed to its Secret references on arrival) to find those that
+# reference a runtime Secret outside the rules after they were admitted.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+# spec.onUnauthorizedMount: Evict evicts such a pod through the Eviction API.
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
 {{- if and .Values.webhook.enabled .Values.credentialEndpoint.enabled }}
 # The credential endpoint reads the pod a caller's token is bound to (uid, gateway label).
 - apiGroups: [""]

@@ -10,6 +10,7 @@ use super::conditions::{
     CredentialsRejection, accepted, credentials_valid, not_suspended,
     observed_credentials_condition, ready, serving,
 };
+use super::drift::withheld_message;
 use super::outputs::{audit, event};
 use super::{
     AuditNote, CredentialsState, EventKind, EventNote, Progress, RECHECK, ReconcileInputs,
@@ -135,6 +136,23 @@ pub(super) fn intend(inputs: &ReconcileInputs<'_>) -> Intent {
                         "SuspendedBySpec",
                         "spec.suspended is true",
                     ),
+                ],
+                None,
+            );
+            intent.key_id = connection.status.as_ref().and_then(|s| s.key_id.clone());
+            return intent;
+        }
+        Progress::Stopped(Stop::Withheld) => {
+            let reason = "UnauthorizedMounts";
+            let mut intent = Intent::without_token(
+                vec![
+                    ready(Status::False, reason, withheld_message(connection)),
+                    credentials_valid(
+                        Status::Unknown,
+                        reason,
+                        "not checked while the runtime Secret is withheld",
+                    ),
+                    not_suspended(),
                 ],
                 None,
             );

@@ -54,6 +54,9 @@ pub struct MetricUpdates {
     pub lwa_latency: Option<Duration>,
     /// The token-expiry gauge, once the Secrets are written.
     pub token_expiry: TokenExpiry,
+    /// Pods referencing the connection's Secrets outside the rules
+    /// (`amazon_seller_unauthorized_mounts`).
+    pub unauthorized_mounts: usize,
 }
 
 /// Normal or Warning.
@@ -97,6 +100,36 @@ pub enum Report {
     Audit(AuditNote),
     /// An Event.
     Event(EventNote),
+    /// A pod outside the rules, first listed: an audit record naming the pod and its gateway,
+    /// and a Warning Event.
+    UnauthorizedMount(PodReport),
+}
+
+/// An eviction the plan asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Eviction {
+    /// The pod's name.
+    pub pod: String,
+    /// Its uid: a newer pod of the same name is left alone.
+    pub uid: String,
+    /// Its gateway label, for the audit record.
+    pub gateway: Option<String>,
+    /// The first rule it breaks.
+    pub reason: &'static str,
+}
+
+/// A pod outside the rules reported once, when it is first listed in the status: a Warning
+/// Event on the connection and a `gateway_activity` / `unauthorized_mount` audit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodReport {
+    /// The pod's name.
+    pub pod: String,
+    /// Its gateway label.
+    pub gateway: Option<String>,
+    /// The first rule it breaks (the audit record's reason).
+    pub reason: &'static str,
+    /// The Event.
+    pub event: EventNote,
 }
 
 /// Everything a reconcile writes and reports, in the order [`crate::controller::reconcile`](mod@crate::controller::reconcile) applies it.
@@ -120,9 +153,11 @@ pub struct ReconcilePlan {
     pub status: AmazonSellerConnectionStatus,
     /// Whether it differs from the stored one (a write is needed).
     pub status_changed: bool,
-    /// Condition transitions (connected, suspended, resumed), reported once with the status
-    /// write that makes them.
+    /// Condition transitions (connected, suspended, resumed, a pod outside the rules first
+    /// listed), reported once with the status write that makes them.
     pub transitions: Vec<Report>,
+    /// Pods to evict (`spec.onUnauthorizedMount: Evict`), after the status is written.
+    pub evictions: Vec<Eviction>,
     /// Events about this reconcile's refresh, published last.
     pub events: Vec<EventNote>,
     /// When to look again; `None` waits for a change.

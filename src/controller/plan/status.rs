@@ -56,6 +56,8 @@ pub(super) fn status_of(
         failed_refresh_attempts: Some(i32::try_from(intent.failed_attempts).unwrap_or(i32::MAX)),
         key_id: intent.key_id.clone(),
         observed_generation: generation,
+        // Set by the drift half of the plan.
+        unauthorized_pods: Vec::new(),
         conditions: merged
             .into_iter()
             .map(|c| K8sCondition {

@@ -4,6 +4,7 @@
 //! audit records and metric labels.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use super::*;
 use crate::api::AmazonSellerConnectionStatus;
 use crate::controller::fixtures::{CLIENT_SECRET, Connection, REFRESH_TOKEN, start};
+use crate::controller::pods::PodFacts;
 use crate::crypto::SecretString;
 use crate::domain::Delivery;
 use crate::error::Categorized;
@@ -85,6 +87,10 @@ struct Scenario {
     answer: Option<Result<Refreshed, RefreshError>>,
     client_secret_expires_at: Option<Timestamp>,
     failed_attempts: u32,
+    /// The pods of the namespace that reference a Secret.
+    pods: Vec<Arc<PodFacts>>,
+    /// The namespace's Team label.
+    namespace_team: Option<String>,
 }
 
 impl Scenario {
@@ -103,6 +109,41 @@ impl Scenario {
             answer: None,
             client_secret_expires_at: None,
             failed_attempts: 0,
+            pods: Vec::new(),
+            namespace_team: Some("acme".into()),
+        }
+    }
+
+    /// A pod of the namespace, as the pod cache keeps it.
+    fn with_pod(mut self, pod: PodFacts) -> Self {
+        self.pods.push(Arc::new(pod));
+        self
+    }
+
+    /// The namespace's Team label is now `team`.
+    fn in_namespace_of(mut self, team: Option<&str>) -> Self {
+        self.namespace_team = team.map(str::to_owned);
+        self
+    }
+
+    /// The pods outside the rules, as the reconcile judges them.
+    fn found(&self) -> Vec<FoundPod> {
+        drift::judge(&self.connection, self.namespace_team.as_deref(), &self.pods)
+    }
+
+    /// How far the gate lets the reconcile go.
+    fn gate(&self) -> Gate {
+        match gate(&self.connection) {
+            Gate::Proceed { .. }
+                if drift::withholds(
+                    &self.connection,
+                    self.secrets.runtime.is_some(),
+                    &self.found(),
+                ) =>
+            {
+                Gate::Stop(Stop::Withheld)
+            }
+            gate => gate,
         }
     }
 
@@ -167,7 +208,7 @@ impl Scenario {
 
     /// Whether the reconcile would call LWA.
     fn asks_lwa(&self) -> bool {
-        matches!(gate(&self.connection), Gate::Proceed { .. })
+        matches!(self.gate(), Gate::Proceed { .. })
             && self.found.is_none()
             && refresh_step(self.decision, self.secrets.token_in_use(self.now).is_some())
                 == RefreshStep::Ask
@@ -175,7 +216,8 @@ impl Scenario {
 
     /// The plan, checked for secret values in everything but the Secrets it writes.
     fn plan(self) -> ReconcilePlan {
-        let progress = match gate(&self.connection) {
+        let found = self.found();
+        let progress = match self.gate() {
             Gate::Stop(stop) => Progress::Stopped(stop),
             Gate::Proceed { .. } => Progress::Credentials(match self.found {
                 Some(found) => found,
@@ -204,6 +246,7 @@ impl Scenario {
             now: self.now,
             secrets: &self.secrets,
             progress,
+            pods: &found,
         });
         assert_holds_no_secret(&plan);
         plan
@@ -354,6 +397,7 @@ fn first_connect_asks_lwa_and_publishes_the_token_in_the_runtime_secret() {
             refresh: Some((RefreshOutcome::Success, "refreshed")),
             lwa_latency: Some(Duration::from_millis(250)),
             token_expiry: TokenExpiry::Set(expires.as_second()),
+            unauthorized_mounts: 0,
         }
     );
     assert_eq!(plan.audit, [refresh_audit(Outcome::Success, "refreshed")]);
@@ -1252,4 +1296,276 @@ fn a_valid_token_waiting_for_its_turn_reads_as_published() {
     );
     assert_eq!(plan.runtime_secret, SecretChange::Keep);
     assert_eq!(plan.requeue, wait(now, turn));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drift: pods judged again against today's rules.
+
+/// Pod `name` as the pod cache keeps it: labelled as `gateway` (if any), mounting `secret` as
+/// its whole volume `token`.
+fn pod(name: &str, gateway: Option<&str>, secret: &str) -> PodFacts {
+    use crate::domain::admission::{PodView, ReferenceKind, SecretReference};
+    PodFacts {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        owner: Some(format!("ReplicaSet/{name}-rs")),
+        terminating: false,
+        view: PodView {
+            gateway: gateway.map(str::to_owned),
+            labels_field: "metadata.labels",
+            owned_by_controller: true,
+            references: vec![SecretReference {
+                field: "spec.volumes[0].secret".into(),
+                secret: secret.into(),
+                kind: ReferenceKind::Volume,
+                volume: Some("token".into()),
+            }],
+            mounts: Vec::new(),
+        },
+    }
+}
+
+/// The audit reason and Event of each pod first listed by the plan.
+fn pod_reports(plan: &ReconcilePlan) -> Vec<(&str, &'static str, &str)> {
+    plan.transitions
+        .iter()
+        .filter_map(|r| match r {
+            Report::UnauthorizedMount(p) => Some((p.pod.as_str(), p.reason, p.event.note.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn listed(plan: &ReconcilePlan) -> Vec<(&str, &str)> {
+    plan.status
+        .unauthorized_pods
+        .iter()
+        .map(|p| (p.name.as_str(), p.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_pod_admitted_before_its_connection_withholds_the_runtime_secret_and_is_named() {
+    // The pod named `acme-us-sp-api` before connection acme-us existed; its gateway is not
+    // listed.
+    let scenario = Scenario::new(Connection::test()).with_pod(pod(
+        "early",
+        Some("gw-early"),
+        "acme-us-sp-api",
+    ));
+    assert!(!scenario.asks_lwa(), "nothing is refreshed while withheld");
+    let plan = scenario.plan();
+    assert_eq!(plan.runtime_secret, SecretChange::Keep, "no runtime Secret");
+    assert_eq!(plan.token_store, SecretChange::Keep);
+    assert_eq!(
+        conditions(&plan),
+        [
+            ("Ready", "False", "UnauthorizedMounts"),
+            ("CredentialsValid", "Unknown", "UnauthorizedMounts"),
+            ("Suspended", "False", "Active"),
+            ("UnauthorizedMounts", "True", "PodsOutsideRules"),
+        ]
+    );
+    assert!(message(&plan, "Ready").starts_with("runtime Secret acme-us-sp-api withheld"));
+    assert_eq!(
+        message(&plan, "UnauthorizedMounts"),
+        "1 pod references this connection's Secrets outside the rules (reported, \
+         spec.onUnauthorizedMount: Report): early (gateway_not_listed)"
+    );
+    assert_eq!(plan.status.runtime_secret_name, None);
+    assert_eq!(listed(&plan), [("early", "gateway_not_listed")]);
+    let reports = pod_reports(&plan);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        (reports[0].0, reports[0].1),
+        ("early", "gateway_not_listed")
+    );
+    assert!(
+        reports[0].2.starts_with(
+            "pod early (owned by ReplicaSet/early-rs) uses this connection's Secrets outside the \
+             rules: metadata.labels[\"connectors.openteam.io/gateway\"]: gateway \"gw-early\" is \
+             not listed"
+        ),
+        "{}",
+        reports[0].2
+    );
+    assert_eq!(plan.metrics.unauthorized_mounts, 1);
+    assert_eq!(plan.metrics.token_expiry, TokenExpiry::Clear);
+    assert_eq!(plan.evictions, []);
+    assert_eq!(
+        plan.requeue, None,
+        "the pod's changes bring the connection back"
+    );
+    assert_eq!(plan.problem, None);
+}
+
+#[test]
+fn once_the_pod_is_gone_the_runtime_secret_is_created_and_the_condition_turns_false() {
+    let withheld = Scenario::new(Connection::test())
+        .with_pod(pod("early", Some("gw-early"), "acme-us-sp-api"))
+        .plan();
+    let scenario = Scenario::new(stored(withheld)).lwa_answers(issued(start()));
+    assert!(scenario.asks_lwa());
+    let plan = scenario.plan();
+    assert!(applied_token(&plan).is_some());
+    assert_eq!(
+        conditions(&plan),
+        [
+            SERVING[0],
+            SERVING[1],
+            SERVING[2],
+            ("UnauthorizedMounts", "False", "AllPodsAuthorized")
+        ]
+    );
+    assert_eq!(listed(&plan), []);
+    assert_eq!(plan.metrics.unauthorized_mounts, 0);
+    assert_eq!(pod_reports(&plan), []);
+}
+
+#[test]
+fn a_listed_gateway_changes_nothing() {
+    let with_gateway = Scenario::new(Connection::test())
+        .with_pod(pod("gw", Some("gw-main"), "acme-us-sp-api"))
+        .lwa_answers(issued(start()))
+        .plan();
+    let alone = Scenario::new(Connection::test())
+        .lwa_answers(issued(start()))
+        .plan();
+    assert_eq!(with_gateway.status, alone.status);
+    assert_eq!(conditions(&with_gateway), SERVING);
+    assert_eq!(with_gateway.transitions, alone.transitions);
+    assert_eq!(with_gateway.metrics.unauthorized_mounts, 0);
+}
+
+#[test]
+fn a_gateway_removed_while_its_pod_runs_is_reported_once_and_the_runtime_secret_stays() {
+    let (status, token) = connected();
+    let keeps = RefreshDecision::UseExisting {
+        refresh_at: due_at(&token),
+    };
+    // gw-old was listed when its pod was admitted; the connection now lists gw-main only.
+    let scenario = Scenario::new(Connection::test().with_status(status))
+        .at(after(minutes(1)))
+        .with_runtime_secret(&token)
+        .with_pod(pod("old-gateway", Some("gw-old"), "acme-us-sp-api"))
+        .engine_decides(keeps);
+    assert!(!scenario.asks_lwa());
+    let plan = scenario.plan();
+    assert_eq!(
+        plan.runtime_secret,
+        SecretChange::Keep,
+        "listed gateways keep their token"
+    );
+    assert_eq!(
+        conditions(&plan),
+        [
+            SERVING[0],
+            SERVING[1],
+            SERVING[2],
+            ("UnauthorizedMounts", "True", "PodsOutsideRules")
+        ]
+    );
+    assert!(plan.status_changed);
+    assert_eq!(
+        pod_reports(&plan)
+            .iter()
+            .map(|r| (r.0, r.1))
+            .collect::<Vec<_>>(),
+        [("old-gateway", "gateway_not_listed")]
+    );
+    assert_eq!(plan.metrics.unauthorized_mounts, 1);
+    // The next reconcile finds the same pod: nothing new to write or report.
+    let again = Scenario::new(stored(plan.clone()))
+        .at(after(minutes(2)))
+        .with_runtime_secret(&token)
+        .with_pod(pod("old-gateway", Some("gw-old"), "acme-us-sp-api"))
+        .engine_decides(keeps)
+        .plan();
+    assert!(!again.status_changed, "{:#?}", again.status);
+    assert_eq!(again.transitions, []);
+    assert_eq!(again.metrics.unauthorized_mounts, 1);
+}
+
+#[test]
+fn a_namespace_given_to_another_team_reports_every_pod_that_uses_the_token() {
+    let (status, token) = connected();
+    let plan = Scenario::new(Connection::test().with_status(status))
+        .at(after(minutes(1)))
+        .with_runtime_secret(&token)
+        .with_pod(pod("gw", Some("gw-main"), "acme-us-sp-api"))
+        .in_namespace_of(Some("globex"))
+        .engine_decides(RefreshDecision::UseExisting {
+            refresh_at: due_at(&token),
+        })
+        .plan();
+    assert_eq!(listed(&plan), [("gw", "team_mismatch")]);
+    assert!(
+        pod_reports(&plan)[0]
+            .2
+            .contains("belongs to Team \"globex\"")
+    );
+}
+
+#[test]
+fn a_pod_that_names_only_the_sealed_credentials_is_reported_but_withholds_nothing() {
+    let plan = Scenario::new(Connection::test())
+        .with_pod(pod("reader", Some("gw-main"), "acme-us-lwa"))
+        .lwa_answers(issued(start()))
+        .plan();
+    assert!(applied_token(&plan).is_some());
+    assert_eq!(listed(&plan), [("reader", "sealed_secret_reference")]);
+}
+
+#[test]
+fn evict_asks_to_evict_every_pod_outside_the_rules_except_one_already_going() {
+    let (status, token) = connected();
+    let mut going = pod("going", None, "acme-us-sp-api");
+    going.terminating = true;
+    let plan = Scenario::new(Connection::test().evicting().with_status(status))
+        .at(after(minutes(1)))
+        .with_runtime_secret(&token)
+        .with_pod(pod("intruder", None, "acme-us-sp-api"))
+        .with_pod(going)
+        .with_pod(pod("gw", Some("gw-main"), "acme-us-sp-api"))
+        .engine_decides(RefreshDecision::UseExisting {
+            refresh_at: due_at(&token),
+        })
+        .plan();
+    assert_eq!(
+        plan.evictions,
+        [Eviction {
+            pod: "intruder".into(),
+            uid: "uid-intruder".into(),
+            gateway: None,
+            reason: "missing_gateway_label",
+        }]
+    );
+    assert!(
+        message(&plan, "UnauthorizedMounts")
+            .contains("(evicting, spec.onUnauthorizedMount: Evict)")
+    );
+    assert!(
+        pod_reports(&plan)
+            .iter()
+            .all(|r| r.2.contains("(evicting it)"))
+    );
+    assert_eq!(plan.metrics.unauthorized_mounts, 2);
+}
+
+#[test]
+fn many_pods_are_counted_and_the_first_ones_named() {
+    let mut scenario = Scenario::new(Connection::test());
+    for i in 0..20 {
+        scenario = scenario.with_pod(pod(&format!("p{i:02}"), None, "acme-us-sp-api"));
+    }
+    let plan = scenario.plan();
+    assert_eq!(plan.status.unauthorized_pods.len(), drift::LISTED_PODS);
+    assert_eq!(pod_reports(&plan).len(), drift::LISTED_PODS);
+    assert_eq!(plan.metrics.unauthorized_mounts, 20);
+    let summary = message(&plan, "UnauthorizedMounts");
+    assert!(summary.starts_with("20 pods reference"), "{summary}");
+    assert!(
+        summary.ends_with("p15 (missing_gateway_label), and 4 more"),
+        "{summary}"
+    );
 }
