@@ -141,4 +141,69 @@ impl Objects {
         found.sort();
         found
     }
+
+    /// Every object in `namespace` that is neither one of `removed` (by uid) nor a dependent a
+    /// garbage collector would delete with them: objects whose owner is removed (transitively)
+    /// and Events about any of those. The test control plane runs the deployment and replicaset
+    /// controllers but no garbage collector, so a Deployment's ReplicaSets and pods, and the
+    /// Events about them, stay there after the Deployment is gone; in a cluster they do not.
+    pub async fn left_in(&self, namespace: &str, removed: &[String]) -> Vec<String> {
+        let mut all: Vec<(String, String, Vec<String>, Option<String>)> = Vec::new();
+        for group in self.discovery.groups() {
+            for (resource, capabilities) in group.recommended_resources() {
+                if capabilities.scope != Scope::Namespaced
+                    || !capabilities.supports_operation(verbs::LIST)
+                {
+                    continue;
+                }
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), namespace, &resource);
+                let Ok(list) = api.list(&ListParams::default()).await else {
+                    continue;
+                };
+                for o in list.items {
+                    let name = format!(
+                        "{}/{}",
+                        resource.kind,
+                        o.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    let uid = o.metadata.uid.clone().unwrap_or_default();
+                    let owners = o
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .map(|r| r.uid.clone())
+                        .collect();
+                    // An Event names its object under `regarding` (events.k8s.io) or
+                    // `involvedObject` (core).
+                    let about = ["regarding", "involvedObject"]
+                        .iter()
+                        .find_map(|f| o.data.get(*f)?.get("uid")?.as_str().map(str::to_owned));
+                    all.push((name, uid, owners, about));
+                }
+            }
+        }
+        let mut gone: std::collections::BTreeSet<String> = removed.iter().cloned().collect();
+        loop {
+            let before = gone.len();
+            for (_, uid, owners, _) in &all {
+                if owners.iter().any(|o| gone.contains(o)) {
+                    gone.insert(uid.clone());
+                }
+            }
+            if gone.len() == before {
+                break;
+            }
+        }
+        let mut left: Vec<String> = all
+            .into_iter()
+            .filter(|(_, uid, _, about)| {
+                !gone.contains(uid) && about.as_ref().is_none_or(|a| !gone.contains(a))
+            })
+            .map(|(name, ..)| name)
+            .collect();
+        left.sort();
+        left
+    }
 }
