@@ -314,8 +314,8 @@ step "another Team reads acme's connection: refused by RBAC"
 refused rbac kubectl "${bob[@]}" get asc acme-us -n team-acme
 
 step "another Team's gateway pod mounts acme's runtime Secret: refused by the webhook"
-# RBAC lets the deploy pipeline create pods in team-acme; only the webhook knows that gw-globex
-# is not one of acme-us's gateways.
+# RBAC lets the deploy pipeline create pods in team-acme; only the webhook knows that the pipeline
+# is not one of Team acme's, and that gw-globex is not one of acme-us's gateways.
 refused webhook kubectl --as system:serviceaccount:default:deployer apply -f - <<'POD'
 apiVersion: v1
 kind: Pod
@@ -333,7 +333,7 @@ spec:
     secret: {secretName: acme-us-sp-api}
 POD
 echo
-echo "RBAC stopped the read (bob has no RoleBinding in team-acme); the webhook stopped the pod (RBAC allowed it, but gw-globex is not in acme-us spec.gateways)."
+echo "RBAC stopped the read (bob has no RoleBinding in team-acme); the webhook stopped the pod (RBAC allowed it, but the pipeline is not in Team acme and gw-globex is not in acme-us spec.gateways)."
 
 step "audit log (JSON lines, SHA-256 hash chain)"
 grep '"log_type":"audit"' "$state/operator.log" | python3 -c '

@@ -91,10 +91,14 @@ fn the_demo_shows_a_ready_connection_masked_token_suspend_both_refusals_and_a_ve
         ),
         "no RBAC refusal:\n{stdout}"
     );
+    // Both of the webhook's reasons: the pipeline is not Team acme's (the identity rule comes
+    // first), and its gateway is not one the connection lists.
     assert!(
         stdout.contains(
             "admission webhook \"pods.connectors.openteam.io\" denied the request: \
-             metadata.labels[\"connectors.openteam.io/gateway\"]: gateway \"gw-globex\" is not \
+             \"system:serviceaccount:default:deployer\" is not a member of team \"acme\""
+        ) && stdout.contains(
+            "metadata.labels[\"connectors.openteam.io/gateway\"]: gateway \"gw-globex\" is not \
              listed in connection \"acme-us\" spec.gateways (gw-main)"
         ) && stdout.contains("-> refused by webhook"),
         "no webhook refusal:\n{stdout}"
@@ -102,12 +106,13 @@ fn the_demo_shows_a_ready_connection_masked_token_suspend_both_refusals_and_a_ve
     assert!(
         stdout.contains(
             "RBAC stopped the read (bob has no RoleBinding in team-acme); the webhook stopped \
-             the pod (RBAC allowed it, but gw-globex is not in acme-us spec.gateways)."
+             the pod (RBAC allowed it, but the pipeline is not in Team acme and gw-globex is not \
+             in acme-us spec.gateways)."
         ),
         "{stdout}"
     );
     assert!(
-        stdout.contains(" pod_create             denied   team-acme/acme-us gateway_not_listed"),
+        stdout.contains(" pod_create             denied   team-acme/acme-us not_team_member"),
         "no audit record of the refused pod:\n{stdout}"
     );
     assert!(stdout.contains(
