@@ -185,6 +185,8 @@ pub enum LwaAnswer {
     Token,
     /// HTTP 400 with this OAuth error code.
     Reject(OAuthErrorCode),
+    /// HTTP 503: LWA is down.
+    Unavailable,
 }
 
 /// An in-process LWA: answers with the scripted answers in order, then with tokens
@@ -241,6 +243,11 @@ impl TokenSource for ScriptedLwa {
                 expires_in: Duration::from_secs(3600),
             }),
             LwaAnswer::Reject(code) => Err(LwaError::Rejected { status: 400, code }),
+            LwaAnswer::Unavailable => Err(LwaError::Unavailable {
+                status: 503,
+                code: None,
+                retry_after: None,
+            }),
         }
     }
 }

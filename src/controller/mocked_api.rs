@@ -727,3 +727,81 @@ async fn a_refused_eviction_is_reported_and_tried_again() {
     );
     assert_eq!(action, Action::requeue(Duration::from_secs(30)));
 }
+
+/// When LWA answers again after an outage, the connections the engine wakes reach the
+/// controller of their namespace as reconcile requests, and only that one's.
+#[tokio::test]
+async fn connections_woken_after_an_outage_are_reconciled_by_their_namespaces_controller() {
+    use futures::StreamExt;
+
+    use crate::lwa::{ClientCredentials, Clock, ConnectionKey};
+    use fixtures::LwaAnswer;
+
+    let (client, _api) = mock_api();
+    let clock = Arc::new(ManualClock::new(start()));
+    // Five failures from two namespaces open the breaker; then LWA is back.
+    let (ctx, _) = fixtures::context(
+        client,
+        ScriptedLwa::answering(&[LwaAnswer::Unavailable; 5]),
+        clock.clone(),
+        Keyring::generate(start()),
+    );
+    let ours = super::woken(&ctx.engine, Some(fixtures::NAMESPACE));
+    let everyone = super::woken(&ctx.engine, None);
+    let creds = ClientCredentials {
+        client_id: "amzn1.application-oa2-client.test".into(),
+        client_secret: crate::crypto::SecretString::from("client-secret"),
+        refresh_token: crate::crypto::SecretString::from("Atzr|refresh"),
+        next_client_secret: None,
+    };
+    let keys = [
+        ConnectionKey::new(fixtures::NAMESPACE, "a"),
+        ConnectionKey::new(fixtures::NAMESPACE, "b"),
+        ConnectionKey::new("team-globex", "c"),
+        ConnectionKey::new("team-globex", "d"),
+        ConnectionKey::new(fixtures::NAMESPACE, "e"),
+    ];
+    for key in &keys {
+        assert!(ctx.engine.refresh(key, "fp", &creds, None).await.is_err());
+    }
+    // Their first backoff (at most 5 s) is over, the breaker is still open: each is paused
+    // until it closes, as a reconcile in that moment would be.
+    clock.advance(Duration::from_secs(6));
+    for key in &keys {
+        let decision = ctx
+            .engine
+            .decide(clock.now(), key, "fp", None, Duration::from_secs(300));
+        assert!(
+            matches!(
+                decision,
+                crate::lwa::RefreshDecision::RefreshAt {
+                    reason: crate::lwa::WaitReason::CircuitOpen,
+                    ..
+                }
+            ),
+            "{key}: {decision:?}"
+        );
+    }
+    // After the breaker's pause a probe gets a token: LWA is back, everyone is woken.
+    clock.advance(Duration::from_secs(25));
+    let probe = ConnectionKey::new(fixtures::NAMESPACE, "probe");
+    assert!(ctx.engine.refresh(&probe, "fp", &creds, None).await.is_ok());
+    let named = |refs: Vec<kube::runtime::reflector::ObjectRef<AmazonSellerConnection>>| {
+        let mut names: Vec<String> = refs
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name))
+            .collect();
+        names.sort();
+        names
+    };
+    let within = |refs| tokio::time::timeout(Duration::from_secs(5), refs);
+    let ours = within(ours.take(3).collect())
+        .await
+        .expect("three wake-ups for team-acme");
+    assert_eq!(named(ours), ["team-acme/a", "team-acme/b", "team-acme/e"]);
+    let everyone = within(everyone.take(5).collect())
+        .await
+        .expect("five wake-ups in all");
+    let everyone = named(everyone);
+    assert_eq!(everyone.len(), 5, "{everyone:?}");
+}
